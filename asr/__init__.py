@@ -1,0 +1,9 @@
+"""xllm-asr: X-LLM's speech interface as a Kaldi-style speech recognition toolkit.
+
+Data flows one way through the subpackages:
+``asr.data`` (Kaldi data dirs, audio) -> ``asr.features`` (fbank, CMVN, ark/scp)
+-> ``asr.models`` (encoders, CIF C-Former) -> ``asr.training`` -> ``asr.decoding``
+-> ``evaluation`` (WER/CER, sclite-style reports).
+"""
+
+__version__ = "0.1.0"

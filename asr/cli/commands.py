@@ -1,0 +1,189 @@
+"""Subcommands of ``asr``. Each ``add_*`` declares arguments and sets ``func``; heavy imports stay inside."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _config_section(path: str | None, section: str) -> dict:
+    if not path:
+        return {}
+    from asr.config import load_config
+
+    return load_config(path).get(section, {}) or {}
+
+
+# ---- validate-data-dir ---------------------------------------------------------------------------
+def add_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dirs", nargs="+", help="Kaldi data dirs")
+    p.add_argument("--no-text", action="store_true", help="do not require a text file")
+    p.add_argument("--feats", action="store_true", help="also require feats.scp and utt2num_frames")
+    p.set_defaults(func=run_validate)
+
+
+def run_validate(args) -> int:
+    from asr.data.datadir import DataDirError, validate_data_dir
+
+    status = 0
+    for d in args.data_dirs:
+        try:
+            n = validate_data_dir(d, require_text=not args.no_text, require_feats=args.feats)
+            print(f"{d}: OK, {n} utterances")
+        except DataDirError as exc:
+            print(f"{d}: ERROR: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+# ---- make-feats ---------------------------------------------------------------------------------
+def add_make_feats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", help="source Kaldi data dir (wav.scp, text, utt2spk, spk2utt)")
+    p.add_argument("out_dir", help="dump dir to write (copies of the data dir files + feats.scp, utt2num_frames)")
+    p.add_argument("--config", help="experiment YAML; its 'features' section gives type and options")
+    p.add_argument("--feature-type", choices=["fbank", "whisper_encoder"], help="overrides the config (default fbank)")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs")
+    p.set_defaults(func=run_make_feats)
+
+
+def run_make_feats(args) -> int:
+    from asr.features.make_feats import make_features
+
+    section = _config_section(args.config, "features")
+    ftype = args.feature_type or section.get("type", "fbank")
+    result = make_features(args.data_dir, args.out_dir, ftype, section.get("options") or {}, nj=args.nj)
+    print(f"{args.out_dir}: features for {result['num_done']}/{result['num_utts']} utterances ({ftype})")
+    for utt, reason in result["bad"]:
+        print(f"  skipped {utt}: {reason}", file=sys.stderr)
+    return 0
+
+
+# ---- compute-cmvn -------------------------------------------------------------------------------
+def add_cmvn(p: argparse.ArgumentParser) -> None:
+    p.add_argument("feats_scp", help="feats.scp to accumulate over")
+    p.add_argument("out", help="output stats file (Kaldi binary matrix, 2 x (dim+1))")
+    p.set_defaults(func=run_cmvn)
+
+
+def run_cmvn(args) -> int:
+    from asr.features.cmvn import compute_cmvn_stats, write_cmvn_stats
+
+    stats = compute_cmvn_stats(args.feats_scp)
+    write_cmvn_stats(args.out, stats)
+    print(f"{args.out}: global CMVN over {int(stats[0, -1])} frames, dim {stats.shape[1] - 1}")
+    return 0
+
+
+# ---- train-tokenizer ----------------------------------------------------------------------------
+def add_tokenizer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="Kaldi text file of the training set")
+    p.add_argument("out_prefix", help="writes <prefix>.model and <prefix>.vocab")
+    p.add_argument("--config", help="experiment YAML; its 'tokenizer' section gives model_type and vocab_size")
+    p.add_argument("--vocab-size", type=int)
+    p.add_argument("--model-type", choices=["bpe", "unigram", "char"])
+    p.set_defaults(func=run_tokenizer)
+
+
+def run_tokenizer(args) -> int:
+    from asr.tokenizer import Tokenizer, train_tokenizer
+
+    section = _config_section(args.config, "tokenizer")
+    model_type = args.model_type or section.get("model_type", "bpe")
+    vocab_size = args.vocab_size or section.get("vocab_size", 500)
+    path = train_tokenizer(args.text, args.out_prefix, vocab_size=vocab_size, model_type=model_type)
+    print(f"{path}: {len(Tokenizer(path))} units ({model_type})")
+    return 0
+
+
+# ---- train --------------------------------------------------------------------------------------
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="experiment YAML (model, train sections)")
+    p.add_argument("--train-dir", required=True, help="dump dir with feats.scp, text, cmvn.ark")
+    p.add_argument("--valid-dir", help="dump dir for validation")
+    p.add_argument("--tokenizer", required=True, help="sentencepiece .model")
+    p.add_argument("--exp-dir", required=True, help="output dir; rerunning resumes from its newest checkpoint")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from asr.training.train_cif import train
+
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_epochs", args.max_epochs)) if v is not None}
+    final = train(args.config, args.train_dir, args.valid_dir, args.tokenizer, args.exp_dir, overrides)
+    print(f"model written to {final}")
+    return 0
+
+
+# ---- decode -------------------------------------------------------------------------------------
+def add_decode(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", required=True, help="trained model dir (exp/.../final)")
+    p.add_argument("--data-dir", required=True, help="dump dir with feats.scp (made with the model's feature type)")
+    p.add_argument("--out-dir", required=True, help="decode dir to write (hyp, ref, decode_info.json)")
+    p.add_argument("--batch-frames", type=int, default=40000, help="max padded frames per batch")
+    p.add_argument("--num-threads", type=int, default=0)
+    p.set_defaults(func=run_decode)
+
+
+def run_decode(args) -> int:
+    import torch
+
+    from asr.decoding.cif_greedy import decode_dump_dir
+
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, batch_frames=args.batch_frames)
+    print(json.dumps(info))
+    return 0
+
+
+# ---- score --------------------------------------------------------------------------------------
+def add_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("decode_dirs", nargs="+", help="decode dirs holding 'ref' and 'hyp'")
+    p.add_argument("--unit", choices=["word", "char"], default="word", help="WER (word) or CER (char)")
+    p.add_argument("--normalizer", default="english", help="english | chinese | none")
+    p.set_defaults(func=run_score)
+
+
+def run_score(args) -> int:
+    from evaluation.score import score_dir
+
+    for d in args.decode_dirs:
+        score = score_dir(d, unit=args.unit, normalizer=args.normalizer)
+        print(f"{d}: {Path(d, 'wer' if args.unit == 'word' else 'cer').read_text().strip()}")
+        del score
+    return 0
+
+
+# ---- results ------------------------------------------------------------------------------------
+def add_results(p: argparse.ArgumentParser) -> None:
+    p.add_argument("decode_dirs", nargs="+", help="scored decode dirs")
+    p.add_argument("--format", choices=["markdown", "plain"], default="plain")
+    p.add_argument("--out", help="also write the table to this file")
+    p.set_defaults(func=run_results)
+
+
+def run_results(args) -> int:
+    from asr.io_utils import write_text_atomic
+    from evaluation.summary import format_table, summarize
+
+    table = format_table(summarize(args.decode_dirs), fmt=args.format)
+    print(table)
+    if args.out:
+        write_text_atomic(args.out, table + "\n")
+    return 0
+
+
+COMMANDS = {
+    "validate-data-dir": (add_validate, "check a Kaldi data dir (sorted, consistent ids, transcripts)"),
+    "make-feats": (add_make_feats, "extract features (Kaldi fbank or frozen-encoder outputs) to ark/scp"),
+    "compute-cmvn": (add_cmvn, "global CMVN stats in Kaldi format"),
+    "train-tokenizer": (add_tokenizer, "train a sentencepiece model on a text file"),
+    "train": (add_train, "train the CIF C-Former recognizer (X-LLM stage 1), resumable"),
+    "decode": (add_decode, "CIF greedy decoding of a dump dir into a decode dir"),
+    "score": (add_score, "WER/CER of decode dirs: result.txt (sclite style) and a one-line summary"),
+    "results": (add_results, "results table across scored decode dirs"),
+}

@@ -1,0 +1,30 @@
+"""Experiment configs: one YAML file per experiment, one section per stage.
+
+    features:  {type: fbank | whisper_encoder, options: {...}}
+    tokenizer: {model_type: bpe | unigram | char, vocab_size: N}
+    model:     CifAsrConfig fields
+    train:     TrainConfig fields
+    decode:    {batch_frames: N}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+SECTIONS = ("features", "tokenizer", "model", "train", "decode", "adapter", "llm", "stage2")
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(config).__name__}")
+    unknown = set(config) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {list(SECTIONS)}")
+    return config

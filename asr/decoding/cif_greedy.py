@@ -1,0 +1,80 @@
+"""Stage-1 decoding: batched CIF greedy search over a dump dir, writing a Kaldi-style decode dir.
+
+    out_dir/hyp            utt -> recognized text  (Kaldi ``text`` format)
+    out_dir/ref            utt -> reference text (copied from the dump dir, when it has one)
+    out_dir/hyp_tokens     utt -> unit pieces with the encoder frame each one fired at
+    out_dir/decode_info.json  timing (real-time factor) and CIF compression statistics
+Scoring (result.txt, wer) is done by ``evaluation.score_dir`` on this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from asr.data.datadir import read_table
+from asr.io_utils import write_table, write_text_atomic
+from asr.models.cif_asr import CifAsrModel
+from asr.tokenizer import Tokenizer
+from asr.training.data import FrameBatchSampler
+
+
+def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict]:
+    model_dir = Path(model_dir)
+    model = CifAsrModel.from_pretrained(model_dir)
+    tokenizer = Tokenizer(model_dir / "tokenizer.model")
+    feat_info = json.loads((model_dir / "feat_info.json").read_text())
+    return model, tokenizer, feat_info
+
+
+def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, batch_frames: int = 40000) -> dict:
+    import kaldiio
+    import numpy as np
+
+    model, tokenizer, feat_info = load_recognizer(model_dir)
+    dump_dir, out_dir = Path(dump_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    feats_scp = read_table(dump_dir / "feats.scp")
+    num_frames = {u: int(n) for u, n in read_table(dump_dir / "utt2num_frames").items()}
+    utts = list(feats_scp)
+    sampler = FrameBatchSampler([num_frames[u] for u in utts], batch_frames, shuffle=False)
+    hyps, pieces = {}, {}
+    total_tokens = total_enc_frames = 0
+    start = time.perf_counter()
+    for batch in tqdm(sampler, desc=f"decode {dump_dir.name}", mininterval=5):
+        mats = [torch.from_numpy(np.asarray(kaldiio.load_mat(feats_scp[utts[i]]), dtype=np.float32)) for i in batch]
+        lengths = torch.tensor([m.shape[0] for m in mats])
+        feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+        result = model.recognize(feats, lengths)
+        for j, i in enumerate(batch):
+            utt = utts[i]
+            ids = result["tokens"][j]
+            hyps[utt] = tokenizer.decode(ids)
+            pieces[utt] = " ".join(f"{p}@{f}" for p, f in zip(tokenizer.pieces(ids), result["fire_frames"][j]))
+            total_tokens += len(ids)
+            total_enc_frames += result["frame_lengths"][j]
+    elapsed = time.perf_counter() - start
+    audio_sec = sum(num_frames[u] for u in utts) / feat_info["frame_rate_hz"]
+    write_table(out_dir / "hyp", {u: hyps.get(u, "") for u in utts})
+    write_table(out_dir / "hyp_tokens", pieces)
+    if (dump_dir / "text").exists():
+        ref = read_table(dump_dir / "text")
+        write_table(out_dir / "ref", {u: ref[u] for u in utts if u in ref})
+        missing = [u for u in ref if u not in feats_scp]
+        if missing:  # utterances whose audio could not be read: scored as empty hypotheses
+            write_text_atomic(out_dir / "missing_feats", "".join(f"{u}\n" for u in missing))
+            write_table(out_dir / "ref", ref)
+    info = {
+        "model_dir": str(model_dir), "dump_dir": str(dump_dir), "num_utts": len(utts),
+        "audio_seconds": round(audio_sec, 2), "decode_seconds": round(elapsed, 2),
+        "rtf": round(elapsed / max(audio_sec, 1e-9), 4),
+        "cif_tokens_per_second": round(total_tokens / max(audio_sec, 1e-9), 3),
+        "encoder_frames_per_second": round(total_enc_frames / max(audio_sec, 1e-9), 3),
+        "threads": torch.get_num_threads(),
+    }
+    write_text_atomic(out_dir / "decode_info.json", json.dumps(info, indent=2) + "\n")
+    return info

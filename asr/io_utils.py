@@ -1,0 +1,33 @@
+"""Small file helpers: everything the toolkit writes goes to a temp file first, then is renamed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; rename it over ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_table(path: str | Path, rows: dict[str, str] | list[tuple[str, str]]) -> None:
+    """Write a Kaldi-style ``key value`` table, sorted by key (C locale order)."""
+    items = sorted(rows.items() if isinstance(rows, dict) else rows, key=lambda kv: kv[0].encode())
+    write_text_atomic(path, "".join(f"{k} {v}\n" for k, v in items))

@@ -1,0 +1,205 @@
+"""X-LLM stage 1: speech encoder -> C-Former (CIF + transformer layers) -> token classifier.
+
+    feats (B, T, F), feat_lengths (B,)
+      -> global CMVN -> SpecAugment (training only)
+      -> encoder (Conformer trained here, or cached outputs of a frozen encoder)   (B, T', E)
+      -> projection to the C-Former width                                          (B, T', D)
+            \\-> optional CTC head on these frames                                  (B, T', V)
+      -> CIF predictor: one vector per output token                                (B, N, D)
+      -> C-Former transformer layers over the CIF vectors                          (B, N, D)
+      -> token classifier                                                           (B, N, V)
+
+The C-Former's outputs (before the classifier) are what X-LLM's S-Adapter feeds to the LLM.
+Loss: CE on the CIF outputs (teacher-forced token count) + quantity loss, + optional CTC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from speechbrain.augment.freq_domain import SpectrogramDrop
+from torch import nn
+
+from asr.features.cmvn import GlobalCMVN
+from asr.io_utils import atomic_path, write_text_atomic
+from asr.models.cif import CifPredictor
+from asr.models.conformer_encoder import ConformerConfig, ConformerEncoder, FrozenFeatureEncoder
+
+IGNORE_ID = -100
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = True
+    time_masks: int = 2
+    time_mask_max: int = 40  # frames
+    freq_masks: int = 2
+    freq_mask_max: int = 15  # bins
+
+
+@dataclass
+class CifAsrConfig:
+    vocab_size: int = 500
+    feat_dim: int = 80
+    encoder_type: str = "conformer"  # "conformer" (trained) | "frozen" (features are frozen-encoder outputs)
+    conformer: ConformerConfig = field(default_factory=ConformerConfig)
+    frozen_pool: int = 1  # average-pool frozen-encoder frames before CIF
+    d_model: int = 256
+    cformer_layers: int = 2
+    cformer_heads: int = 4
+    cformer_ffn: int = 1024
+    dropout: float = 0.1
+    cif_kernel_size: int = 3
+    cif_tail_threshold: float = 0.45
+    ctc_weight: float = 0.3
+    quantity_weight: float = 1.0
+    label_smoothing: float = 0.1
+    specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    blank_id: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CifAsrConfig":
+        d = dict(d)
+        if isinstance(d.get("conformer"), dict):
+            d["conformer"] = ConformerConfig(**d["conformer"])
+        if isinstance(d.get("specaug"), dict):
+            d["specaug"] = SpecAugmentConfig(**d["specaug"])
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class SinusoidalPositions(nn.Module):
+    def __init__(self, d_model: int, max_len: int = 4096):
+        super().__init__()
+        pos = torch.arange(max_len)[:, None]
+        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[: x.shape[1]]
+
+
+class SpecAugment(nn.Module):
+    """Time and frequency masking (speechbrain's SpectrogramDrop), only in training mode."""
+
+    def __init__(self, c: SpecAugmentConfig):
+        super().__init__()
+        self.time = SpectrogramDrop(drop_length_low=1, drop_length_high=c.time_mask_max, drop_count_low=0, drop_count_high=c.time_masks, dim=1)
+        self.freq = SpectrogramDrop(drop_length_low=1, drop_length_high=c.freq_mask_max, drop_count_low=0, drop_count_high=c.freq_masks, dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.freq(self.time(x)) if self.training else x
+
+
+def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """(B,) -> (B, T) bool, True at padding."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class CifAsrModel(nn.Module):
+    def __init__(self, config: CifAsrConfig, cmvn_stats: np.ndarray | None = None):
+        super().__init__()
+        self.config = c = config
+        self.cmvn = GlobalCMVN(cmvn_stats, dim=c.feat_dim)
+        self.specaug = SpecAugment(c.specaug) if c.specaug.enabled else None
+        if c.encoder_type == "conformer":
+            c.conformer.input_dim = c.feat_dim
+            self.encoder = ConformerEncoder(c.conformer)
+        elif c.encoder_type == "frozen":
+            self.encoder = FrozenFeatureEncoder(c.feat_dim, pool=c.frozen_pool)
+        else:
+            raise ValueError(f"unknown encoder_type {c.encoder_type!r}")
+        self.proj = nn.Sequential(nn.Linear(self.encoder.output_dim, c.d_model), nn.LayerNorm(c.d_model), nn.Dropout(c.dropout))
+        self.ctc_head = nn.Linear(c.d_model, c.vocab_size) if c.ctc_weight > 0 else None
+        self.cif = CifPredictor(c.d_model, kernel_size=c.cif_kernel_size, dropout=c.dropout, tail_threshold=c.cif_tail_threshold)
+        self.positions = SinusoidalPositions(c.d_model)
+        layer = nn.TransformerEncoderLayer(c.d_model, c.cformer_heads, c.cformer_ffn, c.dropout, batch_first=True, norm_first=True)
+        self.cformer = nn.TransformerEncoder(layer, c.cformer_layers, enable_nested_tensor=False)
+        self.cformer_norm = nn.LayerNorm(c.d_model)
+        self.classifier = nn.Linear(c.d_model, c.vocab_size)
+
+    # ---- the forward pieces -------------------------------------------------------------------
+    def encode(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, F) -> frames for CIF (B, T', D), lengths (B,)."""
+        x = self.cmvn(feats)
+        if self.specaug is not None:
+            x = self.specaug(x)
+        x, lengths = self.encoder(x, feat_lengths)
+        return self.proj(x), lengths
+
+    def cformer_forward(self, frames: torch.Tensor, frame_lengths: torch.Tensor, target_lengths: torch.Tensor | None = None):
+        """CIF + transformer layers. Returns (token vectors (B, N, D), token lengths (B,), CifOutput)."""
+        frame_mask = ~lengths_to_padding_mask(frame_lengths, frames.shape[1])  # True = valid
+        cif_out = self.cif(frames, frame_mask, target_lengths)
+        tokens, token_lengths = cif_out.outputs, cif_out.lengths  # (B, N, D), (B,)
+        if tokens.shape[1] == 0:
+            return tokens, token_lengths, cif_out
+        pad = lengths_to_padding_mask(token_lengths, tokens.shape[1])
+        # an utterance with no fires would be all padding: let it attend to its (zero) first slot
+        pad[:, 0] = False
+        hidden = self.cformer(self.positions(tokens), src_key_padding_mask=pad)
+        return self.cformer_norm(hidden), token_lengths, cif_out
+
+    # ---- training ------------------------------------------------------------------------------
+    def forward(self, feats, feat_lengths, targets, target_lengths) -> dict[str, torch.Tensor]:
+        """feats (B,T,F), targets (B,L) padded with IGNORE_ID. Returns losses and accuracy."""
+        c = self.config
+        frames, frame_lengths = self.encode(feats, feat_lengths)
+        hidden, _, cif_out = self.cformer_forward(frames, frame_lengths, target_lengths)
+        logits = self.classifier(hidden)  # (B, L, V)
+        L = targets.shape[1]
+        logits = logits[:, :L]
+        if logits.shape[1] < L:  # cannot happen with teacher forcing, but keep shapes safe
+            logits = F.pad(logits, (0, 0, 0, L - logits.shape[1]))
+        ce = F.cross_entropy(logits.reshape(-1, c.vocab_size), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
+        qty = self.cif.quantity_loss(cif_out, target_lengths)
+        loss = ce + c.quantity_weight * qty
+        out = {"ce": ce.detach(), "quantity": qty.detach()}
+        if self.ctc_head is not None:
+            log_probs = self.ctc_head(frames).log_softmax(-1).transpose(0, 1)  # (T', B, V)
+            ctc_targets = targets.clamp(min=0)
+            ctc = F.ctc_loss(log_probs, ctc_targets, frame_lengths, target_lengths, blank=c.blank_id, zero_infinity=True)
+            loss = loss + c.ctc_weight * ctc
+            out["ctc"] = ctc.detach()
+        valid = targets != IGNORE_ID
+        out["acc"] = ((logits.argmax(-1) == targets) & valid).sum().float() / valid.sum().clamp(min=1)
+        out["loss"] = loss
+        return out
+
+    # ---- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def recognize(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> dict:
+        """Greedy CIF decoding. Returns token ids per utterance, fire frames and frame rate info."""
+        frames, frame_lengths = self.encode(feats, feat_lengths)
+        hidden, token_lengths, cif_out = self.cformer_forward(frames, frame_lengths)
+        ids = self.classifier(hidden).argmax(-1) if hidden.shape[1] else hidden.new_zeros(hidden.shape[:2], dtype=torch.long)
+        tokens = [ids[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
+        fires = [cif_out.fire_frames[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
+        return {"tokens": tokens, "fire_frames": fires, "frame_lengths": frame_lengths.tolist(), "hidden": hidden, "token_lengths": token_lengths}
+
+    # ---- persistence (transformers style) ------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "config.json", json.dumps(asdict(self.config), indent=2) + "\n")
+        with atomic_path(out_dir / "model.pt") as tmp:
+            torch.save(self.state_dict(), tmp)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> "CifAsrModel":
+        model_dir = Path(model_dir)
+        config = CifAsrConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
+        model = cls(config)
+        model.load_state_dict(torch.load(model_dir / "model.pt", map_location=map_location))
+        return model.eval()

@@ -1,0 +1,127 @@
+"""Conformer speech encoder trained from scratch: conv subsampling (4x) + speechbrain Conformer blocks.
+
+fbank (B, T, 80) at 100 frames/s  ->  hidden (B, T//4 roughly, d_model) at 25 frames/s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from speechbrain.lobes.models.transformer.Conformer import ConformerEncoder as SBConformerEncoder
+from speechbrain.nnet.attention import RelPosEncXL
+from torch import nn
+
+
+@dataclass
+class ConformerConfig:
+    input_dim: int = 80
+    d_model: int = 256
+    num_layers: int = 6
+    num_heads: int = 4
+    ffn_dim: int = 1024
+    kernel_size: int = 15
+    dropout: float = 0.1
+    subsampling_channels: int = 128
+
+
+def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
+    """Frames left after two (kernel 3, stride 2) convolutions without padding."""
+    return ((lengths - 3) // 2 + 1 - 3) // 2 + 1
+
+
+class Conv2dSubsampling4(nn.Module):
+    """(B, T, F) -> (B, T', d_model) with T' = ((T-3)//2+1-3)//2+1."""
+
+    def __init__(self, input_dim: int, d_model: int, channels: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+        )
+        freq = ((input_dim - 3) // 2 + 1 - 3) // 2 + 1
+        self.out = nn.Linear(channels * freq, d_model)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        b, c, t, f = x.shape
+        x = self.out(x.transpose(1, 2).reshape(b, t, c * f))  # (B, T', d_model)
+        return x, subsampled_lengths(lengths).clamp(min=1)
+
+
+class _ZeroPadding(nn.Module):
+    """Wraps a conv module's pointwise bottleneck so padded frames are zero before the depthwise conv.
+
+    speechbrain masks the convolution module's output but not its input, so without this the frames
+    next to the end of a short utterance would see its neighbours' padding and a batched forward
+    would differ from a single-utterance one.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.pad_mask: torch.Tensor | None = None  # (B, T) True = padding, set by the encoder per call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)  # (B, C, T)
+        if self.pad_mask is not None:
+            out = out.masked_fill(self.pad_mask[:, None, :], 0.0)
+        return out
+
+
+class ConformerEncoder(nn.Module):
+    frame_rate_divisor = 4
+
+    def __init__(self, config: ConformerConfig):
+        super().__init__()
+        self.config = config
+        self.output_dim = config.d_model
+        self.subsampling = Conv2dSubsampling4(config.input_dim, config.d_model, config.subsampling_channels)
+        self.pos_enc = RelPosEncXL(config.d_model)
+        self.layers = SBConformerEncoder(
+            num_layers=config.num_layers,
+            d_model=config.d_model,
+            d_ffn=config.ffn_dim,
+            nhead=config.num_heads,
+            kernel_size=config.kernel_size,
+            dropout=config.dropout,
+            attention_type="RelPosMHAXL",
+        )
+        self._masked_convs = []
+        for layer in self.layers.layers:
+            conv = layer.convolution_module
+            conv.bottleneck = _ZeroPadding(conv.bottleneck)
+            self._masked_convs.append(conv.bottleneck)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, out_lengths = self.subsampling(feats, lengths)  # (B, T', d)
+        pad_mask = torch.arange(x.shape[1], device=x.device)[None, :] >= out_lengths[:, None]  # True = padding
+        for conv in self._masked_convs:
+            conv.pad_mask = pad_mask
+        x, _ = self.layers(x, src_key_padding_mask=pad_mask, pos_embs=self.pos_enc(x))
+        return x, out_lengths
+
+
+class FrozenFeatureEncoder(nn.Module):
+    """For features that already are encoder outputs (a frozen encoder cached to ark/scp).
+
+    Optionally average-pools frames by ``pool`` to lower the frame rate before CIF.
+    """
+
+    def __init__(self, input_dim: int, pool: int = 1):
+        super().__init__()
+        self.output_dim = input_dim
+        self.pool = pool
+        self.frame_rate_divisor = pool
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pool == 1:
+            return feats, lengths
+        b, t, d = feats.shape
+        pad = (-t) % self.pool
+        x = nn.functional.pad(feats, (0, 0, 0, pad))
+        # padding frames are zeros; average only over real frames at the boundary
+        mask = (torch.arange(t + pad, device=feats.device)[None] < lengths[:, None]).float()
+        x = (x * mask[..., None]).reshape(b, -1, self.pool, d).sum(2)
+        count = mask.reshape(b, -1, self.pool).sum(2).clamp(min=1.0)
+        return x / count[..., None], (lengths + self.pool - 1) // self.pool

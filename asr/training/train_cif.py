@@ -1,0 +1,70 @@
+"""Stage-1 training entry point (X-LLM stage 1): the CIF C-Former recognizer on cached features.
+
+Writes into ``exp_dir``: checkpoints/, train_log.csv, valid_log.csv, curves.png, best/ (lowest
+valid loss) and final/ (the model to decode with: best/ if validation ran, else the last state),
+each model dir holding config.json, model.pt, the tokenizer and the feature description.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from asr.config import load_config
+from asr.features.cmvn import read_cmvn_stats
+from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+from asr.tokenizer import Tokenizer
+from asr.training.data import FeatureDataset, FrameBatchSampler
+from asr.training.trainer import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config: dict, feat_dim: int, vocab_size: int, cmvn_path: Path | None) -> CifAsrModel:
+    model_cfg = CifAsrConfig.from_dict({**config.get("model", {}), "feat_dim": feat_dim, "vocab_size": vocab_size})
+    stats = read_cmvn_stats(cmvn_path) if cmvn_path and cmvn_path.exists() else None
+    return CifAsrModel(model_cfg, cmvn_stats=stats)
+
+
+def finalize_model_dir(model_dir: Path, tokenizer: Tokenizer, feat_info: dict) -> None:
+    """Make a model dir self-contained: tokenizer and feature description next to the weights."""
+    shutil.copyfile(tokenizer.model_path, model_dir / "tokenizer.model")
+    (model_dir / "feat_info.json").write_text(json.dumps(feat_info, indent=2) + "\n")
+
+
+def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path | None, tokenizer_path: str | Path,
+          exp_dir: str | Path, overrides: dict | None = None) -> Path:
+    config = load_config(config_path)
+    train_cfg = TrainConfig.from_dict({**config.get("train", {}), **(overrides or {})})
+    train_dir, exp_dir = Path(train_dir), Path(exp_dir)
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    tokenizer = Tokenizer(tokenizer_path)
+    feat_info = json.loads((train_dir / "feat_info.json").read_text())
+    model = build_model(config, feat_info["dim"], len(tokenizer), train_dir / "cmvn.ark")
+    divisor = getattr(model.encoder, "frame_rate_divisor", 1)
+    train_set = FeatureDataset(train_dir, tokenizer, frame_divisor=divisor, preload=train_cfg.preload)
+    sampler = FrameBatchSampler([u.num_frames for u in train_set.utts], train_cfg.max_frames_per_batch,
+                                shuffle=True, seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+    valid_fn = None
+    if valid_dir is not None:
+        valid_set = FeatureDataset(valid_dir, tokenizer, frame_divisor=divisor, preload=train_cfg.preload)
+        valid_sampler = FrameBatchSampler([u.num_frames for u in valid_set.utts], train_cfg.max_frames_per_batch, shuffle=False)
+        valid_fn = lambda: (valid_set.collate(b) for b in valid_sampler)  # noqa: E731
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
+    trainer = Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn)
+    trainer.train()
+    final = exp_dir / "final"
+    if (exp_dir / "best").exists():
+        if final.exists():
+            shutil.rmtree(final)
+        shutil.copytree(exp_dir / "best", final)
+    else:
+        model.save_pretrained(final)
+    finalize_model_dir(final, tokenizer, feat_info)
+    return final
