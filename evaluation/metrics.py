@@ -10,9 +10,15 @@ Two units are scored:
     reference characters. For Chinese this is the usual CER; for English it means a wrong word
     boundary alone ("a cat" vs "ac at") costs nothing.
 
-The alignment is jiwer's minimum edit distance with unit costs (as Kaldi's ``compute-wer``);
-sclite weighs substitutions 4 and insertions/deletions 3, so on rare ties it may split the same
-errors differently between S, D and I.
+The alignment is jiwer's minimum edit distance with unit costs, so the error total (and WER) is
+the Levenshtein distance, as in Kaldi's ``compute-wer``. sclite instead minimizes a weighted cost
+(substitution 4, insertion/deletion 3), which shows in two ways:
+
+* on ties it prefers a deletion plus an insertion to two substitutions: ref "a b", hyp "b c" is
+  S S here but D C I in sclite. Such ties are common, so on a test set sclite's Corr/Sub/Del/Ins
+  often differ from ours by k * (+1, -2, +1, +1) while the error totals agree;
+* rarely, it accepts more errors to avoid substitutions: ref "a b c d e f g", hyp
+  "x x x x a b c" is 7 S here (7 errors) but 4 I, 3 C, 4 D in sclite (8 errors).
 """
 
 from __future__ import annotations

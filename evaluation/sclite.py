@@ -33,7 +33,7 @@ def format_summary_line(score: CorpusScore, unit: str) -> str:
 
 
 def _summary_box(score: CorpusScore, unit: str, title: str) -> list[str]:
-    """sclite's summary box with the single Sum/Avg row."""
+    """sclite's summary box with the single Sum/Avg row, ``title`` (if any) in its head."""
     rates = (
         ("Corr", score.corr_rate),
         ("Sub", score.sub_rate),
@@ -42,9 +42,10 @@ def _summary_box(score: CorpusScore, unit: str, title: str) -> list[str]:
         ("Err", score.err_rate),
         ("S.Err", score.sent_err_rate),
     )
+    tokens = "# Chr" if check_unit(unit) == "char" else "# Wrd"
     groups = [  # (header, value) pairs; the first group is left-aligned, numbers right-aligned
         [("SPKR", "Sum/Avg")],
-        [("# Snt", str(score.num_sents)), ("# Chr" if check_unit(unit) == "char" else "# Wrd", str(score.num_ref_tokens))],
+        [("# Snt", str(score.num_sents)), (tokens, str(score.num_ref_tokens))],
         [(name, f"{rate:.1f}") for name, rate in rates],
     ]
     header_cells, value_cells = [], []
@@ -57,6 +58,8 @@ def _summary_box(score: CorpusScore, unit: str, title: str) -> list[str]:
     inner = len(header) - 2
     lines = ["," + "-" * inner + "."]
     if title:
+        if len(title) > inner - 2:  # keep the informative end of a long path
+            title = "..." + title[-(inner - 5) :]
         lines += ["|" + title.center(inner) + "|", "|" + "-" * inner + "|"]
     lines += [
         header,

@@ -1,8 +1,8 @@
 """Score hypotheses against references: in memory, or a decode dir on disk.
 
-A decode dir holds the hypotheses as a Kaldi-style ``text`` file (``utt words...``; an empty
+A decode dir holds the hypotheses as a Kaldi-style text file ``hyp`` (``utt words...``; an empty
 hypothesis may be written as the bare id) and, unless given elsewhere, the references as
-``ref_text`` in the same format. Scoring writes three files next to them:
+``ref`` in the same format. Scoring writes three files next to them:
 
 ``result.txt``
     sclite-style report (summary box and per-utterance alignments), see :mod:`evaluation.sclite`.
@@ -35,8 +35,8 @@ from evaluation.sclite import format_summary_line, write_result_txt
 
 logger = logging.getLogger(__name__)
 
-HYP_FILE = "text"
-REF_FILE = "ref_text"
+HYP_FILE = "hyp"
+REF_FILE = "ref"
 RESULT_FILE = "result.txt"
 SCORES_FILE = "scores.json"
 
@@ -85,7 +85,7 @@ def score_dir(
 ) -> CorpusScore:
     """Score a decode dir and write ``result.txt``, ``wer``/``cer`` and ``scores.json`` into it.
 
-    ``ref_path`` defaults to ``decode_dir/ref_text`` and ``hyp_path`` to ``decode_dir/text``.
+    ``ref_path`` defaults to ``decode_dir/ref`` and ``hyp_path`` to ``decode_dir/hyp``.
     """
     check_unit(unit)
     decode_dir = Path(decode_dir)
@@ -94,7 +94,8 @@ def score_dir(
     utts, score = score_texts(read_text(ref_path), read_text(hyp_path), unit, normalizer)
     write_result_txt(decode_dir / RESULT_FILE, utts, score, unit, title=str(hyp_path))
     write_text_atomic(decode_dir / metric_name(unit).lower(), format_summary_line(score, unit) + "\n")
-    record = {"unit": unit, "normalizer": normalizer, "ref": str(ref_path), "hyp": str(hyp_path), "counts": asdict(score)}
+    record = {"unit": unit, "normalizer": normalizer, "ref": str(ref_path), "hyp": str(hyp_path)}
+    record["counts"] = asdict(score)
     write_text_atomic(decode_dir / SCORES_FILE, json.dumps(record, indent=2) + "\n")
     return score
 
@@ -115,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hyp", help=f"hypothesis text file (default: OUT/{HYP_FILE})")
     parser.add_argument("--out", required=True, help="decode dir to write the reports into")
     parser.add_argument("--unit", choices=("word", "char"), default="word", help="word -> WER, char -> CER")
-    parser.add_argument("--normalizer", choices=tuple(NORMALIZERS), default="english")
+    parser.add_argument(
+        "--normalizer", choices=tuple(NORMALIZERS), default="english", help="text normalizer (default: english)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:

@@ -6,9 +6,11 @@ Command line::
 
 prints::
 
-    | Decode dir         | #Snt | #Wrd |   WER |  Sub |  Del |  Ins |  S.Err |
-    |:-------------------|-----:|-----:|------:|-----:|-----:|-----:|-------:|
-    | exp/a/decode_test  |    4 |   15 | 40.00 | 13.33 | ...
+    | Decode dir        | #Snt | #Wrd |   WER |   Sub |   Del |   Ins |  S.Err |
+    | :---------------- | ---: | ---: | ----: | ----: | ----: | ----: | -----: |
+    | exp/a/decode_test |    4 |   15 | 40.00 | 13.33 | 13.33 | 13.33 | 100.00 |
+
+Rates are percentages of reference tokens (S.Err: of sentences), two decimals.
 
 When the dirs mix word and character scoring, a ``Metric`` column tells WER from CER and the
 count column is headed ``#Tok``.
@@ -40,11 +42,14 @@ class SummaryRow:
 
 
 def _expand(decode_dirs: str | Path | Iterable[str | Path]) -> list[str]:
-    """Paths as given; a string with ``*``, ``?`` or ``[`` is a glob, expanded in sorted order."""
+    """Paths as given; a string with ``*``, ``?`` or ``[`` is a glob for directories, sorted."""
     items = [decode_dirs] if isinstance(decode_dirs, (str, Path)) else list(decode_dirs)
     paths = []
     for item in map(str, items):
-        paths += sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        if any(c in item for c in "*?["):
+            paths += sorted(p for p in glob.glob(item) if Path(p).is_dir())
+        else:
+            paths.append(item)
     return paths
 
 

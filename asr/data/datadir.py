@@ -95,12 +95,16 @@ class DataDir:
 
 
 def _check_same_keys(ref_name: str, ref: dict, name: str, other: dict, path: Path) -> None:
-    missing = [k for k in ref if k not in other]
-    extra = [k for k in other if k not in ref]
-    if missing:
-        raise DataDirError(f"{path / name}: {len(missing)} utterance(s) of {ref_name} missing, first {missing[0]!r}")
+    extra = [(n, k) for n, k in enumerate(other, 1) if k not in ref]
+    missing = [(n, k) for n, k in enumerate(ref, 1) if k not in other]
     if extra:
-        raise DataDirError(f"{path / name}: {len(extra)} utterance(s) not in {ref_name}, first {extra[0]!r}")
+        n, k = extra[0]
+        raise DataDirError(f"{path / name}:{n}: utterance {k!r} not in {ref_name} ({len(extra)} such)")
+    if missing:
+        n, k = missing[0]
+        raise DataDirError(
+            f"{path / name}: {len(missing)} utterance(s) of {ref_name} missing, first {k!r} ({path / ref_name}:{n})"
+        )
 
 
 def validate_data_dir(path: str | Path, *, require_text: bool = True, require_feats: bool = False) -> int:
@@ -119,10 +123,16 @@ def validate_data_dir(path: str | Path, *, require_text: bool = True, require_fe
             # Kaldi requires speaker ids to prefix utterance ids so both sort the same way.
             raise DataDirError(f"{path / 'utt2spk'}:{n}: speaker {spk!r} is not a prefix of utterance {utt!r}")
     spk2utt = read_table(path / "spk2utt")
-    inverse = {u: s for s, us in spk2utt.items() for u in us.split()}
-    if inverse != utt2spk:
-        bad = next((u for u in set(utt2spk) | set(inverse) if utt2spk.get(u) != inverse.get(u)), None)
-        raise DataDirError(f"{path / 'spk2utt'}: disagrees with utt2spk (first at utterance {bad!r}); regenerate it")
+    listed: set[str] = set()
+    for n, (spk, utts) in enumerate(spk2utt.items(), 1):
+        for utt in utts.split():
+            if utt in listed or utt2spk.get(utt) != spk:
+                why = "listed twice" if utt in listed else f"utt2spk says {utt2spk.get(utt)!r}"
+                raise DataDirError(f"{path / 'spk2utt'}:{n}: utterance {utt!r} under speaker {spk!r}, but {why}; regenerate it")
+            listed.add(utt)
+    for n, utt in enumerate(utt2spk, 1):
+        if utt not in listed:
+            raise DataDirError(f"{path / 'spk2utt'}: utterance {utt!r} ({path / 'utt2spk'}:{n}) is missing; regenerate it")
     if (path / "segments").exists():
         segments = read_table(path / "segments")
         _check_same_keys("utt2spk", utt2spk, "segments", segments, path)
@@ -149,9 +159,9 @@ def validate_data_dir(path: str | Path, *, require_text: bool = True, require_fe
         if (path / name).exists() or (require_feats and name != "utt2dur"):
             table = read_table(path / name)
             # features may be missing for utterances whose audio was bad (they are listed in bad_utts)
-            extra = [k for k in table if k not in utt2spk]
+            extra = [(n, k) for n, k in enumerate(table, 1) if k not in utt2spk]
             if extra:
-                raise DataDirError(f"{path / name}: utterance {extra[0]!r} not in utt2spk")
+                raise DataDirError(f"{path / name}:{extra[0][0]}: utterance {extra[0][1]!r} not in utt2spk")
             if require_feats and name == "feats.scp" and not table:
                 raise DataDirError(f"{path / name}: no features")
     return len(utt2spk)

@@ -54,8 +54,16 @@ def _audio_for(utt: str, data: DataDir, cache: dict) -> torch.Tensor:
 
 
 def _run_job(args: tuple) -> tuple[int, list[tuple[str, str]]]:
-    job, utts, data_path, out_dir, feature_type, options, min_frames, show_progress = args
+    # one thread per job; restored afterwards because with nj=1 the job runs in the caller's process
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _extract_job(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _extract_job(job, utts, data_path, out_dir, feature_type, options, min_frames, show_progress) -> tuple[int, list[tuple[str, str]]]:
     out_dir = Path(out_dir)
     ark = out_dir / "data" / f"feats.{job}.ark"
     scp = out_dir / "data" / f"feats.{job}.scp"

@@ -163,7 +163,7 @@ class CifAsrModel(nn.Module):
         if logits.shape[1] < L:  # cannot happen with teacher forcing, but keep shapes safe
             logits = F.pad(logits, (0, 0, 0, L - logits.shape[1]))
         ce = F.cross_entropy(logits.reshape(-1, c.vocab_size), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
-        qty = self.cif.quantity_loss(cif_out, target_lengths)
+        qty = cif_out.quantity_loss(target_lengths)
         loss = ce + c.quantity_weight * qty
         out = {"ce": ce.detach(), "quantity": qty.detach()}
         if self.ctc_head is not None:

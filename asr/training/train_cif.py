@@ -19,7 +19,7 @@ from asr.features.cmvn import read_cmvn_stats
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.tokenizer import Tokenizer
 from asr.training.data import FeatureDataset, FrameBatchSampler
-from asr.training.trainer import TrainConfig, Trainer
+from asr.training.trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
         torch.set_num_threads(train_cfg.num_threads)
     tokenizer = Tokenizer(tokenizer_path)
     feat_info = json.loads((train_dir / "feat_info.json").read_text())
+    seed_everything(train_cfg.seed)
     model = build_model(config, feat_info["dim"], len(tokenizer), train_dir / "cmvn.ark")
     divisor = getattr(model.encoder, "frame_rate_divisor", 1)
     train_set = FeatureDataset(train_dir, tokenizer, frame_divisor=divisor, preload=train_cfg.preload)

@@ -61,6 +61,13 @@ def warmup_inv_sqrt(warmup: int) -> Callable[[int], float]:
     return lambda step: (step + 1) / warmup if step < warmup else math.sqrt(warmup / (step + 1))
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and random: call before building the model so its initialization repeats."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
@@ -188,11 +195,7 @@ class Trainer:
         if c.num_threads:
             torch.set_num_threads(c.num_threads)
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        if not self.resume():
-            torch.manual_seed(c.seed)
-            random.seed(c.seed)
-            np.random.seed(c.seed)
-        else:
+        if self.resume():  # fresh runs start from the RNG state left by seed_everything + model init
             self._truncate_logs()
         self.model.train()
         done = lambda: (c.max_steps and self.step >= c.max_steps) or self.epoch >= c.max_epochs  # noqa: E731

@@ -119,6 +119,28 @@ def engine_available(engine: str) -> bool:
     return False
 
 
+def check_voice(voice: Voice) -> None:
+    """Raise ``ValueError`` if ``voice`` does not exist or (espeak) its variant is silently ignored.
+
+    espeak-ng falls back to a default voice for unknown names, and ignores the variant of a
+    language alias such as ``en-gb+f2`` (``en+f2`` works): such a voice would duplicate another.
+    """
+    if voice.engine != "espeak":
+        return
+    accent = voice.name_in_engine.split("+", 1)[0]
+    outputs = []
+    for name in (voice.name_in_engine, accent):
+        proc = subprocess.run(["espeak-ng", "-v", name, "--stdout", "check the voice"], capture_output=True, timeout=30)
+        if proc.returncode != 0 or b"does not exist" in proc.stderr or len(proc.stdout) <= 44:
+            raise ValueError(f"espeak-ng has no voice {name!r}: {proc.stderr.decode(errors='replace').strip()[:200]}")
+        outputs.append(proc.stdout)
+    if outputs[0] == outputs[1]:
+        raise ValueError(
+            f"espeak-ng ignores the variant of {voice.name_in_engine!r} (same audio as {accent!r}); "
+            "use the voice name (e.g. 'en' rather than 'en-gb') and an existing variant"
+        )
+
+
 def draw_params(voice: Voice, rnd: random.Random, perturb: dict | None = None) -> dict[str, float]:
     """Random rate, pitch and level for one utterance of ``voice``, within the engine's ranges."""
     ranges = {**DEFAULT_PERTURB[voice.engine], **((perturb or {}).get(voice.engine) or {})}
@@ -185,6 +207,30 @@ def _engine_wav(voice: Voice, text: str, params: dict, tmp: Path) -> Path:
     return raw
 
 
+def _postprocess(raw: Path, params: dict, tmp: Path, sample_rate: int) -> np.ndarray:
+    """sox: pitch/tempo effects, mono 16-bit at ``sample_rate``; then peak-normalise to ``peak_db``."""
+    effects: list[str] = []
+    if params.get("pitch_cents"):
+        effects += ["pitch", f"{params['pitch_cents']:.0f}"]
+    if params.get("tempo") and abs(params["tempo"] - 1.0) > 1e-3:
+        effects += ["tempo", "-s", f"{params['tempo']:.3f}"]
+    effects += ["rate", "-v", str(sample_rate)]
+    out = tmp / "sox.wav"
+    try:
+        _run(["sox", "-D", str(raw), "-c", "1", "-b", "16", "-e", "signed-integer", str(out), *effects])
+        audio, rate = sf.read(out, dtype="float32", always_2d=True)
+    finally:
+        raw.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    audio = audio.mean(axis=1)
+    if rate != sample_rate or len(audio) < 0.3 * sample_rate:
+        raise SynthesisError(f"too short or wrong rate: {len(audio)} samples at {rate} Hz")
+    peak = float(np.abs(audio).max())
+    if peak < 1e-3:
+        raise SynthesisError("silent output")
+    return (audio * (10 ** (params.get("peak_db", -1.0) / 20) / peak)).astype(np.float32)
+
+
 def synthesize(voice: Voice, text: str, params: dict, tmp_dir: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Speak ``text`` with ``voice`` and the per-utterance ``params`` (see :func:`draw_params`).
 
@@ -194,25 +240,51 @@ def synthesize(voice: Voice, text: str, params: dict, tmp_dir: str | Path, sampl
     tmp = Path(tmp_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     raw = _engine_wav(voice, text, params, tmp)
-    effects: list[str] = []
-    if params.get("pitch_cents"):
-        effects += ["pitch", f"{params['pitch_cents']:.0f}"]
-    if params.get("tempo") and abs(params["tempo"] - 1.0) > 1e-3:
-        effects += ["tempo", "-s", f"{params['tempo']:.3f}"]
-    effects += ["rate", "-v", str(sample_rate)]
-    out = tmp / "sox.wav"
-    _run(["sox", "-D", str(raw), "-c", "1", "-b", "16", "-e", "signed-integer", str(out), *effects])
-    audio, rate = sf.read(out, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != sample_rate or len(audio) < 0.3 * sample_rate:
-        raise SynthesisError(f"too short or wrong rate: {len(audio)} samples at {rate} Hz")
-    peak = float(np.abs(audio).max())
-    if peak < 1e-3:
-        raise SynthesisError("silent output")
-    audio = audio * (10 ** (params.get("peak_db", -1.0) / 20) / peak)
-    for p in (raw, out):
-        p.unlink(missing_ok=True)
-    return audio.astype(np.float32)
+    return _postprocess(raw, params, tmp, sample_rate)
+
+
+def _festival_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def synthesize_batch(
+    voice: Voice, items: list[tuple[str, dict]], tmp_dir: str | Path, sample_rate: int = 16000
+) -> list[np.ndarray | SynthesisError]:
+    """:func:`synthesize` for several ``(text, params)`` of one voice; failures are returned, not raised.
+
+    Festival starts once for the whole batch (its start-up costs more than a sentence); an
+    utterance the batch did not produce is retried alone.
+    """
+    tmp = Path(tmp_dir)
+    tmp.mkdir(parents=True, exist_ok=True)
+    results: list[np.ndarray | SynthesisError | None] = [None] * len(items)
+    if voice.engine == "festival" and len(items) > 1:
+        raws = [tmp / f"fest{i}.wav" for i in range(len(items))]
+        script = tmp / "batch.scm"
+        lines = [f"(voice_{voice.name_in_engine})"]
+        lines += [
+            f"(utt.save.wave (utt.synth (Utterance Text {_festival_string(text)})) \"{raw}\" 'riff)"
+            for (text, _), raw in zip(items, raws)
+        ]
+        script.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        try:
+            subprocess.run(["festival", "-b", str(script)], capture_output=True, timeout=60 + 10 * len(items))
+        except subprocess.TimeoutExpired:
+            pass  # whatever was written is used, the rest retried alone
+        for i, ((_, params), raw) in enumerate(zip(items, raws)):
+            if raw.exists() and raw.stat().st_size > 44:
+                try:
+                    results[i] = _postprocess(raw, params, tmp, sample_rate)
+                except SynthesisError as exc:
+                    results[i] = exc
+            raw.unlink(missing_ok=True)
+    for i, (text, params) in enumerate(items):
+        if results[i] is None:
+            try:
+                results[i] = synthesize(voice, text, params, tmp, sample_rate)
+            except (SynthesisError, OSError, subprocess.TimeoutExpired) as exc:
+                results[i] = exc if isinstance(exc, SynthesisError) else SynthesisError(str(exc))
+    return results  # type: ignore[return-value]
 
 
 def limit_threads() -> None:
