@@ -113,6 +113,14 @@ def test_vectorized_matches_reference_with_final_tolerance():
     assert cif(h, alphas).lengths.tolist() == [1]  # pure spec: leftover dropped
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_vectorized_matches_reference_tail_tolerance(seed):
+    gen = torch.Generator().manual_seed(seed)
+    hidden, alphas, mask, lengths = _random_batch(gen, 8, 25, 4, lambda s: torch.rand(s, generator=gen))
+    res = cif(hidden, alphas, mask=mask, final_tolerance=0.45)
+    _check_against_reference(hidden, alphas, lengths, res, 1.0, 0.45)
+
+
 def test_batch_equals_per_utterance_cif():
     gen = torch.Generator().manual_seed(3)
     hidden, alphas, mask, lengths = _random_batch(gen, 5, 50, 6, lambda s: torch.rand(s, generator=gen))
@@ -263,6 +271,34 @@ def test_inference_tail_fires_nearly_finished_token():
     # without the tail weight that token is lost
     assert CifPredictor(3, tail_threshold=0.0).integrate(h, alphas, mask).lengths.tolist() == [1, 1]
     torch.testing.assert_close(out.alpha_sum, torch.tensor([1.75, 1.5]))
+
+
+def test_inference_tail_equals_virtual_zero_frame():
+    """Tail handling == cif over the frames plus one zero frame of weight tail_threshold."""
+    torch.manual_seed(1)
+    pred = CifPredictor(6, dropout=0.0, tail_threshold=0.45).eval()
+    lengths = torch.tensor([40, 40, 33, 12, 5, 1])
+    hidden = torch.randn(6, 40, 6)
+    mask = torch.arange(40)[None] < lengths[:, None]
+    with torch.no_grad():
+        out = pred(hidden, mask)
+        alphas = pred.compute_alphas(hidden, mask)
+    h_ext = torch.nn.functional.pad(hidden * mask[..., None], (0, 0, 0, 1))  # (B, T+1, D)
+    tail = torch.nn.functional.one_hot(lengths, 41).float() * 0.45
+    res = cif(h_ext, torch.nn.functional.pad(alphas, (0, 1)) + tail)
+    assert out.lengths.tolist() == res.lengths.tolist()
+    assert (res.fire_frames == lengths[:, None]).any()  # some tail tokens were fired
+    # the virtual frame's fire is reported on the last weighted (here: last valid) frame
+    expected_frames = torch.minimum(res.fire_frames, (lengths - 1)[:, None])
+    assert torch.equal(out.fire_frames, expected_frames)
+    torch.testing.assert_close(out.outputs, res.outputs, atol=1e-5, rtol=1e-5)
+
+
+def test_invalid_tail_rejected():
+    with pytest.raises(ValueError):
+        CifPredictor(4, tail_threshold=1.0)
+    with pytest.raises(ValueError):
+        cif(torch.randn(1, 2, 2), torch.rand(1, 2), final_tolerance=1.5)
 
 
 def test_inference_tail_at_full_length_and_count():

@@ -83,11 +83,28 @@ def test_fbank_frame_count_and_determinism():
 # ------------------------------------------------------------------------------------------------
 # make_features
 # ------------------------------------------------------------------------------------------------
+def _snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
-def feats_nj2(espeak_dir_with_bad, tmp_path_factory):
+def resumed_nj2(espeak_dir_with_bad, tmp_path_factory):
+    """An nj=2 run, then a rerun after job 2's outputs were lost (as if interrupted): snapshots of both.
+
+    Spawning the two worker processes is the slow part (~3 s each run), so both runs are shared."""
     out = tmp_path_factory.mktemp("feats_nj2") / "dump"
-    result = make_features(espeak_dir_with_bad, out, nj=2)
-    return out, result
+    first = make_features(espeak_dir_with_bad, out, nj=2)
+    before = _snapshot(out)
+    for name in ("feats.2.scp", "utt2num_frames.2", "bad.2"):
+        (out / "data" / name).unlink()
+    (out / "data" / "feats.2.ark").write_bytes(b"partial")
+    second = make_features(espeak_dir_with_bad, out, nj=2)
+    return {"out": out, "first": first, "second": second, "before": before, "after": _snapshot(out)}
+
+
+@pytest.fixture(scope="module")
+def feats_nj2(resumed_nj2):
+    return resumed_nj2["out"], resumed_nj2["first"]
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +181,14 @@ def test_nj1_equals_nj2(feats_nj1, feats_nj2):
 
 
 def test_nj1_keeps_callers_torch_threads(espeak_dir, tmp_path):
+    # with nj=1 the job runs in this process; its one-thread setting must not leak to the caller
     before = torch.get_num_threads()
-    make_features(espeak_dir, tmp_path / "dump", nj=1)
-    assert torch.get_num_threads() == before
-
-
-def _snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+    torch.set_num_threads(2)
+    try:
+        make_features(espeak_dir, tmp_path / "dump", nj=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_rerun_is_noop(feats_nj1, espeak_dir_with_bad):
@@ -184,21 +202,14 @@ def test_rerun_is_noop(feats_nj1, espeak_dir_with_bad):
         assert after[name][1] == before[name][1], f"{name} was rewritten"  # the job was not redone
 
 
-def test_resume_redoes_only_the_unfinished_job(espeak_dir, tmp_path):
-    out = tmp_path / "dump"
-    make_features(espeak_dir, out, nj=2)
-    before = _snapshot(out)
-    # simulate a run interrupted during job 2: its outputs were never completed
-    for name in ("feats.2.scp", "utt2num_frames.2", "bad.2"):
-        (out / "data" / name).unlink()
-    (out / "data" / "feats.2.ark").write_bytes(b"partial")
-    result = make_features(espeak_dir, out, nj=2)
-    assert result["num_done"] == len(GOOD_UTTS) and result["bad"] == []
-    after = _snapshot(out)
-    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
+def test_resume_redoes_only_the_unfinished_job(resumed_nj2):
+    r = resumed_nj2
+    assert r["second"] == r["first"]
+    before, after = r["before"], r["after"]
+    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}  # identical outputs
     assert after["data/feats.1.ark"][1] == before["data/feats.1.ark"][1]  # job 1 was not redone
     assert after["data/feats.2.ark"][1] != before["data/feats.2.ark"][1]  # job 2 was
-    assert sorted(_load(out / "feats.scp")) == GOOD_UTTS
+    assert sorted(_load(r["out"] / "feats.scp")) == GOOD_UTTS
 
 
 def test_rerun_with_other_options_refused(feats_nj1, espeak_dir_with_bad):

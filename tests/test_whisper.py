@@ -32,7 +32,9 @@ WAVS = [
     SPEECH / "cards/005.wav",  # 3.5 s, digits: sensitive to how features are padded
 ]
 # Both run the same float32 math with different GEMM kernels; encoder outputs reach |x| ~ 13.
-ENCODER_ATOL = 2e-3
+# Measured here: <= 3.5e-5 on speech frames, up to 7.7e-4 on the silent padding frames.
+ENCODER_ATOL_SPEECH = 1e-4
+ENCODER_ATOL_PADDING = 2e-3
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,10 @@ def test_encoder_matches_ctranslate2(hf_model, reference, waves):
             ours = hf_model.get_encoder()(torch.from_numpy(features)).last_hidden_state.numpy()  # (1, 1500, 384)
         theirs = np.array(reference.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True))
         assert theirs.shape == ours.shape
-        assert np.abs(ours - theirs).max() < ENCODER_ATOL
+        difference = np.abs(ours - theirs)[0]  # (1500, 384)
+        speech_frames = (len(wave) // 160 + 1) // 2  # encoder frames (2 mel frames each) over the audio
+        assert difference[:speech_frames].max() < ENCODER_ATOL_SPEECH
+        assert difference.max() < ENCODER_ATOL_PADDING
 
 
 def test_log_mel_equals_feature_extractor(waves):

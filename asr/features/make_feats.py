@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing as mp
 import shutil
+import threading
 from pathlib import Path
 
 import kaldiio
@@ -63,17 +64,24 @@ def _run_job(args: tuple) -> tuple[int, list[tuple[str, str]]]:
         torch.set_num_threads(threads)
 
 
+def _finished_job(job: int, utts: list[str], out_dir: Path) -> list[tuple[str, str]] | None:
+    """The bad-utterance list of a job finished in an earlier run over the same utterances, else None."""
+    data = out_dir / "data"
+    scp, bad_path, frames_path = data / f"feats.{job}.scp", data / f"bad.{job}", data / f"utt2num_frames.{job}"
+    if not (scp.exists() and bad_path.exists() and frames_path.exists()):
+        return None
+    old_bad = [tuple(line.split(" ", 1)) for line in bad_path.read_text().splitlines() if line]
+    if set(read_table(frames_path)) | {u for u, _ in old_bad} != set(utts):
+        return None
+    return old_bad
+
+
 def _extract_job(job, utts, data_path, out_dir, feature_type, options, min_frames, show_progress) -> tuple[int, list[tuple[str, str]]]:
     out_dir = Path(out_dir)
     ark = out_dir / "data" / f"feats.{job}.ark"
     scp = out_dir / "data" / f"feats.{job}.scp"
     bad_path = out_dir / "data" / f"bad.{job}"
     frames_path = out_dir / "data" / f"utt2num_frames.{job}"
-    if scp.exists() and bad_path.exists() and frames_path.exists():  # finished in an earlier run?
-        done = read_table(frames_path)
-        old_bad = [tuple(line.split(" ", 1)) for line in bad_path.read_text().splitlines() if line]
-        if set(done) | {u for u, _ in old_bad} == set(utts):
-            return job, old_bad
     data = DataDir.read(data_path, validate=False)
     extractor = build_extractor(feature_type, options)
     tmp_ark, tmp_scp = ark.with_suffix(".ark.tmp"), scp.with_suffix(".scp.tmp")
@@ -126,12 +134,18 @@ def make_features(
             shutil.copyfile(data_dir / name, out_dir / name)
     utts = DataDir.read(data_dir, validate=False).utts
     jobs = _split(utts, nj)
-    args = [(j + 1, chunk, str(data_dir), str(out_dir), feature_type, options, min_frames, j == 0) for j, chunk in enumerate(jobs)]
-    if len(jobs) == 1:
-        results = [_run_job(args[0])]
-    else:
-        with mp.get_context("spawn").Pool(len(jobs)) as pool:
-            results = pool.map(_run_job, args)
+    results, args = [], []
+    for j, chunk in enumerate(jobs):
+        old_bad = _finished_job(j + 1, chunk, out_dir)
+        if old_bad is not None:  # resume: this job finished in an earlier run
+            results.append((j + 1, old_bad))
+        else:
+            args.append((j + 1, chunk, str(data_dir), str(out_dir), feature_type, options, min_frames, not args))
+    if len(args) == 1:
+        results.append(_run_job(args[0]))
+    elif args:
+        with mp.get_context("spawn").Pool(len(args)) as pool:
+            results += pool.map(_run_job, args)
     bad = sorted((item for _, b in results for item in b), key=lambda x: x[0].encode())
     feats: dict[str, str] = {}
     num_frames: dict[str, str] = {}

@@ -61,10 +61,11 @@ def cif_reference(
         hidden: (T, D) frame features.
         alphas: (T,) non-negative frame weights.
         threshold: accumulated weight at which a token fires.
-        final_tolerance: if > 0, weight left over at the end that is within this much of
-            ``threshold`` still fires one last token (guards against float rounding when the
-            alphas were scaled to sum to an exact integer).  0 = the pure spec: the leftover
-            weight is NOT emitted (tail handling is a separate step, see CifPredictor).
+        final_tolerance: in [0, threshold).  If > 0, weight left over at the end that is
+            within this much of ``threshold`` still fires one last token, on the last frame
+            with alpha > 0 (a tiny value guards against float rounding when the alphas were
+            scaled to an integer sum; ``tail_threshold`` is inference tail handling).
+            0 = the pure spec: the leftover weight is NOT emitted.
 
     Returns:
         outputs: (N, D) one alpha-weighted sum of frames per fire, dtype of ``hidden``.
@@ -162,8 +163,11 @@ def cif(
         threshold: firing threshold.
         mask: optional (B, T) bool, True = valid frame; padding frames then get alpha 0 and
             their features are ignored even if they hold NaN/inf.
-        final_tolerance: leftover weight >= threshold - final_tolerance at the end of an
-            utterance fires one more token (see :func:`cif_reference`); 0 = pure spec.
+        final_tolerance: in [0, threshold).  Leftover weight >= threshold - final_tolerance
+            at the end of an utterance fires one more token, on the last frame with alpha > 0
+            (see :func:`cif_reference`); 0 = pure spec.  Two uses: a tiny value guards the
+            last token against float rounding (training); ``tail_threshold`` is inference
+            tail handling, identical to adding that weight on a zero frame after the end.
 
     Returns:
         :class:`CifResult` (outputs in ``hidden.dtype``).
@@ -177,6 +181,8 @@ def cif(
         # produces NaN gradients.
         hidden = torch.where(mask.unsqueeze(-1), hidden, hidden.new_zeros(()))
         alphas = torch.where(mask, alphas, alphas.new_zeros(()))
+    if not 0.0 <= final_tolerance < threshold:
+        raise ValueError("final_tolerance must be in [0, threshold)")
     if frames > 0 and bool((alphas < 0).any()):
         raise ValueError("alphas must be non-negative")
 
@@ -292,8 +298,8 @@ class CifPredictor(nn.Module):
       fires (float rounding).  Outputs are padded/truncated to ``max(target_lengths)``.
     * Inference (``target_lengths`` None): ``tail_threshold`` weight is added on a virtual
       zero frame after the last valid frame, so a last token that is at least
-      ``threshold - tail_threshold`` complete fires; its fire frame is reported as the last
-      valid frame.  The token count is the number of fires.
+      ``threshold - tail_threshold`` complete fires; its fire frame is the last frame with
+      alpha > 0.  The token count is the number of fires = floor(alpha_sum/threshold + tail).
 
     Args:
         input_dim: D, encoder feature size (the integrated vectors have this size too).
@@ -324,6 +330,8 @@ class CifPredictor(nn.Module):
             raise ValueError("kernel_size must be >= 1")
         if threshold <= 0:
             raise ValueError("threshold must be > 0")
+        if not 0.0 <= tail_threshold < threshold:
+            raise ValueError("tail_threshold must be in [0, threshold)")
         conv_channels = conv_channels or input_dim
         self.input_dim = input_dim
         self.kernel_size = kernel_size
@@ -342,10 +350,14 @@ class CifPredictor(nn.Module):
     def compute_alphas(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D), (B, T) bool -> (B, T) alphas in [0, 1], exactly 0 on padding."""
         x = torch.where(mask.unsqueeze(-1), hidden, hidden.new_zeros(()))  # (B, T, D)
-        x = F.pad(x.transpose(1, 2), (self.pad_left, self.pad_right))  # (B, D, T + k - 1)
-        x = torch.relu(self.conv(x)).transpose(1, 2)  # (B, T, C)
-        x = self.dropout(x)
-        alphas = torch.sigmoid(self.linear(x).squeeze(-1))  # (B, T)
+        return self._alphas(x, mask)
+
+    def _alphas(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) already zero on padding -> alphas (B, T)."""
+        y = F.pad(x.transpose(1, 2), (self.pad_left, self.pad_right))  # (B, D, T + k - 1)
+        y = torch.relu(self.conv(y)).transpose(1, 2)  # (B, T, C)
+        y = self.dropout(y)
+        alphas = torch.sigmoid(self.linear(y).squeeze(-1))  # (B, T)
         if self.smooth_factor != 1.0 or self.noise_threshold != 0.0:
             alphas = torch.relu(alphas * self.smooth_factor - self.noise_threshold)
         return torch.where(mask, alphas, alphas.new_zeros(()))  # (B, T)
@@ -360,49 +372,49 @@ class CifPredictor(nn.Module):
     ) -> CifOutput:
         """Scale (training) or add the tail (inference) and run :func:`cif`.
 
-        hidden (B, T, D), alphas (B, T) (0 on padding), mask (B, T) bool,
-        target_lengths (B,) or None.
+        hidden (B, T, D), alphas (B, T), mask (B, T) bool, target_lengths (B,) or None.
         """
-        batch, frames, dim = hidden.shape
-        hidden = torch.where(mask.unsqueeze(-1), hidden, hidden.new_zeros(()))  # (B, T, D)
+        x = torch.where(mask.unsqueeze(-1), hidden, hidden.new_zeros(()))  # (B, T, D)
+        alphas = torch.where(mask, alphas, alphas.new_zeros(()))  # (B, T)
+        return self._integrate(x, alphas, target_lengths)
+
+    def _integrate(
+        self, x: torch.Tensor, alphas: torch.Tensor, target_lengths: Optional[torch.Tensor]
+    ) -> CifOutput:
+        """x (B, T, D) and alphas (B, T) already zero on padding."""
+        batch = x.shape[0]
         a64 = alphas.to(torch.float64)  # (B, T)   scaling in float64: sums stay exact
         alpha_sum64 = a64.sum(dim=1)  # (B,)
         alpha_sum = alpha_sum64.to(alphas.dtype)  # (B,)  before scaling
 
-        if target_lengths is not None:
-            target = target_lengths.to(device=hidden.device, dtype=torch.long)  # (B,)
-            scale = target.to(torch.float64) * self.threshold / alpha_sum64.clamp_min(1e-12)
-            scaled = a64 * scale.unsqueeze(1)  # (B, T)  sums to threshold * target
-            res = cif(
-                hidden,
-                scaled,
-                self.threshold,
-                final_tolerance=self.TRAIN_FIRE_TOLERANCE * self.threshold,
-            )
-            n_out = int(target.max().item()) if batch > 0 else 0
-            outputs, fire_frames = res.outputs, res.fire_frames
-            have = outputs.shape[1]
-            if have < n_out:  # pad (only if some utterance fired fewer than its target)
-                outputs = F.pad(outputs, (0, 0, 0, n_out - have))
-                fire_frames = F.pad(fire_frames, (0, n_out - have), value=-1)
-            outputs, fire_frames = outputs[:, :n_out], fire_frames[:, :n_out]
-            lengths = res.lengths.clamp(max=n_out)
+        if target_lengths is None:
+            # Inference.  Tail handling = a virtual zero frame of weight tail_threshold after
+            # the last valid frame.  A zero frame adds nothing to the token vector, so this
+            # is exactly: a leftover >= threshold - tail_threshold fires one more token (on
+            # the last weighted frame), i.e. cif's final_tolerance.  No copy of ``x`` needed.
+            res = cif(x, alphas, self.threshold, final_tolerance=self.tail_threshold)
             return CifOutput(
-                outputs, lengths, fire_frames, scaled.to(alphas.dtype), alpha_sum, self.threshold
+                res.outputs, res.lengths, res.fire_frames, alphas, alpha_sum, self.threshold
             )
 
-        # Inference: a virtual zero frame at index length_b carries the tail weight.
-        valid = mask.sum(dim=1)  # (B,)   number of valid frames
-        h_ext = F.pad(hidden, (0, 0, 0, 1))  # (B, T + 1, D)  padding and extra frame are 0
-        tail = F.one_hot(valid, frames + 1).to(torch.float64) * self.tail_threshold
-        a_ext = F.pad(a64, (0, 1)) + tail  # (B, T + 1)
-        res = cif(h_ext, a_ext, self.threshold)
-        # A fire on the virtual frame is reported on the last valid frame.
-        last = (valid - 1).clamp(min=0).unsqueeze(1)  # (B, 1)
-        fire_frames = torch.where(
-            res.fire_frames >= 0, torch.minimum(res.fire_frames, last), res.fire_frames
+        # Training (teacher forcing): scale each utterance's alphas to sum to threshold*target.
+        target = target_lengths.to(device=x.device, dtype=torch.long)  # (B,)
+        scale = target.to(torch.float64) * self.threshold / alpha_sum64.clamp_min(1e-12)
+        scaled = a64 * scale.unsqueeze(1)  # (B, T)
+        # The float64 sum can land a hair below the last boundary: a tolerance makes the
+        # last token fire (it cannot add a token: the sum is far below the next boundary).
+        res = cif(x, scaled, self.threshold, final_tolerance=self.TRAIN_FIRE_TOLERANCE * self.threshold)
+        n_out = int(target.max().item()) if batch > 0 else 0
+        outputs, fire_frames = res.outputs, res.fire_frames
+        have = outputs.shape[1]
+        if have < n_out:  # pad (only if some utterance fired fewer than its target)
+            outputs = F.pad(outputs, (0, 0, 0, n_out - have))
+            fire_frames = F.pad(fire_frames, (0, n_out - have), value=-1)
+        outputs, fire_frames = outputs[:, :n_out], fire_frames[:, :n_out]
+        lengths = res.lengths.clamp(max=n_out)
+        return CifOutput(
+            outputs, lengths, fire_frames, scaled.to(alphas.dtype), alpha_sum, self.threshold
         )
-        return CifOutput(res.outputs, res.lengths, fire_frames, alphas, alpha_sum, self.threshold)
 
     def forward(
         self,
@@ -415,5 +427,6 @@ class CifPredictor(nn.Module):
         if mask is None:
             mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         mask = mask.to(torch.bool)
-        alphas = self.compute_alphas(hidden, mask)  # (B, T)
-        return self.integrate(hidden, alphas, mask, target_lengths)
+        x = torch.where(mask.unsqueeze(-1), hidden, hidden.new_zeros(()))  # (B, T, D)
+        alphas = self._alphas(x, mask)  # (B, T)
+        return self._integrate(x, alphas, target_lengths)

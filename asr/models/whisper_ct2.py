@@ -39,9 +39,10 @@ from transformers import (
 
 CT2_BINARY_VERSION = 6
 
-# CTranslate2's DataType enum (include/ctranslate2/types.h); bfloat16 has no numpy type
-# and is widened to float32 on reading.
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
+# CTranslate2's DataType enum (include/ctranslate2/types.h). bfloat16 has no numpy type:
+# its raw 16 bits are read as uint16 and widened to float32.
+_CT2_BFLOAT16 = 5
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, _CT2_BFLOAT16: np.uint16}
 
 # CTranslate2's ActivationType value for exact (erf) GELU, the only one Whisper uses.
 _CT2_ACTIVATION_GELU = 3
@@ -76,7 +77,10 @@ class _Cursor:
         raw = bytes(self.take(self.unpack("H")))
         if not raw.endswith(b"\0"):
             raise ValueError(f"{self.path}: corrupt CTranslate2 model file (unterminated string)")
-        return raw[:-1].decode("utf-8")
+        try:
+            return raw[:-1].decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{self.path}: corrupt CTranslate2 model file (bad string: {err})") from None
 
 
 def read_ct2_model(path: str | Path, expect_spec: str | None = None) -> dict[str, np.ndarray]:
@@ -114,13 +118,13 @@ def read_ct2_model(path: str | Path, expect_spec: str | None = None) -> dict[str
         if dtype_id not in _CT2_DTYPES:
             raise ValueError(f"{path}: variable {name!r} has unknown dtype id {dtype_id}")
         num_bytes = cursor.unpack("I")
-        stored = np.uint16 if dtype_id == 5 else _CT2_DTYPES[dtype_id]
-        if num_bytes != int(np.prod(shape)) * np.dtype(stored).itemsize:
+        dtype = np.dtype(_CT2_DTYPES[dtype_id])
+        if num_bytes != int(np.prod(shape)) * dtype.itemsize:
             raise ValueError(
                 f"{path}: variable {name!r} of shape {shape} has an inconsistent size ({num_bytes} bytes)"
             )
-        array = np.frombuffer(cursor.take(num_bytes), dtype=stored).reshape(shape).copy()
-        if dtype_id == 5:  # bfloat16 = upper half of a float32
+        array = np.frombuffer(cursor.take(num_bytes), dtype=dtype).reshape(shape).copy()
+        if dtype_id == _CT2_BFLOAT16:  # bfloat16 = the upper half of a float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
         arrays[name] = array
 
@@ -211,7 +215,7 @@ def _generation_config(
     multilingual = config.vocab_size >= 51865  # the English-only checkpoints have 51864
     extra = {}
     if multilingual:
-        languages = [t for t in token_id if re.fullmatch(r"<\|[a-z]{2,3}\|>", t) and t != "<|nocaptions|>"]
+        languages = [t for t in token_id if re.fullmatch(r"<\|[a-z]{2,3}\|>", t)]  # <|en|>, <|haw|>...
         extra["lang_to_id"] = {t: token_id[t] for t in languages}
         extra["task_to_id"] = {t: token_id[f"<|{t}|>"] for t in ("transcribe", "translate")}
     return GenerationConfig(
