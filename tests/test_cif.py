@@ -81,7 +81,9 @@ ALPHA_KINDS = {
     # scaled alphas > 1: several fires on one frame
     "large": lambda g: (lambda s: 3.5 * torch.rand(s, generator=g)),
     # sparse: mostly zeros
-    "sparse": lambda g: (lambda s: torch.rand(s, generator=g) * (torch.rand(s, generator=g) < 0.3)),
+    "sparse": lambda g: (
+        lambda s: torch.rand(s, generator=g) * (torch.rand(s, generator=g) < 0.3)
+    ),
 }
 
 
@@ -99,7 +101,8 @@ def test_vectorized_matches_reference(kind, seed):
 @pytest.mark.parametrize("threshold", [0.5, 2.0])
 def test_vectorized_matches_reference_other_threshold(threshold):
     gen = torch.Generator().manual_seed(7)
-    hidden, alphas, mask, lengths = _random_batch(gen, 5, 30, 4, lambda s: torch.rand(s, generator=gen))
+    uniform = ALPHA_KINDS["uniform"](gen)
+    hidden, alphas, mask, lengths = _random_batch(gen, 5, 30, 4, uniform)
     res = cif(hidden, alphas, threshold, mask=mask)
     _check_against_reference(hidden, alphas, lengths, res, threshold)
 
@@ -116,14 +119,16 @@ def test_vectorized_matches_reference_with_final_tolerance():
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_vectorized_matches_reference_tail_tolerance(seed):
     gen = torch.Generator().manual_seed(seed)
-    hidden, alphas, mask, lengths = _random_batch(gen, 8, 25, 4, lambda s: torch.rand(s, generator=gen))
+    uniform = ALPHA_KINDS["uniform"](gen)
+    hidden, alphas, mask, lengths = _random_batch(gen, 8, 25, 4, uniform)
     res = cif(hidden, alphas, mask=mask, final_tolerance=0.45)
     _check_against_reference(hidden, alphas, lengths, res, 1.0, 0.45)
 
 
 def test_batch_equals_per_utterance_cif():
     gen = torch.Generator().manual_seed(3)
-    hidden, alphas, mask, lengths = _random_batch(gen, 5, 50, 6, lambda s: torch.rand(s, generator=gen))
+    uniform = ALPHA_KINDS["uniform"](gen)
+    hidden, alphas, mask, lengths = _random_batch(gen, 5, 50, 6, uniform)
     res = cif(hidden, alphas, mask=mask)
     for b in range(5):
         n = int(lengths[b])
@@ -139,8 +144,11 @@ def test_cif_gradcheck():
     torch.manual_seed(0)
     h = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
     # cumulative sums stay well away from integers, so tiny perturbations keep fires
-    a = torch.tensor([[0.3, 0.4, 0.5, 0.2, 1.7, 0.3, 0.1], [0.65, 0.65, 0.65, 0.65, 0.65, 0.05, 0.05]],
-                     dtype=torch.float64, requires_grad=True)
+    a = torch.tensor(
+        [[0.3, 0.4, 0.5, 0.2, 1.7, 0.3, 0.1], [0.65, 0.65, 0.65, 0.65, 0.65, 0.05, 0.05]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     assert torch.autograd.gradcheck(lambda h, a: cif(h, a).outputs, (h, a))
 
 

@@ -296,10 +296,13 @@ class CifPredictor(nn.Module):
       weights sum to exactly ``threshold * target_length`` (teacher forcing), hence exactly
       ``target_length`` fires; a leftover within 1e-4 * threshold of a token at the end still
       fires (float rounding).  Outputs are padded/truncated to ``max(target_lengths)``.
+      (An utterance whose predicted alphas are all exactly 0 cannot be scaled: it fires
+      nothing; with sigmoid alphas and noise_threshold = 0 this cannot happen.)
     * Inference (``target_lengths`` None): ``tail_threshold`` weight is added on a virtual
       zero frame after the last valid frame, so a last token that is at least
       ``threshold - tail_threshold`` complete fires; its fire frame is the last frame with
-      alpha > 0.  The token count is the number of fires = floor(alpha_sum/threshold + tail).
+      alpha > 0.  The token count is the number of fires,
+      floor((alpha_sum + tail_threshold) / threshold).
 
     Args:
         input_dim: D, encoder feature size (the integrated vectors have this size too).
@@ -403,7 +406,8 @@ class CifPredictor(nn.Module):
         scaled = a64 * scale.unsqueeze(1)  # (B, T)
         # The float64 sum can land a hair below the last boundary: a tolerance makes the
         # last token fire (it cannot add a token: the sum is far below the next boundary).
-        res = cif(x, scaled, self.threshold, final_tolerance=self.TRAIN_FIRE_TOLERANCE * self.threshold)
+        tolerance = self.TRAIN_FIRE_TOLERANCE * self.threshold
+        res = cif(x, scaled, self.threshold, final_tolerance=tolerance)
         n_out = int(target.max().item()) if batch > 0 else 0
         outputs, fire_frames = res.outputs, res.fire_frames
         have = outputs.shape[1]

@@ -175,7 +175,7 @@ def plan_augment(cfg: dict, train: list[Utt], seed: int) -> list[Utt]:
     snr = acfg.get("snr_db", [5, 20])
     rt60 = acfg.get("rt60", [0.2, 0.8])
     noise_types = acfg.get("noise_types", ["white", "pink", "babble"])
-    talkers_range = acfg.get("babble_talkers", [3, 6])
+    talkers_range = acfg.get("babble_talkers", [4, 8])
     pool = train[: int(acfg.get("babble_pool", 500))]  # the first utterances: stable when train grows
     out = []
     for src in train:
