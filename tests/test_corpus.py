@@ -108,10 +108,10 @@ def test_unseen_check_refuses_same_speaker():
 
 
 @pytest.mark.skipif(not V.engine_available("espeak"), reason="espeak-ng not installed")
-def test_failed_synthesis_is_reported_not_raised(tmp_path):
+def test_failed_synthesis_is_reported_not_raised(tmp_path, monkeypatch):
     import make_corpus
 
-    make_corpus._init_worker(str(tmp_path / "tmp"), 16000)
+    monkeypatch.setattr(make_corpus, "_TMP", tmp_path / "tmp")  # what a pool worker's initializer sets
     wav = tmp_path / "bad.wav"
     job = {"kind": "synth", "voice": "espeak:en-us+m3", "items": [{"utt": "x-000000", "text": "", "params": {"rate": 170, "pitch": 50}, "wav": str(wav)}]}
     (res,) = make_corpus.run_job(job)

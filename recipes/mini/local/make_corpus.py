@@ -18,7 +18,9 @@ filtered sentence pool and its split), ``<set>.plan.tsv`` (what each utterance i
 
 Utterance ids are ``<speaker>-<6-digit index>``; the index is the utterance's position in its
 set plus an offset per set (train 0, dev 600000, test_unseen 800000), so ids are unique across
-sets. Everything is deterministic given the config's seed.
+sets. Everything is deterministic given the config's seed, except the audio of the piper voice
+(its ONNX model samples noise internally, unseeded: same text and parameters, slightly different
+waveform and duration on each synthesis).
 
 Resumable: a wav that exists is not made again, unless the plan says the utterance changed
 (another sentence, voice or parameters), in which case the old wav is removed first. Every file
