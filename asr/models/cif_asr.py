@@ -2,7 +2,8 @@
 
     feats (B, T, F), feat_lengths (B,)
       -> global CMVN -> SpecAugment (training only)
-      -> encoder (Conformer trained here, or cached outputs of a frozen encoder)   (B, T', E)
+      -> encoder (Conformer trained here, or cached outputs of a frozen encoder,   (B, T', E)
+                  optionally with trainable Conformer layers on top)
       -> projection to the C-Former width                                          (B, T', D)
             \\-> optional CTC head on these frames                                  (B, T', V)
       -> CIF predictor: one vector per output token                                (B, N, D)
@@ -15,6 +16,7 @@ Loss: CE on the CIF outputs (teacher-forced token count) + quantity loss, + opti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -50,6 +52,7 @@ class CifAsrConfig:
     encoder_type: str = "conformer"  # "conformer" (trained) | "frozen" (features are frozen-encoder outputs)
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
     frozen_pool: int = 1  # average-pool frozen-encoder frames before CIF
+    frozen_layers: int = 0  # trainable Conformer layers (dims from `conformer`) over the frozen frames
     d_model: int = 256
     cformer_layers: int = 2
     cformer_heads: int = 4
@@ -101,6 +104,19 @@ class SpecAugment(nn.Module):
         return self.freq(self.time(x)) if self.training else x
 
 
+class StackedEncoder(nn.Module):
+    """Two encoders in a row (a frozen-feature front end, then trainable layers)."""
+
+    def __init__(self, first: nn.Module, second: nn.Module):
+        super().__init__()
+        self.first, self.second = first, second
+        self.output_dim = second.output_dim
+        self.frame_rate_divisor = first.frame_rate_divisor * second.frame_rate_divisor
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.second(*self.first(x, lengths))
+
+
 def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """(B,) -> (B, T) bool, True at padding."""
     max_len = int(lengths.max()) if max_len is None else max_len
@@ -118,6 +134,9 @@ class CifAsrModel(nn.Module):
             self.encoder = ConformerEncoder(c.conformer)
         elif c.encoder_type == "frozen":
             self.encoder = FrozenFeatureEncoder(c.feat_dim, pool=c.frozen_pool)
+            if c.frozen_layers:
+                top = dataclasses.replace(c.conformer, input_dim=c.feat_dim, num_layers=c.frozen_layers, subsampling="none")
+                self.encoder = StackedEncoder(self.encoder, ConformerEncoder(top))
         else:
             raise ValueError(f"unknown encoder_type {c.encoder_type!r}")
         self.proj = nn.Sequential(nn.Linear(self.encoder.output_dim, c.d_model), nn.LayerNorm(c.d_model), nn.Dropout(c.dropout))

@@ -1,6 +1,9 @@
-"""Conformer speech encoder trained from scratch: conv subsampling (4x) + speechbrain Conformer blocks.
+"""Conformer speech encoder: conv subsampling (4x) or a plain projection + speechbrain Conformer blocks.
 
-fbank (B, T, 80) at 100 frames/s  ->  hidden (B, T//4 roughly, d_model) at 25 frames/s.
+- ``subsampling="conv2d4"``: fbank (B, T, 80) at 100 frames/s -> hidden (B, ~T/4, d_model) at 25 frames/s,
+  the encoder trained from scratch.
+- ``subsampling="none"``: (B, T, F) -> (B, T, d_model), trainable Conformer layers on top of the
+  (cached) outputs of a frozen encoder.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class ConformerConfig:
     kernel_size: int = 15
     dropout: float = 0.1
     subsampling_channels: int = 128
+    subsampling: str = "conv2d4"  # "conv2d4" | "none"
 
 
 def subsampled_lengths(lengths: torch.Tensor) -> torch.Tensor:
@@ -69,14 +73,30 @@ class _ZeroPadding(nn.Module):
         return out
 
 
-class ConformerEncoder(nn.Module):
-    frame_rate_divisor = 4
+class LinearInput(nn.Module):
+    """(B, T, F) -> (B, T, d_model) without changing the frame rate."""
 
+    def __init__(self, input_dim: int, d_model: int):
+        super().__init__()
+        self.out = nn.Sequential(nn.Linear(input_dim, d_model), nn.LayerNorm(d_model))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.out(x), lengths
+
+
+class ConformerEncoder(nn.Module):
     def __init__(self, config: ConformerConfig):
         super().__init__()
         self.config = config
         self.output_dim = config.d_model
-        self.subsampling = Conv2dSubsampling4(config.input_dim, config.d_model, config.subsampling_channels)
+        if config.subsampling == "conv2d4":
+            self.subsampling = Conv2dSubsampling4(config.input_dim, config.d_model, config.subsampling_channels)
+            self.frame_rate_divisor = 4
+        elif config.subsampling == "none":
+            self.subsampling = LinearInput(config.input_dim, config.d_model)
+            self.frame_rate_divisor = 1
+        else:
+            raise ValueError(f"unknown subsampling {config.subsampling!r}; expected 'conv2d4' or 'none'")
         self.pos_enc = RelPosEncXL(config.d_model)
         self.layers = SBConformerEncoder(
             num_layers=config.num_layers,
