@@ -51,7 +51,8 @@ class CifAsrConfig:
     feat_dim: int = 80
     encoder_type: str = "conformer"  # "conformer" (trained) | "frozen" (features are frozen-encoder outputs)
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
-    frozen_pool: int = 1  # average-pool frozen-encoder frames before CIF
+    frozen_pool: int = 1  # lower the frozen encoder's frame rate by this factor before CIF
+    frozen_pool_mode: str = "mean"  # "mean" (average the frames) | "stack" (concatenate them)
     frozen_layers: int = 0  # trainable Conformer layers (dims from `conformer`) over the frozen frames
     d_model: int = 256
     cformer_layers: int = 2
@@ -133,9 +134,9 @@ class CifAsrModel(nn.Module):
             c.conformer.input_dim = c.feat_dim
             self.encoder = ConformerEncoder(c.conformer)
         elif c.encoder_type == "frozen":
-            self.encoder = FrozenFeatureEncoder(c.feat_dim, pool=c.frozen_pool)
+            self.encoder = FrozenFeatureEncoder(c.feat_dim, pool=c.frozen_pool, mode=c.frozen_pool_mode)
             if c.frozen_layers:
-                top = dataclasses.replace(c.conformer, input_dim=c.feat_dim, num_layers=c.frozen_layers, subsampling="none")
+                top = dataclasses.replace(c.conformer, input_dim=self.encoder.output_dim, num_layers=c.frozen_layers, subsampling="none")
                 self.encoder = StackedEncoder(self.encoder, ConformerEncoder(top))
         else:
             raise ValueError(f"unknown encoder_type {c.encoder_type!r}")

@@ -125,13 +125,18 @@ class ConformerEncoder(nn.Module):
 class FrozenFeatureEncoder(nn.Module):
     """For features that already are encoder outputs (a frozen encoder cached to ark/scp).
 
-    Optionally average-pools frames by ``pool`` to lower the frame rate before CIF.
+    Lowers the frame rate by ``pool`` before CIF, either by averaging frames (``mode="mean"``) or
+    by stacking them into one ``pool * F`` vector (``mode="stack"``, low frame rate features as in
+    Paraformer's LFR), which keeps the order of the frames inside each window.
+    (B, T, F) -> (B, ceil(T / pool), F or pool * F)
     """
 
-    def __init__(self, input_dim: int, pool: int = 1):
+    def __init__(self, input_dim: int, pool: int = 1, mode: str = "mean"):
         super().__init__()
-        self.output_dim = input_dim
-        self.pool = pool
+        if mode not in ("mean", "stack"):
+            raise ValueError(f"unknown frame reduction {mode!r}; expected 'mean' or 'stack'")
+        self.pool, self.mode = pool, mode
+        self.output_dim = input_dim * pool if mode == "stack" and pool > 1 else input_dim
         self.frame_rate_divisor = pool
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,9 +144,11 @@ class FrozenFeatureEncoder(nn.Module):
             return feats, lengths
         b, t, d = feats.shape
         pad = (-t) % self.pool
-        x = nn.functional.pad(feats, (0, 0, 0, pad))
-        # padding frames are zeros; average only over real frames at the boundary
-        mask = (torch.arange(t + pad, device=feats.device)[None] < lengths[:, None]).float()
-        x = (x * mask[..., None]).reshape(b, -1, self.pool, d).sum(2)
+        # zero the padding frames so windows at an utterance's end see zeros, whatever the batch
+        mask = (torch.arange(t + pad, device=feats.device)[None] < lengths[:, None]).to(feats.dtype)  # (B, T+pad)
+        x = nn.functional.pad(feats, (0, 0, 0, pad)) * mask[..., None]
+        out_lengths = (lengths + self.pool - 1) // self.pool
+        if self.mode == "stack":
+            return x.reshape(b, -1, self.pool * d), out_lengths
         count = mask.reshape(b, -1, self.pool).sum(2).clamp(min=1.0)
-        return x / count[..., None], (lengths + self.pool - 1) // self.pool
+        return x.reshape(b, -1, self.pool, d).sum(2) / count[..., None], out_lengths
