@@ -177,6 +177,37 @@ def run_results(args) -> int:
     return 0
 
 
+# ---- transcribe ---------------------------------------------------------------------------------
+def add_transcribe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio", nargs="+", help="audio files (any format soundfile reads; any rate and channel count)")
+    p.add_argument("--model", required=True, help="model dir (exp/<tag>/final)")
+    p.add_argument("--output-dir", "-o", default=".", help="where <name>.txt / <name>.json go")
+    p.add_argument("--output-format", "-f", choices=["txt", "json", "all"], default="txt")
+    p.set_defaults(func=run_transcribe)
+
+
+def run_transcribe(args) -> int:
+    from asr.data.audio import AudioError
+    from asr.decoding.transcribe import Transcriber, write_transcript
+
+    transcriber = Transcriber(args.model)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in args.audio:
+        try:
+            transcript = transcriber.transcribe_file(path)
+        except (AudioError, ValueError, RuntimeError) as exc:
+            print(f"{path}: skipped: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        write_transcript(transcript, out_dir, Path(path).stem, args.output_format)
+        print(f"{path}: {transcript.text}")
+    if failed:
+        print(f"{failed} of {len(args.audio)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 COMMANDS = {
     "validate-data-dir": (add_validate, "check a Kaldi data dir (sorted, consistent ids, transcripts)"),
     "make-feats": (add_make_feats, "extract features (Kaldi fbank or frozen-encoder outputs) to ark/scp"),
@@ -186,4 +217,5 @@ COMMANDS = {
     "decode": (add_decode, "CIF greedy decoding of a dump dir into a decode dir"),
     "score": (add_score, "WER/CER of decode dirs: result.txt (sclite style) and a one-line summary"),
     "results": (add_results, "results table across scored decode dirs"),
+    "transcribe": (add_transcribe, "transcribe audio files with a trained model dir"),
 }

@@ -81,7 +81,7 @@ class FeatureDataset:
     def collate(self, indices: list[int]) -> dict:
         """Pad a batch: feats (B, T, F) float32, feat_lengths (B,), targets (B, L) with IGNORE_ID."""
         utts = [self.utts[i] for i in indices]
-        mats = [torch.from_numpy(np.asarray(self.features(u), dtype=np.float32)) for u in utts]
+        mats = [torch.tensor(np.asarray(self.features(u)), dtype=torch.float32) for u in utts]
         lengths = torch.tensor([m.shape[0] for m in mats])
         feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
         tgt_lengths = torch.tensor([len(u.tokens) for u in utts])

@@ -60,12 +60,14 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
     trainer = Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn)
     trainer.train()
-    final = exp_dir / "final"
+    # assemble the model to decode with in a temp dir, then swap it in: never a half-written final/
+    final, tmp = exp_dir / "final", exp_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
     if (exp_dir / "best").exists():
-        if final.exists():
-            shutil.rmtree(final)
-        shutil.copytree(exp_dir / "best", final)
+        shutil.copytree(exp_dir / "best", tmp)
     else:
-        model.save_pretrained(final)
-    finalize_model_dir(final, tokenizer, feat_info)
+        model.save_pretrained(tmp)
+    finalize_model_dir(tmp, tokenizer, feat_info)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
     return final

@@ -212,7 +212,7 @@ class Trainer:
                     out = self.model(**self._model_inputs(self.collate(indices)))
                     (out["loss"] / len(group)).backward()
                     for k, v in out.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) / len(group)
+                        sums[k] = sums.get(k, 0.0) + float(v.detach()) / len(group)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], c.grad_clip)
                 if torch.isfinite(grad_norm):
                     self.optimizer.step()
