@@ -13,6 +13,8 @@ import json
 import time
 from pathlib import Path
 
+import kaldiio
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -32,9 +34,6 @@ def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict
 
 
 def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, batch_frames: int = 40000) -> dict:
-    import kaldiio
-    import numpy as np
-
     model, tokenizer, feat_info = load_recognizer(model_dir)
     dump_dir, out_dir = Path(dump_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
