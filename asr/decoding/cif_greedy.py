@@ -45,7 +45,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     total_tokens = total_enc_frames = 0
     start = time.perf_counter()
     for batch in tqdm(sampler, desc=f"decode {dump_dir.name}", mininterval=5):
-        mats = [torch.from_numpy(np.asarray(kaldiio.load_mat(feats_scp[utts[i]]), dtype=np.float32)) for i in batch]
+        mats = [torch.tensor(np.asarray(kaldiio.load_mat(feats_scp[utts[i]])), dtype=torch.float32) for i in batch]
         lengths = torch.tensor([m.shape[0] for m in mats])
         feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
         result = model.recognize(feats, lengths)
