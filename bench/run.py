@@ -39,10 +39,9 @@ import numpy as np
 import torch
 
 from asr.config import load_config
-from asr.data.audio import AudioError, read_audio
+from asr.data.audio import AudioError, read_audio, utterance_audio
 from asr.data.datadir import DataDir, read_table
 from asr.features.extractors import build_extractor
-from asr.features.make_feats import _audio_for
 from asr.io_utils import write_table, write_text_atomic
 from asr.tokenizer import Tokenizer, train_tokenizer
 
@@ -112,7 +111,7 @@ def load_utterances(data_dir: Path | None, num_utts: int) -> tuple[list[BenchUtt
                 data.segments[utt] = (rec, float(start), float(end))
         ids = list(data.segments if data.segments is not None else data.wav_scp)
         source = str(data_dir)
-        readers = [(u, lambda u=u, cache={}: _audio_for(u, data, cache), data.text.get(u)) for u in spread(ids, num_utts)]
+        readers = [(u, lambda u=u, cache={}: utterance_audio(data, u, cache), data.text.get(u)) for u in spread(ids, num_utts)]
     else:
         if not POCKETSPHINX_DATA.is_dir():
             raise SystemExit(f"no audio to benchmark on: {data_dir} has no wav.scp and {POCKETSPHINX_DATA} is missing")

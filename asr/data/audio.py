@@ -56,6 +56,24 @@ def read_audio(source: str | Path, sample_rate: int | None = 16000) -> tuple[tor
     return wave, rate
 
 
+def utterance_audio(data, utt: str, cache: dict | None = None, sample_rate: int = 16000) -> torch.Tensor:
+    """The samples of utterance ``utt`` of a :class:`asr.data.datadir.DataDir`, cut by ``segments`` if it has them.
+
+    ``cache`` (a dict kept by the caller) holds the last recording read, so consecutive segments of
+    one recording read its file once.
+    """
+    if data.segments is None:
+        return read_audio(data.wav_scp[utt], sample_rate)[0]
+    cache = {} if cache is None else cache
+    rec, start, end = data.segments[utt]
+    if cache.get("rec") != rec:
+        cache["rec"], cache["wave"] = rec, read_audio(data.wav_scp[rec], sample_rate)[0]
+    wave = cache["wave"]
+    first = int(start * sample_rate)
+    last = wave.shape[0] if end < 0 else int(end * sample_rate)
+    return wave[first:last]
+
+
 def write_wav(path: str | Path, samples: torch.Tensor | np.ndarray, sample_rate: int = 16000) -> None:
     """Write mono 16-bit PCM wav atomically (temp file, then rename)."""
     path = Path(path)

@@ -23,7 +23,7 @@ import kaldiio
 import torch
 from tqdm import tqdm
 
-from asr.data.audio import AudioError, read_audio
+from asr.data.audio import AudioError, utterance_audio
 from asr.data.datadir import DataDir, read_table, validate_data_dir
 from asr.features.extractors import build_extractor
 from asr.io_utils import write_table, write_text_atomic
@@ -40,18 +40,6 @@ def _split(items: list[str], n: int) -> list[list[str]]:
         out.append(items[start:end])
         start = end
     return out
-
-
-def _audio_for(utt: str, data: DataDir, cache: dict) -> torch.Tensor:
-    if data.segments is None:
-        return read_audio(data.wav_scp[utt])[0]
-    rec, start, end = data.segments[utt]
-    if cache.get("rec") != rec:
-        cache["rec"], cache["wave"] = rec, read_audio(data.wav_scp[rec])[0]
-    wave = cache["wave"]
-    s = int(start * 16000)
-    e = wave.shape[0] if end < 0 else int(end * 16000)
-    return wave[s:e]
 
 
 def _run_job(args: tuple) -> tuple[int, list[tuple[str, str]]]:
@@ -91,7 +79,7 @@ def _extract_job(job, utts, data_path, out_dir, feature_type, options, min_frame
     with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
         for utt in tqdm(utts, desc=f"feats job {job}", disable=not show_progress, mininterval=5):
             try:
-                wave = _audio_for(utt, data, cache)
+                wave = utterance_audio(data, utt, cache)
                 feats = extractor(wave)
             except (AudioError, RuntimeError, ValueError) as exc:
                 bad.append((utt, str(exc).replace("\n", " ")))
