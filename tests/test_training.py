@@ -71,9 +71,15 @@ def test_forward_shapes_and_loss():
         assert fires == sorted(fires) and all(0 <= f < n_frames for f in fires)
 
 
-def test_batched_recognition_equals_single():
+@pytest.mark.parametrize("over", [
+    {},  # Conformer trained from scratch (conv subsampling)
+    {"encoder_type": "frozen", "frozen_pool": 4, "frozen_pool_mode": "stack"},
+    {"encoder_type": "frozen", "frozen_pool": 2, "frozen_layers": 1, "frozen_layer_type": "conformer"},
+    {"encoder_type": "frozen", "frozen_pool": 2, "frozen_pool_mode": "stack", "frozen_layers": 1, "frozen_layer_type": "transformer"},
+])
+def test_batched_recognition_equals_single(over):
     torch.manual_seed(0)
-    model = CifAsrModel(tiny_config()).eval()
+    model = CifAsrModel(tiny_config(**over)).eval()
     feats = torch.randn(3, 150, 20)
     lengths = torch.tensor([150, 90, 120])
     batch = model.recognize(feats, lengths)

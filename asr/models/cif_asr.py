@@ -53,7 +53,8 @@ class CifAsrConfig:
     conformer: ConformerConfig = field(default_factory=ConformerConfig)
     frozen_pool: int = 1  # lower the frozen encoder's frame rate by this factor before CIF
     frozen_pool_mode: str = "mean"  # "mean" (average the frames) | "stack" (concatenate them)
-    frozen_layers: int = 0  # trainable Conformer layers (dims from `conformer`) over the frozen frames
+    frozen_layers: int = 0  # trainable layers (dims from `conformer`) over the frozen frames
+    frozen_layer_type: str = "conformer"  # "conformer" (speechbrain) | "transformer" (torch, cheaper)
     d_model: int = 256
     cformer_layers: int = 2
     cformer_heads: int = 4
@@ -105,6 +106,24 @@ class SpecAugment(nn.Module):
         return self.freq(self.time(x)) if self.training else x
 
 
+class TransformerFrameEncoder(nn.Module):
+    """Plain pre-norm transformer layers over frames (torch's fused attention): (B, T, F) -> (B, T, d_model)."""
+
+    frame_rate_divisor = 1
+
+    def __init__(self, c: ConformerConfig):
+        super().__init__()
+        self.output_dim = c.d_model
+        self.inp = nn.Sequential(nn.Linear(c.input_dim, c.d_model), nn.LayerNorm(c.d_model))
+        self.positions = SinusoidalPositions(c.d_model)
+        layer = nn.TransformerEncoderLayer(c.d_model, c.num_heads, c.ffn_dim, c.dropout, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, c.num_layers, enable_nested_tensor=False)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = lengths_to_padding_mask(lengths, x.shape[1])
+        return self.layers(self.positions(self.inp(x)), src_key_padding_mask=pad), lengths
+
+
 class StackedEncoder(nn.Module):
     """Two encoders in a row (a frozen-feature front end, then trainable layers)."""
 
@@ -137,7 +156,8 @@ class CifAsrModel(nn.Module):
             self.encoder = FrozenFeatureEncoder(c.feat_dim, pool=c.frozen_pool, mode=c.frozen_pool_mode)
             if c.frozen_layers:
                 top = dataclasses.replace(c.conformer, input_dim=self.encoder.output_dim, num_layers=c.frozen_layers, subsampling="none")
-                self.encoder = StackedEncoder(self.encoder, ConformerEncoder(top))
+                layers = ConformerEncoder(top) if c.frozen_layer_type == "conformer" else TransformerFrameEncoder(top)
+                self.encoder = StackedEncoder(self.encoder, layers)
         else:
             raise ValueError(f"unknown encoder_type {c.encoder_type!r}")
         self.proj = nn.Sequential(nn.Linear(self.encoder.output_dim, c.d_model), nn.LayerNorm(c.d_model), nn.Dropout(c.dropout))
