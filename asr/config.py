@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-SECTIONS = ("features", "tokenizer", "model", "train", "decode", "adapter", "llm", "stage2")
+SECTIONS = ("features", "tokenizer", "model", "train", "decode")
 
 
 def load_config(path: str | Path) -> dict:
