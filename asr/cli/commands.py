@@ -151,10 +151,11 @@ def add_score(p: argparse.ArgumentParser) -> None:
 def run_score(args) -> int:
     from evaluation.score import score_dir
 
+    from evaluation.sclite import format_summary_line
+
     for d in args.decode_dirs:
         score = score_dir(d, unit=args.unit, normalizer=args.normalizer)
-        print(f"{d}: {Path(d, 'wer' if args.unit == 'word' else 'cer').read_text().strip()}")
-        del score
+        print(f"{d}: {format_summary_line(score, args.unit)}")
     return 0
 
 
