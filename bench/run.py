@@ -44,6 +44,7 @@ from asr.data.datadir import DataDir, read_table
 from asr.features.extractors import build_extractor
 from asr.io_utils import write_table, write_text_atomic
 from asr.tokenizer import Tokenizer, train_tokenizer
+from asr.training.data import pad_features
 
 log = logging.getLogger("bench")
 
@@ -347,10 +348,6 @@ def bench_training(config_path: Path, bank: FeatureBank, tokenizer: Tokenizer, w
 # ------------------------------------------------------------------------------------------------
 # 3. decoding real-time factor
 # ------------------------------------------------------------------------------------------------
-def _pad(mats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), torch.tensor([m.shape[0] for m in mats])
-
-
 def _frontend_batch(ext, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen-encoder features of a batch of waveforms: one padded, sliced encoder forward when the
     batch allows it (more than one utterance, all within Whisper's 30 s window, no pooling)."""
@@ -358,9 +355,9 @@ def _frontend_batch(ext, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch
 
     mels = [whisper_log_mel(w) for w in waves]
     if len(mels) > 1 and ext.config.pool == 1 and max(m.shape[0] for m in mels) <= ext.max_frames:
-        mel, lengths = _pad(mels)
+        mel, lengths = pad_features(mels)
         return ext.encoder(mel, lengths)
-    return _pad([torch.from_numpy(ext(w)) for w in waves])
+    return pad_features([torch.from_numpy(ext(w)) for w in waves])
 
 
 def bench_decoding(model, ids: list[str], feats: dict[str, np.ndarray], audio_seconds: float, batch_frames: int,
@@ -373,7 +370,7 @@ def bench_decoding(model, ids: list[str], feats: dict[str, np.ndarray], audio_se
     layouts = {"batched": [[ids[i] for i in b] for b in sampler], "batch_size_1": [[u] for u in ids]}
 
     def cached(batch):
-        return _pad([torch.from_numpy(np.asarray(feats[u], dtype=np.float32)) for u in batch])
+        return pad_features([torch.from_numpy(np.asarray(feats[u], dtype=np.float32)) for u in batch])
 
     def from_audio(batch):
         return _frontend_batch(frontend, [waves[u] for u in batch])
@@ -428,7 +425,7 @@ def bench_compression(model_dir: Path, bank: FeatureBank) -> dict:
     with torch.inference_mode():
         for batch in sampler:
             names = [ids[i] for i in batch]
-            result = model.recognize(*_pad([torch.from_numpy(np.asarray(feats[u], dtype=np.float32)) for u in names]))
+            result = model.recognize(*pad_features([torch.from_numpy(np.asarray(feats[u], dtype=np.float32)) for u in names]))
             for j, u in enumerate(names):
                 n_tokens[u], n_frames[u] = len(result["tokens"][j]), int(result["frame_lengths"][j])
     wall = time.perf_counter() - start

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import kaldiio
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -22,7 +21,7 @@ from asr.data.datadir import read_table
 from asr.io_utils import write_table, write_text_atomic
 from asr.models.cif_asr import CifAsrModel
 from asr.tokenizer import Tokenizer
-from asr.training.data import FrameBatchSampler
+from asr.training.data import FrameBatchSampler, pad_features
 
 
 def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict]:
@@ -45,9 +44,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     total_tokens = total_enc_frames = 0
     start = time.perf_counter()
     for batch in tqdm(sampler, desc=f"decode {dump_dir.name}", mininterval=5):
-        mats = [torch.tensor(np.asarray(kaldiio.load_mat(feats_scp[utts[i]])), dtype=torch.float32) for i in batch]
-        lengths = torch.tensor([m.shape[0] for m in mats])
-        feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+        feats, lengths = pad_features([kaldiio.load_mat(feats_scp[utts[i]]) for i in batch])
         result = model.recognize(feats, lengths)
         for j, i in enumerate(batch):
             utt = utts[i]

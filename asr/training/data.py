@@ -23,6 +23,15 @@ from asr.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 
+def pad_features(mats: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature matrices (T_i, F) -> padded float32 batch (B, T_max, F) and lengths (B,).
+
+    numpy arrays are copied (kaldiio may hand out read-only ones); tensors are used as they are.
+    """
+    tensors = [(m if isinstance(m, torch.Tensor) else torch.tensor(np.asarray(m))).float() for m in mats]
+    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), torch.tensor([t.shape[0] for t in tensors])
+
+
 @dataclass
 class Utterance:
     utt_id: str
@@ -81,9 +90,7 @@ class FeatureDataset:
     def collate(self, indices: list[int]) -> dict:
         """Pad a batch: feats (B, T, F) float32, feat_lengths (B,), targets (B, L) with IGNORE_ID."""
         utts = [self.utts[i] for i in indices]
-        mats = [torch.tensor(np.asarray(self.features(u)), dtype=torch.float32) for u in utts]
-        lengths = torch.tensor([m.shape[0] for m in mats])
-        feats = torch.nn.utils.rnn.pad_sequence(mats, batch_first=True)
+        feats, lengths = pad_features([self.features(u) for u in utts])
         tgt_lengths = torch.tensor([len(u.tokens) for u in utts])
         targets = torch.full((len(utts), int(tgt_lengths.max())), IGNORE_ID, dtype=torch.long)
         for b, u in enumerate(utts):
