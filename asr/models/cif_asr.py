@@ -226,7 +226,8 @@ class CifAsrModel(nn.Module):
         ids = self.classifier(hidden).argmax(-1) if hidden.shape[1] else hidden.new_zeros(hidden.shape[:2], dtype=torch.long)
         tokens = [ids[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
         fires = [cif_out.fire_frames[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
-        return {"tokens": tokens, "fire_frames": fires, "frame_lengths": frame_lengths.tolist(), "hidden": hidden, "token_lengths": token_lengths}
+        return {"tokens": tokens, "fire_frames": fires, "frame_lengths": frame_lengths.tolist(), "hidden": hidden,
+                "token_lengths": token_lengths, "alphas": cif_out.alphas}  # alphas (B, T'): CIF weights per frame
 
     # ---- persistence (transformers style) ------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:

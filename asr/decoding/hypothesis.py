@@ -1,0 +1,65 @@
+"""What a recognizer returns for one piece of audio, and the interface ``asr transcribe`` drives.
+
+Times are seconds from the start of the audio the recognizer was given; a caller that cut a long
+file into chunks shifts them by the chunk's offset (:meth:`Hypothesis.shifted`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class Word:
+    text: str
+    start: float  # seconds
+    end: float  # seconds
+
+
+@dataclass
+class Hypothesis:
+    text: str
+    words: list[Word] = field(default_factory=list)  # with times, in order; may be empty
+    tokens: list[str] = field(default_factory=list)  # output units as the model emitted them
+    token_times: list[float] = field(default_factory=list)  # one per token: CIF fire time (its end), seconds
+    token_starts: list[float] = field(default_factory=list)  # one per token: where its evidence begins
+
+    def shifted(self, offset: float) -> "Hypothesis":
+        return replace(
+            self,
+            words=[Word(w.text, round(w.start + offset, 3), round(w.end + offset, 3)) for w in self.words],
+            token_times=[round(t + offset, 3) for t in self.token_times],
+            token_starts=[round(t + offset, 3) for t in self.token_starts],
+        )
+
+
+class Recognizer(Protocol):
+    """Anything ``asr transcribe`` can drive: 16 kHz mono float waves in, one hypothesis per wave out."""
+
+    sample_rate: int
+
+    def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]: ...
+
+
+def words_from_pieces(pieces: list[str], starts: list[float], ends: list[float], marker: str = "▁") -> list[Word]:
+    """Group unit pieces into timed words. A piece starting with ``marker`` opens a word.
+
+    A word spans from its first piece's start to its last piece's end (CIF: the first frame after
+    the previous fire that carries weight, and the fire frame).
+    """
+    words: list[Word] = []
+    text, begin, last = "", 0.0, 0.0
+    for piece, s, e in zip(pieces, starts, ends):
+        if piece.startswith(marker) and text.strip():
+            words.append(Word(text.strip(), round(begin, 3), round(last, 3)))
+            text = ""
+        if not text.strip():
+            begin = s
+        text += piece.replace(marker, " ")
+        last = e
+    if text.strip():
+        words.append(Word(text.strip(), round(begin, 3), round(last, 3)))
+    return words
