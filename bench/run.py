@@ -43,7 +43,7 @@ from asr.data.audio import AudioError, read_audio, utterance_audio
 from asr.data.datadir import DataDir, read_table
 from asr.features.extractors import build_extractor
 from asr.io_utils import write_table, write_text_atomic
-from asr.tokenizer import Tokenizer, train_tokenizer
+from asr.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from asr.training.data import pad_features
 
 log = logging.getLogger("bench")
@@ -235,9 +235,11 @@ def _r(x: float, digits: int = 4) -> float:
 def find_tokenizer(explicit: Path | None, model_dir: Path | None) -> Path | None:
     if explicit is not None:
         return explicit
-    if model_dir is not None and (model_dir / "tokenizer.model").is_file():
-        return model_dir / "tokenizer.model"
-    found = sorted(RECIPE.glob("exp/*/tokenizer/units.model"), key=lambda p: p.stat().st_mtime)
+    for name in ("tokenizer.model", "tokenizer.llm"):
+        if model_dir is not None and (model_dir / name).exists():
+            return model_dir / name
+    found = sorted(list(RECIPE.glob("exp/*/tokenizer/units.model")) + list(RECIPE.glob("exp/*/tokenizer/units.llm")),
+                   key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
@@ -404,7 +406,7 @@ def find_model_dir() -> Path | None:
             info = json.loads((d / "feat_info.json").read_text())
         except (OSError, ValueError):
             continue
-        if info.get("feature_type") == "whisper_encoder" and (d / "model.pt").is_file() and (d / "tokenizer.model").is_file():
+        if info.get("feature_type") == "whisper_encoder" and (d / "model.pt").is_file() and ((d / "tokenizer.model").is_file() or (d / "tokenizer.llm").is_dir()):
             found.append(d)
     return max(found, key=lambda d: (d / "model.pt").stat().st_mtime) if found else None
 
@@ -604,7 +606,7 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         tok_path = find_tokenizer(args.tokenizer, model_dir)
         if tok_path is not None:
-            tokenizer = Tokenizer(tok_path)
+            tokenizer = load_tokenizer(tok_path)
         else:
             sizes = [int(load_config(c).get("tokenizer", {}).get("vocab_size", 300)) for c in args.configs]
             tokenizer = fallback_tokenizer(utts, max(sizes), tmp)

@@ -79,21 +79,27 @@ def run_cmvn(args) -> int:
 # ---- train-tokenizer ----------------------------------------------------------------------------
 def add_tokenizer(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="Kaldi text file of the training set")
-    p.add_argument("out_prefix", help="writes <prefix>.model and <prefix>.vocab")
-    p.add_argument("--config", help="experiment YAML; its 'tokenizer' section gives model_type and vocab_size")
+    p.add_argument("out_prefix", help="sentencepiece: writes <prefix>.model and <prefix>.vocab; "
+                   "LLM tokens: writes the dir <prefix>.llm/")
+    p.add_argument("--config", help="experiment YAML; its 'tokenizer' section: {model_type: bpe|unigram|char, "
+                   "vocab_size: N} or {model_type: llm, llm: NAME} (the LLM's own tokens)")
     p.add_argument("--vocab-size", type=int)
-    p.add_argument("--model-type", choices=["bpe", "unigram", "char"])
+    p.add_argument("--model-type", choices=["bpe", "unigram", "char", "llm"])
+    p.add_argument("--llm", help="LLM whose tokens are the units (model_type llm): embedded name, hub id or dir")
     p.set_defaults(func=run_tokenizer)
 
 
 def run_tokenizer(args) -> int:
-    from asr.tokenizer import Tokenizer, train_tokenizer
+    from asr.tokenizer import build_llm_units, load_tokenizer, train_tokenizer
 
     section = _config_section(args.config, "tokenizer")
     model_type = args.model_type or section.get("model_type", "bpe")
-    vocab_size = args.vocab_size or section.get("vocab_size", 500)
-    path = train_tokenizer(args.text, args.out_prefix, vocab_size=vocab_size, model_type=model_type)
-    print(f"{path}: {len(Tokenizer(path))} units ({model_type})")
+    if model_type == "llm":
+        path = build_llm_units(args.text, args.llm or section.get("llm", "smollm2-135m-instruct"), args.out_prefix)
+    else:
+        vocab_size = args.vocab_size or section.get("vocab_size", 500)
+        path = train_tokenizer(args.text, args.out_prefix, vocab_size=vocab_size, model_type=model_type)
+    print(f"{path}: {len(load_tokenizer(path))} units ({model_type})")
     return 0
 
 

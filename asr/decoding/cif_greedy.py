@@ -20,14 +20,14 @@ from tqdm import tqdm
 from asr.data.datadir import read_table
 from asr.io_utils import write_table, write_text_atomic
 from asr.models.cif_asr import CifAsrModel
-from asr.tokenizer import Tokenizer
+from asr.tokenizer import Tokenizer, load_tokenizer
 from asr.training.data import FrameBatchSampler, pad_features
 
 
 def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict]:
     model_dir = Path(model_dir)
     model = CifAsrModel.from_pretrained(model_dir)
-    tokenizer = Tokenizer(model_dir / "tokenizer.model")
+    tokenizer = load_tokenizer(model_dir / "tokenizer")
     feat_info = json.loads((model_dir / "feat_info.json").read_text())
     return model, tokenizer, feat_info
 

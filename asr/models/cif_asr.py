@@ -67,6 +67,10 @@ class CifAsrConfig:
     label_smoothing: float = 0.1
     specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     blank_id: int = 0
+    # "linear": a free token classifier; "tied": cosine scores against the LLM's frozen input
+    # embeddings of the units (LLM-token units only; tied_dim = the LLM's hidden size)
+    classifier: str = "linear"
+    tied_dim: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "CifAsrConfig":
@@ -143,6 +147,37 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_len: int | None = None) -
     return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
+class TiedUnitClassifier(nn.Module):
+    """Scores against fixed unit embeddings (the LLM's input embeddings of the unit tokens).
+
+        hidden (B, N, D) -> query (B, N, E) -> scale * cos(query, embedding of each unit) (B, N, V)
+
+    Units 0 and 1 (blank, unk) have no LLM token: their embeddings are learned. The table of the
+    other units is a buffer (saved with the model, never trained), set by :meth:`set_embeddings`.
+    """
+
+    def __init__(self, d_model: int, embed_dim: int, vocab_size: int):
+        super().__init__()
+        if embed_dim <= 0:
+            raise ValueError("classifier 'tied' needs tied_dim (the LLM hidden size) > 0")
+        self.query = nn.Linear(d_model, embed_dim)
+        self.special = nn.Parameter(torch.randn(2, embed_dim) * 0.02)
+        self.register_buffer("unit_embeddings", torch.zeros(vocab_size - 2, embed_dim))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(16.0)))
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def set_embeddings(self, table: torch.Tensor) -> None:
+        """table (V - 2, E): the LLM input embeddings of units 2..V-1."""
+        self.unit_embeddings.copy_(table.to(self.unit_embeddings.dtype))
+
+    def table(self) -> torch.Tensor:
+        return torch.cat([self.special, self.unit_embeddings], dim=0)  # (V, E)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        q = F.normalize(self.query(hidden), dim=-1)
+        return self.log_scale.exp() * q @ F.normalize(self.table(), dim=-1).T + self.bias
+
+
 class CifAsrModel(nn.Module):
     def __init__(self, config: CifAsrConfig, cmvn_stats: np.ndarray | None = None):
         super().__init__()
@@ -167,7 +202,12 @@ class CifAsrModel(nn.Module):
         layer = nn.TransformerEncoderLayer(c.d_model, c.cformer_heads, c.cformer_ffn, c.dropout, batch_first=True, norm_first=True)
         self.cformer = nn.TransformerEncoder(layer, c.cformer_layers, enable_nested_tensor=False)
         self.cformer_norm = nn.LayerNorm(c.d_model)
-        self.classifier = nn.Linear(c.d_model, c.vocab_size)
+        if c.classifier == "linear":
+            self.classifier = nn.Linear(c.d_model, c.vocab_size)
+        elif c.classifier == "tied":
+            self.classifier = TiedUnitClassifier(c.d_model, c.tied_dim, c.vocab_size)
+        else:
+            raise ValueError(f"unknown classifier {c.classifier!r} (linear | tied)")
 
     # ---- the forward pieces -------------------------------------------------------------------
     def encode(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

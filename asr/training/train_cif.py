@@ -17,22 +17,37 @@ import torch
 from asr.config import load_config
 from asr.features.cmvn import read_cmvn_stats
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
-from asr.tokenizer import Tokenizer
+from asr.tokenizer import LlmUnits, Tokenizer, load_tokenizer
 from asr.training.data import FeatureDataset, FrameBatchSampler
 from asr.training.trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
 
-def build_model(config: dict, feat_dim: int, vocab_size: int, cmvn_path: Path | None) -> CifAsrModel:
+def build_model(config: dict, feat_dim: int, tokenizer: Tokenizer | LlmUnits | int, cmvn_path: Path | None) -> CifAsrModel:
+    """The stage-1 model; with ``classifier: tied`` the unit embeddings come from the units' LLM.
+
+    ``tokenizer`` may be a bare vocabulary size (benchmarks): a tied classifier's table stays zero.
+    """
+    vocab_size = tokenizer if isinstance(tokenizer, int) else len(tokenizer)
     model_cfg = CifAsrConfig.from_dict({**config.get("model", {}), "feat_dim": feat_dim, "vocab_size": vocab_size})
     stats = read_cmvn_stats(cmvn_path) if cmvn_path and cmvn_path.exists() else None
-    return CifAsrModel(model_cfg, cmvn_stats=stats)
+    if model_cfg.classifier != "tied" or isinstance(tokenizer, int):
+        return CifAsrModel(model_cfg, cmvn_stats=stats)
+    if not isinstance(tokenizer, LlmUnits):
+        raise ValueError("classifier 'tied' needs LLM-token units (tokenizer: {type: llm, ...})")
+    from asr.models.llm import LlmConfig, load_llm
+
+    embeddings = load_llm(LlmConfig(name_or_path=tokenizer.llm)).input_embeddings().weight.detach()  # (V_llm, E)
+    model_cfg.tied_dim = embeddings.shape[1]
+    model = CifAsrModel(model_cfg, cmvn_stats=stats)
+    model.classifier.set_embeddings(embeddings[torch.tensor(tokenizer.llm_ids)].float())
+    return model
 
 
 def finalize_model_dir(model_dir: Path, tokenizer: Tokenizer, feat_info: dict) -> None:
     """Make a model dir self-contained: tokenizer and feature description next to the weights."""
-    shutil.copyfile(tokenizer.model_path, model_dir / "tokenizer.model")
+    tokenizer.save_to(model_dir)
     (model_dir / "feat_info.json").write_text(json.dumps(feat_info, indent=2) + "\n")
 
 
@@ -43,10 +58,10 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     train_dir, exp_dir = Path(train_dir), Path(exp_dir)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
-    tokenizer = Tokenizer(tokenizer_path)
+    tokenizer = load_tokenizer(tokenizer_path)
     feat_info = json.loads((train_dir / "feat_info.json").read_text())
     seed_everything(train_cfg.seed)
-    model = build_model(config, feat_info["dim"], len(tokenizer), train_dir / "cmvn.ark")
+    model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
     divisor = getattr(model.encoder, "frame_rate_divisor", 1)
     train_set = FeatureDataset(train_dir, tokenizer, frame_divisor=divisor, preload=train_cfg.preload)
     sampler = FrameBatchSampler([u.num_frames for u in train_set.utts], train_cfg.max_frames_per_batch,

@@ -102,10 +102,17 @@ class Trainer:
     def _checkpoints(self) -> list[Path]:
         return sorted(self.ckpt_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
+    def _model_state(self) -> dict:
+        """What a checkpoint holds of the model: only the trained tensors where the model says which
+        (a frozen LLM is not copied into every checkpoint)."""
+        if hasattr(self.model, "trainable_state_dict"):
+            return self.model.trainable_state_dict()
+        return self.model.state_dict()
+
     def save_checkpoint(self) -> Path:
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
         state = {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self._model_state(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "step": self.step, "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch, "best_valid": self.best_valid, "rng": _rng_state(),
         }
@@ -120,7 +127,10 @@ class Trainer:
         if not ckpts:
             return False
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
-        self.model.load_state_dict(state["model"])
+        if hasattr(self.model, "load_trainable_state_dict"):
+            self.model.load_trainable_state_dict(state["model"])
+        else:
+            self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]

@@ -48,7 +48,7 @@ fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log 3 "training (X-LLM stage 1) -> $exp"
   asr train --config "$config" --train-dir "$dump/train" --valid-dir "$dump/dev" \
-    --tokenizer "$exp/tokenizer/units.model" --exp-dir "$exp"
+    --tokenizer "$exp/tokenizer/units" --exp-dir "$exp"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
