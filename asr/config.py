@@ -4,7 +4,8 @@
     tokenizer: {model_type: bpe | unigram | char, vocab_size: N}
     model:     CifAsrConfig fields
     train:     TrainConfig fields
-    decode:    {batch_frames: N}
+    decode:    {batch_frames: N} (stage 1); {beam_size, batch_size, ...} (LLM decoding)
+    speech_llm: SpeechLlmConfig fields {llm, adapter, prompt} (stage-2 configs)
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-SECTIONS = ("features", "tokenizer", "model", "train", "decode")
+SECTIONS = ("features", "tokenizer", "model", "train", "decode", "speech_llm")
 
 
 def load_config(path: str | Path) -> dict:

@@ -6,14 +6,14 @@ import argparse
 import logging
 import sys
 
-from asr.cli import commands
+from asr.cli import commands, llm_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="xllm-asr: LLM-based speech recognition, Kaldi style.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_fn, help_text) in commands.COMMANDS.items():
+    for name, (module_fn, help_text) in {**commands.COMMANDS, **llm_commands.COMMANDS}.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         module_fn(p)
     return parser

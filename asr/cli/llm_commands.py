@@ -1,0 +1,69 @@
+"""``asr`` subcommands of X-LLM stage 2: train the S-Adapter, decode with the LLM, export a model dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+# ---- train-llm ----------------------------------------------------------------------------------
+def add_train_llm(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="stage-2 YAML: speech_llm {llm, adapter, prompt}, train")
+    p.add_argument("--stage1", required=True, help="stage-1 model dir (exp/<tag>/final), kept frozen")
+    p.add_argument("--train-dir", required=True, help="dump dir of the training set (feats.scp, text)")
+    p.add_argument("--valid-dir", help="dump dir for validation after each epoch")
+    p.add_argument("--exp-dir", required=True, help="output dir; a rerun resumes from its newest checkpoint")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.set_defaults(func=run_train_llm)
+
+
+def run_train_llm(args) -> int:
+    from asr.training.train_speech_llm import train
+
+    overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
+    final = train(args.config, args.stage1, args.train_dir, args.valid_dir, args.exp_dir, overrides)
+    print(f"stage-2 model: {final}")
+    return 0
+
+
+# ---- decode-llm ---------------------------------------------------------------------------------
+def add_decode_llm(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", required=True, help="stage-2 model dir (exp/<tag>/final)")
+    p.add_argument("--data-dir", required=True, help="dump dir (feats.scp, utt2num_frames, text)")
+    p.add_argument("--out-dir", required=True, help="decode dir to write hyp, hyp_cif, ref, decode_info.json")
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", help="cpu | cuda (default: the config's)")
+    p.set_defaults(func=run_decode_llm)
+
+
+def run_decode_llm(args) -> int:
+    from asr.decoding.llm_decode import decode_dump_dir
+
+    info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, beam_size=args.beam_size,
+                           batch_size=args.batch_size, device=args.device)
+    print(json.dumps(info))
+    return 0
+
+
+# ---- export -------------------------------------------------------------------------------------
+def add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-dir", required=True, help="stage-2 model dir (exp/<tag>/final) or a stage-1 one")
+    p.add_argument("--out", required=True, help="the self-contained dir `asr transcribe --model` loads")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from asr.export import export_model
+
+    out = export_model(Path(args.model_dir), Path(args.out))
+    print(f"exported: {out}")
+    return 0
+
+
+COMMANDS = {
+    "train-llm": (add_train_llm, "train the S-Adapter into a frozen LLM (X-LLM stage 2), resumable"),
+    "decode-llm": (add_decode_llm, "LLM decoding of a dump dir into a decode dir (beam search)"),
+    "export": (add_export, "pack stage-1 model, adapter, tokenizer, configs and the LLM reference into one dir"),
+}

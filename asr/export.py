@@ -1,0 +1,49 @@
+"""``asr export``: one self-contained dir that ``asr transcribe --model`` loads.
+
+    <out>/export.json        {"kind": "speech_llm" | "cif", "llm": <LLM reference>, "format": 1}
+    <out>/stage1/            the stage-1 model dir: encoder + C-Former weights, config, tokenizer,
+                             feature description (feat_info.json)
+    <out>/speech_llm.json    (speech_llm) adapter, prompt and LLM configs
+    <out>/adapter.pt         (speech_llm) the trained adapter (+ LoRA) tensors
+    <out>/stage1.json        (speech_llm) {"stage1": "stage1"}: the stage-1 dir, relative to <out>
+
+The LLM itself is referenced (embedded name, hub id or local dir), not copied. The dir is built
+next to ``out`` and renamed into place: an interrupted export never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from asr.io_utils import write_text_atomic
+
+EXPORT_FILE = "export.json"
+FORMAT = 1
+
+
+def export_model(model_dir: Path, out: Path) -> Path:
+    model_dir = Path(model_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (model_dir / "speech_llm.json").is_file():
+        stage1 = Path(json.loads((model_dir / "stage1.json").read_text())["stage1"])
+        if not stage1.is_absolute():
+            stage1 = model_dir / stage1
+        tmp.mkdir(parents=True)
+        shutil.copytree(stage1, tmp / "stage1")
+        for name in ("speech_llm.json", "adapter.pt"):
+            shutil.copyfile(model_dir / name, tmp / name)
+        (tmp / "stage1.json").write_text(json.dumps({"stage1": "stage1"}) + "\n")
+        llm = json.loads((model_dir / "speech_llm.json").read_text())["llm"]["name_or_path"]
+        doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT}
+    elif (model_dir / "model.pt").is_file() and (model_dir / "feat_info.json").is_file():
+        shutil.copytree(model_dir, tmp)
+        doc = {"kind": "cif", "llm": None, "format": FORMAT}
+    else:
+        raise FileNotFoundError(f"{model_dir}: neither a stage-2 model dir (speech_llm.json) nor a stage-1 one (model.pt, feat_info.json)")
+    write_text_atomic(tmp / EXPORT_FILE, json.dumps(doc, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,243 @@
+"""X-LLM stage 2: speech as a foreign language for a frozen LLM.
+
+    feats (B, T, F) -> frozen stage-1 model (encoder + C-Former)   token vectors (B, N, D), N ~ LLM tokens
+                    -> S-Adapter                                    speech embeddings (B, N, H)
+    LLM input, per utterance (H = the LLM's hidden size):
+        [prompt prefix] <speech> [speech embeddings] </speech> [prompt suffix] [transcript] <eos>
+         `-- text, from the chat template, split where the speech goes --'     `-- labels --'
+    -> frozen LLM (optionally with LoRA) -> next-token loss on the transcript tokens only.
+
+The prompt is the LLM tokenizer's chat template where it has one (a user turn holding the
+instruction and the speech, then the assistant turn), else plain text; the same code path serves
+the GLM family, SmolLM2 and any causal LM. Decoding: batched ``generate`` on left-padded input
+embeddings with beam search, KV cache and a token budget bounded by the CIF token count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asr.io_utils import atomic_path, write_text_atomic
+from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
+from asr.models.llm import LlmConfig, LoadedLlm, load_llm
+from asr.models.s_adapter import SAdapter, SAdapterConfig
+
+IGNORE_ID = -100
+SPEECH_SLOT = "\x00SPEECH\x00"  # where the speech embeddings go in the rendered prompt
+
+
+@dataclass
+class PromptConfig:
+    instruction: str = "Transcribe the speech."
+    system: str | None = "You are a speech recognizer."  # None: the template's default (if any)
+    speech_start: str = "<speech>"
+    speech_end: str = "</speech>"
+
+
+@dataclass
+class SpeechLlmConfig:
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    adapter: SAdapterConfig = field(default_factory=SAdapterConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeechLlmConfig":
+        known = {"llm": LlmConfig.from_dict, "adapter": lambda x: SAdapterConfig(**x), "prompt": lambda x: PromptConfig(**x)}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown speech-LLM config keys: {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**{k: known[k](v) for k, v in d.items()})
+
+
+class Prompt:
+    """Token ids around the speech: ``prefix + <speech> | speech | </speech> + suffix``."""
+
+    def __init__(self, tokenizer, config: PromptConfig):
+        content = f"{config.instruction}\n{config.speech_start}{SPEECH_SLOT}{config.speech_end}"
+        if getattr(tokenizer, "chat_template", None):
+            messages = ([{"role": "system", "content": config.system}] if config.system else [])
+            messages.append({"role": "user", "content": content})
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = f"{content}\nTranscript:"
+            if tokenizer.bos_token:
+                text = tokenizer.bos_token + text
+        prefix, suffix = text.split(SPEECH_SLOT)
+        self.prefix: list[int] = tokenizer.encode(prefix, add_special_tokens=False)
+        self.suffix: list[int] = tokenizer.encode(suffix, add_special_tokens=False)
+        self.eos_id: int = tokenizer.eos_token_id
+        self.tokenizer = tokenizer
+
+    def target_ids(self, text: str) -> list[int]:
+        """The transcript as the assistant's answer, ended by eos."""
+        return self.tokenizer.encode(text, add_special_tokens=False) + [self.eos_id]
+
+
+@dataclass
+class AssembledBatch:
+    inputs_embeds: torch.Tensor  # (B, S, H)
+    attention_mask: torch.Tensor  # (B, S) 1 = real
+    labels: torch.Tensor | None  # (B, S) IGNORE_ID except on transcript tokens
+    position_ids: torch.Tensor  # (B, S)
+
+
+def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], targets: list[list[int]] | None,
+             left_pad: bool) -> AssembledBatch:
+    """Concatenate prompt embeddings, speech embeddings (N_i, H) and target embeddings per utterance, then pad.
+
+    ``targets`` None: inference (no labels, no transcript in the input). Position ids count real
+    tokens only, so left padding does not shift them.
+    """
+    device = speech[0].device
+    prefix = embed(torch.tensor(prompt.prefix, device=device))
+    suffix = embed(torch.tensor(prompt.suffix, device=device))
+    rows, label_rows = [], []
+    for i, sp in enumerate(speech):
+        parts = [prefix, sp.to(prefix.dtype), suffix]
+        labels = [IGNORE_ID] * (len(prompt.prefix) + sp.shape[0] + len(prompt.suffix))
+        if targets is not None:
+            parts.append(embed(torch.tensor(targets[i], device=device)))
+            labels += targets[i]
+        rows.append(torch.cat(parts))
+        label_rows.append(labels)
+    S = max(r.shape[0] for r in rows)
+    B, H = len(rows), rows[0].shape[1]
+    x = rows[0].new_zeros(B, S, H)
+    mask = torch.zeros(B, S, dtype=torch.long, device=device)
+    lab = torch.full((B, S), IGNORE_ID, dtype=torch.long, device=device)
+    for b, (r, lbl) in enumerate(zip(rows, label_rows)):
+        sl = slice(S - r.shape[0], S) if left_pad else slice(0, r.shape[0])
+        x[b, sl], mask[b, sl] = r, 1
+        lab[b, sl] = torch.tensor(lbl, device=device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return AssembledBatch(x, mask, lab if targets is not None else None, positions)
+
+
+def strip_repetition(ids: list[int], max_repeats: int = 3, max_ngram: int = 6) -> list[int]:
+    """Cut a generation loop: an n-gram (n <= max_ngram) repeated more than ``max_repeats`` times in a row."""
+    for n in range(1, max_ngram + 1):
+        for start in range(0, len(ids) - n * (max_repeats + 1) + 1):
+            gram = ids[start : start + n]
+            if all(ids[start + k * n : start + (k + 1) * n] == gram for k in range(1, max_repeats + 1)):
+                return ids[: start + n * max_repeats]
+    return ids
+
+
+class SpeechLlm(nn.Module):
+    """Frozen stage-1 model + trainable S-Adapter + frozen LLM (LoRA optional)."""
+
+    def __init__(self, config: SpeechLlmConfig, stage1: CifAsrModel, llm: LoadedLlm):
+        super().__init__()
+        self.config = config
+        self.stage1 = stage1.eval()
+        for p in self.stage1.parameters():
+            p.requires_grad_(False)
+        self.llm = llm.model
+        self.tokenizer = llm.tokenizer
+        self.prompt = Prompt(llm.tokenizer, config.prompt)
+        table = self.stage1.classifier.table().detach() if isinstance(self.stage1.classifier, TiedUnitClassifier) else None
+        if table is not None and table.shape[1] != llm.hidden_size:
+            table = None  # stage 1 was tied to another LLM: its table is no use here
+        self.adapter = SAdapter(config.adapter, stage1.config.d_model, llm.hidden_size, unit_embeddings=table)
+        self.device = next(self.llm.parameters()).device
+        self.stage1.to(self.device)
+        self.adapter.to(self.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.stage1.eval()  # frozen: no dropout, no SpecAugment
+        if not any(p.requires_grad for p in self.llm.parameters()):
+            self.llm.eval()
+        return self
+
+    # ---- what is trained is what is saved ------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(state)
+        if missing:
+            raise ValueError(f"checkpoint lacks trainable tensors: {sorted(missing)[:5]}...")
+        self.load_state_dict(state, strict=False)
+
+    # ---- speech -> LLM input embeddings --------------------------------------------------------
+    def speech_embeddings(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
+        """feats (B, T, F) -> one (N_i, H) tensor per utterance, plus the stage-1 result (CIF tokens, fires)."""
+        feats, feat_lengths = feats.to(self.device), feat_lengths.to(self.device)
+        with torch.no_grad():
+            rec = self.stage1.recognize(feats, feat_lengths)
+            hidden = rec["hidden"]  # (B, N, D)
+            logits = self.stage1.classifier(hidden) if hidden.shape[1] else None
+        dtype = self.llm.get_input_embeddings().weight.dtype
+        emb = self.adapter(hidden, logits).to(dtype) if hidden.shape[1] else hidden.new_zeros(hidden.shape[0], 0, 1)
+        lengths = rec["token_lengths"].tolist()
+        return [emb[b, : max(1, n)] for b, n in enumerate(lengths)], rec
+
+    # ---- training ------------------------------------------------------------------------------
+    def forward(self, feats, feat_lengths, target_ids, target_lengths) -> dict[str, torch.Tensor]:
+        """target_ids (B, L) LLM token ids of the transcripts + eos, padded with IGNORE_ID."""
+        speech, _ = self.speech_embeddings(feats, feat_lengths)
+        targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]  # (L_i,)
+        batch = assemble(self.llm.get_input_embeddings(), self.prompt, speech, targets, left_pad=False)
+        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids, labels=batch.labels)
+        pred = out.logits[:, :-1].argmax(-1)
+        gold = batch.labels[:, 1:]
+        valid = gold != IGNORE_ID
+        acc = ((pred == gold) & valid).sum().float() / valid.sum().clamp(min=1)
+        return {"loss": out.loss, "acc": acc.detach(), "positions": batch.attention_mask.sum().float()}  # LLM positions in the batch
+
+    # ---- decoding ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, feats: torch.Tensor, feat_lengths: torch.Tensor, num_beams: int = 1,
+                 max_new_factor: float = 1.5, max_new_extra: int = 8) -> list[dict]:
+        """Transcribe a batch. Per utterance: text, LLM token ids, the stage-1 CIF result and flags."""
+        speech, rec = self.speech_embeddings(feats, feat_lengths)
+        batch = assemble(self.llm.get_input_embeddings(), self.prompt, speech, None, left_pad=True)
+        budget = int(math.ceil(max_new_factor * max(int(n) for n in rec["token_lengths"]))) + max_new_extra
+        out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                max_new_tokens=budget, num_beams=num_beams, do_sample=False,
+                                eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id)
+        results = []
+        for b in range(out.shape[0]):
+            ids = out[b].tolist()
+            if self.prompt.eos_id in ids:
+                ids = ids[: ids.index(self.prompt.eos_id)]
+            ids = [i for i in ids if i != self.tokenizer.pad_token_id]
+            cut = strip_repetition(ids)
+            text = normalize_spaces(self.tokenizer.decode(cut, skip_special_tokens=True))
+            results.append({"text": text, "llm_ids": cut, "repetition_cut": len(cut) < len(ids),
+                            "cif_tokens": rec["tokens"][b], "fire_frames": rec["fire_frames"][b],
+                            "alphas": rec["alphas"][b, : rec["frame_lengths"][b]].tolist()})
+        return results
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """The adapter (+ LoRA) weights and the config; the stage-1 model and the LLM are referenced."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / "speech_llm.json", json.dumps(asdict(self.config), indent=2) + "\n")
+        with atomic_path(out_dir / "adapter.pt") as tmp:
+            torch.save(self.trainable_state_dict(), tmp)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, stage1_dir: str | Path, llm_overrides: dict | None = None) -> "SpeechLlm":
+        model_dir = Path(model_dir)
+        d = json.loads((model_dir / "speech_llm.json").read_text())
+        d["llm"] = {**d["llm"], **(llm_overrides or {})}
+        config = SpeechLlmConfig.from_dict(d)
+        model = cls(config, CifAsrModel.from_pretrained(stage1_dir), load_llm(config.llm))
+        model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
+        return model.eval()
+
+
+def normalize_spaces(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()

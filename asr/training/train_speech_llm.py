@@ -1,0 +1,104 @@
+"""Stage-2 training entry point (X-LLM stage 2): the S-Adapter (+ optional LoRA) between a frozen
+stage-1 model and a frozen LLM, trained with the LLM's next-token loss on the transcripts.
+
+Writes into ``exp_dir`` what stage 1 writes (checkpoints/ holding only the trained tensors,
+train_log.csv, valid_log.csv, curves.png, best/) and ``final/``: ``speech_llm.json`` +
+``adapter.pt`` + ``stage1`` (the path of the stage-1 model dir it was trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from asr.config import load_config
+from asr.models.cif_asr import CifAsrModel
+from asr.models.llm import load_llm
+from asr.models.speech_llm import IGNORE_ID, SpeechLlm, SpeechLlmConfig
+from asr.tokenizer import load_tokenizer
+from asr.training.data import FeatureDataset, FrameBatchSampler
+from asr.training.trainer import TrainConfig, Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+STAGE1_LINK = "stage1.json"
+
+
+class LlmTargets:
+    """Batches of a stage-1 FeatureDataset with the transcripts as LLM token ids (+ eos)."""
+
+    def __init__(self, dataset: FeatureDataset, model: SpeechLlm):
+        self.dataset = dataset
+        self.targets = [model.prompt.target_ids(u.text) for u in dataset.utts]
+
+    def collate(self, indices: list[int]) -> dict:
+        batch = self.dataset.collate(indices)
+        lengths = torch.tensor([len(self.targets[i]) for i in indices])
+        ids = torch.full((len(indices), int(lengths.max())), IGNORE_ID, dtype=torch.long)
+        for b, i in enumerate(indices):
+            ids[b, : lengths[b]] = torch.tensor(self.targets[i])
+        return {"utt_ids": batch["utt_ids"], "feats": batch["feats"], "feat_lengths": batch["feat_lengths"],
+                "target_ids": ids, "target_lengths": lengths}
+
+
+def build_speech_llm(config: dict, stage1_dir: Path) -> SpeechLlm:
+    sl_cfg = SpeechLlmConfig.from_dict(config.get("speech_llm", {}))
+    return SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(sl_cfg.llm))
+
+
+def write_stage1_link(model_dir: Path, stage1_dir: Path) -> None:
+    (model_dir / STAGE1_LINK).write_text(json.dumps({"stage1": str(stage1_dir.resolve())}) + "\n")
+
+
+def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path, valid_dir: str | Path | None,
+          exp_dir: str | Path, overrides: dict | None = None) -> Path:
+    config = load_config(config_path)
+    train_cfg = TrainConfig.from_dict({**config.get("train", {}), **(overrides or {})})
+    stage1_dir, exp_dir = Path(stage1_dir), Path(exp_dir)
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    seed_everything(train_cfg.seed)
+    model = build_speech_llm(config, stage1_dir)
+    units = load_tokenizer(stage1_dir / "tokenizer")
+    divisor = getattr(model.stage1.encoder, "frame_rate_divisor", 1)
+    train_set = LlmTargets(FeatureDataset(train_dir, units, frame_divisor=divisor, preload=train_cfg.preload), model)
+    sampler = FrameBatchSampler([u.num_frames for u in train_set.dataset.utts], train_cfg.max_frames_per_batch,
+                                shuffle=True, seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+    valid_fn = None
+    if valid_dir is not None:
+        valid_set = LlmTargets(FeatureDataset(valid_dir, units, frame_divisor=divisor, preload=train_cfg.preload), model)
+        valid_sampler = FrameBatchSampler([u.num_frames for u in valid_set.dataset.utts], train_cfg.max_frames_per_batch,
+                                          shuffle=False, max_batch_size=train_cfg.max_batch_size)
+        valid_fn = lambda: (valid_set.collate(b) for b in valid_sampler)  # noqa: E731
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info("speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
+             sum(p.numel() for p in trainable) / 1e6, " + LoRA" if model.config.llm.lora.enabled else "",
+             model.config.llm.name_or_path, len(train_set.dataset), len(sampler))
+    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
+    final, tmp = exp_dir / "final", exp_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (exp_dir / "best").exists():
+        shutil.copytree(exp_dir / "best", tmp)
+    else:
+        model.save_pretrained(tmp)
+    write_stage1_link(tmp, stage1_dir)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def stage1_dir_of(model_dir: Path) -> Path:
+    """The stage-1 model dir a stage-2 dir names (relative paths are relative to the stage-2 dir)."""
+    stage1 = Path(json.loads((Path(model_dir) / STAGE1_LINK).read_text())["stage1"])
+    return stage1 if stage1.is_absolute() else Path(model_dir) / stage1
+
+
+def load_speech_llm(model_dir: str | Path, device: str | None = None) -> SpeechLlm:
+    """A stage-2 model dir (``final/``) -> SpeechLlm, with the stage-1 model it names."""
+    model_dir = Path(model_dir)
+    stage1 = stage1_dir_of(model_dir)
+    overrides = {"device": device} if device else None
+    return SpeechLlm.from_pretrained(model_dir, stage1, overrides)

@@ -1,0 +1,181 @@
+"""X-LLM stage 2: prompt assembly and label masking token by token, the S-Adapter, training steps
+that touch only the adapter, batched generation, save/load, and the stage-2 entry points on a dump dir.
+
+Uses the tiny random GLM (fast) for most checks and the embedded SmolLM2 for one train+decode run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from asr.io_utils import write_table
+from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+from asr.models.llm import LlmConfig, load_llm
+from asr.models.s_adapter import SAdapter, SAdapterConfig
+from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, SpeechLlm, SpeechLlmConfig, assemble, strip_repetition
+from asr.tokenizer import build_llm_units, load_tokenizer
+
+WORDS = "the cat sat on a mat and dog ran to red blue big small".split()
+FEAT_DIM = 24
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    return load_llm(LlmConfig(name_or_path="tiny-glm"))
+
+
+@pytest.fixture(scope="module")
+def dump_dir(tmp_path_factory, tiny_llm):
+    """Random 'frozen-encoder features' with transcripts, and LLM-token units of the tiny GLM."""
+    d = tmp_path_factory.mktemp("dump")
+    rng = np.random.default_rng(0)
+    texts, frames = {}, {}
+    with kaldiio.WriteHelper(f"ark,scp:{d}/feats.ark,{d}/feats.scp") as w:
+        for i in range(16):
+            utt = f"spk0-{i:03d}"
+            n = int(rng.integers(60, 100))
+            w(utt, rng.standard_normal((n, FEAT_DIM)).astype(np.float32))
+            texts[utt], frames[utt] = " ".join(rng.choice(WORDS, size=rng.integers(2, 5))), str(n)
+    write_table(d / "text", texts)
+    write_table(d / "utt2num_frames", frames)
+    (d / "feat_info.json").write_text(json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM,
+                                                  "frame_rate_hz": 50.0}))
+    build_llm_units(d / "text", "tiny-glm", d / "units", hf_tokenizer=tiny_llm.tokenizer)
+    return d
+
+
+def stage1_model(units, llm, tied: bool = True) -> CifAsrModel:
+    torch.manual_seed(0)
+    cfg = CifAsrConfig(vocab_size=len(units), feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2, d_model=32,
+                       cformer_layers=1, cformer_heads=2, cformer_ffn=64, ctc_weight=0.0,
+                       classifier="tied" if tied else "linear", tied_dim=llm.hidden_size if tied else 0)
+    model = CifAsrModel(cfg)
+    if tied:
+        emb = llm.input_embeddings().weight.detach()
+        model.classifier.set_embeddings(emb[torch.tensor(units.llm_ids)])
+    return model.eval()
+
+
+def speech_config(mode: str = "mlp") -> SpeechLlmConfig:
+    return SpeechLlmConfig(llm=LlmConfig(name_or_path="tiny-glm"), adapter=SAdapterConfig(hidden_dim=64, mode=mode))
+
+
+# ---- prompt and assembly -------------------------------------------------------------------------
+def test_prompt_uses_chat_template_and_markers(tiny_llm):
+    prompt = Prompt(tiny_llm.tokenizer, PromptConfig(instruction="Transcribe it.", system=None))
+    prefix = tiny_llm.tokenizer.decode(prompt.prefix)
+    suffix = tiny_llm.tokenizer.decode(prompt.suffix)
+    assert "Transcribe it." in prefix and prefix.rstrip().endswith("<speech>")
+    assert suffix.startswith("</speech>")
+    rendered = tiny_llm.tokenizer.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False, add_generation_prompt=True)
+    head = rendered.split("X")[0]
+    assert prefix.startswith(head.strip()[:5])  # the template's opening tokens come first
+    assert prompt.target_ids("the cat")[-1] == tiny_llm.tokenizer.eos_token_id
+
+
+def test_assemble_labels_and_embeddings_token_by_token(tiny_llm):
+    prompt = Prompt(tiny_llm.tokenizer, PromptConfig())
+    embed = tiny_llm.input_embeddings()
+    H = tiny_llm.hidden_size
+    speech = [torch.randn(3, H), torch.randn(5, H)]
+    targets = [prompt.target_ids("the cat"), prompt.target_ids("a dog ran to the mat")]
+    P1, P2 = len(prompt.prefix), len(prompt.suffix)
+    for left in (False, True):
+        batch = assemble(embed, prompt, speech, targets, left_pad=left)
+        lengths = [P1 + s.shape[0] + P2 + len(t) for s, t in zip(speech, targets)]
+        S = max(lengths)
+        assert batch.inputs_embeds.shape == (2, S, H)
+        for b in range(2):
+            pad = S - lengths[b]
+            start = pad if left else 0
+            mask = batch.attention_mask[b].tolist()
+            assert mask == ([0] * pad + [1] * lengths[b] if left else [1] * lengths[b] + [0] * pad)
+            labels = batch.labels[b, start : start + lengths[b]].tolist()
+            n_prompt = P1 + speech[b].shape[0] + P2
+            assert labels[:n_prompt] == [IGNORE_ID] * n_prompt  # prompt and speech: never a target
+            assert labels[n_prompt:] == targets[b]  # transcript + eos, token by token
+            pad_labels = batch.labels[b, :pad] if left else batch.labels[b, lengths[b]:]
+            assert (pad_labels == IGNORE_ID).all()
+            x = batch.inputs_embeds[b, start:]
+            torch.testing.assert_close(x[:P1], embed(torch.tensor(prompt.prefix)))
+            torch.testing.assert_close(x[P1 : P1 + speech[b].shape[0]], speech[b])
+            torch.testing.assert_close(x[n_prompt - P2 : n_prompt], embed(torch.tensor(prompt.suffix)))
+            torch.testing.assert_close(x[n_prompt:lengths[b]], embed(torch.tensor(targets[b])))
+            assert batch.position_ids[b, start:start + lengths[b]].tolist() == list(range(lengths[b]))
+
+
+def test_strip_repetition():
+    assert strip_repetition([1, 2, 3]) == [1, 2, 3]
+    assert strip_repetition([5, 7, 7, 7, 7, 7, 7, 9]) == [5, 7, 7, 7]
+    assert strip_repetition([1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3]) == [1, 2, 3, 2, 3, 2, 3]
+    assert strip_repetition([4, 4, 4]) == [4, 4, 4]  # three in a row is still speech ("no no no")
+
+
+def test_adapter_expected_embedding_starts_at_the_stage1_posterior():
+    table = torch.randn(10, 16)
+    adapter = SAdapter(SAdapterConfig(hidden_dim=8, mode="expected_embedding", temperature=1.0), 4, 16, table)
+    hidden = torch.randn(2, 3, 4)
+    logits = torch.randn(2, 3, 10) * 50  # nearly one-hot
+    out = adapter(hidden, logits)
+    torch.testing.assert_close(out, torch.softmax(logits, -1) @ table)
+    with pytest.raises(ValueError, match="tied"):
+        SAdapter(SAdapterConfig(mode="expected_embedding"), 4, 16, None)
+
+
+# ---- the model -----------------------------------------------------------------------------------
+def _batch(dump_dir, model, n=4):
+    from asr.training.data import FeatureDataset
+    from asr.training.train_speech_llm import LlmTargets
+
+    units = load_tokenizer(dump_dir / "units")
+    data = LlmTargets(FeatureDataset(dump_dir, units, frame_divisor=2, preload=True), model)
+    return data.collate(list(range(n)))
+
+
+@pytest.mark.parametrize("mode", ["mlp", "expected_embedding"])
+def test_training_steps_touch_only_the_adapter(dump_dir, tiny_llm, mode):
+    units = load_tokenizer(dump_dir / "units")
+    model = SpeechLlm(speech_config(mode), stage1_model(units, tiny_llm), tiny_llm)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("adapter.")}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("adapter.") for n, p in model.named_parameters() if p.requires_grad)
+    batch = _batch(dump_dir, model)
+    inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    opt = torch.optim.AdamW(trainable, lr=2e-2)
+    model.train()
+    losses = []
+    for _ in range(25):
+        out = model(**inputs)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    # a random tiny LLM has near-uniform outputs: the adapter can move them only a little
+    assert losses[-1] < losses[0] - 0.1 and all(b <= a + 1e-3 for a, b in zip(losses, losses[1:])), losses
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), f"{n} changed"
+
+
+def test_batched_generation_equals_one_by_one_and_save_load(dump_dir, tiny_llm, tmp_path):
+    units = load_tokenizer(dump_dir / "units")
+    model = SpeechLlm(speech_config(), stage1_model(units, tiny_llm), tiny_llm).eval()
+    batch = _batch(dump_dir, model, n=3)
+    together = model.generate(batch["feats"], batch["feat_lengths"], max_new_extra=4)
+    for b in range(3):
+        n = int(batch["feat_lengths"][b])
+        alone = model.generate(batch["feats"][b : b + 1, :n], batch["feat_lengths"][b : b + 1], max_new_extra=4)
+        assert alone[0]["llm_ids"] == together[b]["llm_ids"]
+    assert all(len(r["cif_tokens"]) == len(r["fire_frames"]) for r in together)
+    model.save_pretrained(tmp_path / "stage2")
+    model.stage1.save_pretrained(tmp_path / "stage1")
+    saved = torch.load(tmp_path / "stage2" / "adapter.pt")
+    assert saved and all(k.startswith("adapter.") for k in saved)  # no LLM or stage-1 copy
+    again = SpeechLlm.from_pretrained(tmp_path / "stage2", tmp_path / "stage1")
+    assert [r["llm_ids"] for r in again.generate(batch["feats"], batch["feat_lengths"], max_new_extra=4)] == \
+        [r["llm_ids"] for r in together]
