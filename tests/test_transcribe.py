@@ -1,16 +1,28 @@
-"""`asr transcribe` with a stage-1 model dir: outputs per file, token times, bad files skipped."""
+"""`asr transcribe`: inputs (formats, directories, wav.scp), chunking of long audio, batching, output
+formats, token/word times, bad files skipped. The model is a tiny random one: transcripts are noise,
+the plumbing and the timing rules are what is tested."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+from asr.cli.main import main
+from asr.data.audio import read_audio, write_wav
 from asr.data.datadir import read_table
+from asr.decoding.hypothesis import Hypothesis, Word
+from asr.decoding.segmenter import split_on_silence
+from asr.decoding.transcribe import AudioInput, cif_token_times, collect_inputs, load_recognizer, transcribe_inputs
+from asr.decoding.writers import Segment, Transcript, cues, format_timestamp, to_srt, to_tsv, to_vtt
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.conformer_encoder import ConformerConfig
 from asr.tokenizer import Tokenizer, train_tokenizer
@@ -31,30 +43,255 @@ def model_dir(espeak_dir, tmp_path_factory) -> Path:
     return root / "final"
 
 
+@pytest.fixture(scope="module")
+def wavs(espeak_dir) -> list[str]:
+    return [p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|")]
+
+
 def _asr(*args) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).parent / "asr"), *map(str, args)], capture_output=True, text=True)
 
 
-def test_transcribe_files_and_skip_bad_one(model_dir, espeak_dir, tmp_path):
-    wavs = [p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|")][:2]
+SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+
+
+def _seconds(h, m, s, ms) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+def check_outputs(out: Path, name: str, duration: float | None = None) -> dict:
+    """All five outputs of one file exist, agree, and have ordered times inside the audio; returns the json."""
+    doc = json.loads((out / f"{name}.json").read_text())
+    dur = doc["duration"]
+    if duration is not None:
+        assert dur == pytest.approx(duration, abs=2e-3)
+    assert doc["text"] == (out / f"{name}.txt").read_text().strip()
+    segs = doc["segments"]
+    assert segs[0]["start"] == 0 and segs[-1]["end"] == pytest.approx(dur, abs=2e-3)
+    assert all(a["end"] == b["start"] for a, b in zip(segs, segs[1:]))  # contiguous: no gap, no overlap
+    for key, label in (("words", "text"), ("tokens", "token")):
+        items = doc[key]
+        assert all(0 <= x["start"] <= x["end"] <= dur + 1e-3 for x in items), key
+        assert all(a["end"] <= b["start"] for a, b in zip(items, items[1:])), key  # in order, not overlapping
+        assert all(x[label] for x in items)
+    assert " ".join(s["text"] for s in segs if s["text"]) == doc["text"]
+
+    srt = (out / f"{name}.srt").read_text()
+    blocks = [b.splitlines() for b in srt.strip().split("\n\n")] if srt.strip() else []
+    srt_times = []
+    for i, block in enumerate(blocks, 1):
+        assert block[0] == str(i) and len(block) >= 3
+        m = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", block[1])
+        assert m, block[1]
+        srt_times.append((_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])))
+    vtt = (out / f"{name}.vtt").read_text().splitlines()
+    assert vtt[0] == "WEBVTT"
+    vtt_times = [(_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])) for line in vtt
+                 if (m := re.fullmatch(SRT_TIME.replace(",", r"\.") + " --> " + SRT_TIME.replace(",", r"\."), line))]
+    tsv = (out / f"{name}.tsv").read_text().splitlines()
+    assert tsv[0] == "start\tend\ttext"
+    tsv_times = [(int(s) / 1000, int(e) / 1000) for s, e, _ in (row.split("\t") for row in tsv[1:])]
+    assert srt_times == vtt_times == tsv_times and len(srt_times) == len(blocks)
+    flat = [t for pair in srt_times for t in pair]
+    assert flat == sorted(flat) and all(0 <= t <= dur + 1e-3 for t in flat)
+    return doc
+
+
+# ---- the command --------------------------------------------------------------------------------
+def test_transcribe_files_and_skip_bad_one(model_dir, wavs, tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....not audio")
     out = tmp_path / "out"
     proc = _asr("transcribe", "--model", model_dir, "-o", out, "-f", "all", wavs[0], bad, wavs[1])
     assert proc.returncode == 1  # something failed, and the exit status says so
     assert "broken.wav: skipped" in proc.stderr and "1 of 3 file(s) failed" in proc.stderr
-    for wav in wavs:
-        stem = Path(wav).stem
-        assert (out / f"{stem}.txt").exists()
-        doc = json.loads((out / f"{stem}.json").read_text())
-        times = [t["time"] for t in doc["tokens"]]
-        assert times == sorted(times) and all(0 < t <= doc["duration"] + 1e-3 for t in times)
-        assert doc["text"] == (out / f"{stem}.txt").read_text().strip()
-    assert not (out / "broken.txt").exists()
+    assert "real-time factor" in proc.stderr and "peak memory" in proc.stderr
+    for wav in wavs[:2]:
+        check_outputs(out, Path(wav).stem, sf.info(wav).duration)
+    assert not list(out.glob("broken.*"))
 
 
-def test_transcribe_all_good_exits_zero(model_dir, espeak_dir, tmp_path):
-    wav = next(p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|"))
-    proc = _asr("transcribe", "--model", model_dir, "-o", tmp_path, wav)
-    assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / f"{Path(wav).stem}.txt").exists()
+def test_formats_rates_and_channels(model_dir, wavs, tmp_path):
+    wave, _ = read_audio(wavs[2], 44100)
+    stereo = np.stack([wave.numpy(), 0.5 * wave.numpy()], axis=1)
+    files = {"stereo44k.wav": dict(samplerate=44100, subtype="PCM_16"), "a.flac": dict(samplerate=44100, subtype="PCM_24"),
+             "b.ogg": dict(samplerate=44100, subtype="VORBIS"), "c.opus": dict(samplerate=48000, format="OGG", subtype="OPUS"),
+             "d.mp3": dict(samplerate=44100, subtype="MPEG_LAYER_III")}
+    for name, kw in files.items():
+        data = stereo if name.startswith("stereo") else wave.numpy()
+        if kw["samplerate"] != 44100:
+            data = read_audio(wavs[2], kw["samplerate"])[0].numpy()
+        sf.write(tmp_path / name, data, **kw)
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), *(str(tmp_path / n) for n in files)]) == 0
+    for name in files:
+        check_outputs(out, Path(name).stem, sf.info(tmp_path / name).duration)
+
+
+def test_directory_input_recursive(model_dir, wavs, tmp_path, capsys):
+    src = tmp_path / "audio"
+    for i, wav in enumerate(wavs[:3]):
+        dest = src / ("sub" if i else "") / Path(wav).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(Path(wav).read_bytes())
+    (src / "notes.txt").write_text("not audio\n")
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "json", "--verbose", str(src)]) == 0
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
+    assert names == sorted([f"{Path(wavs[0]).stem}.json"] + [f"sub/{Path(w).stem}.json" for w in wavs[1:3]])
+    assert Path(wavs[1]).name in capsys.readouterr().out  # --verbose prints each transcript
+
+
+def test_wav_scp_inputs(model_dir, espeak_dir, tmp_path):
+    scp = read_table(espeak_dir / "wav.scp")  # one entry is a sox pipe at 8 kHz
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "txt", str(espeak_dir / "wav.scp")]) == 0
+    assert sorted(p.stem for p in out.glob("*.txt")) == sorted(scp)
+    other = tmp_path / "list.scp"
+    other.write_text("".join(f"{k} {v}\n" for k, v in list(scp.items())[:2]))
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(tmp_path / "o2"), "--wav-scp", str(other)]) == 0
+    for utt in list(scp)[:2]:
+        check_outputs(tmp_path / "o2", utt)
+
+
+def _ten_minutes(wavs: list[str], path: Path) -> list[tuple[int, int]]:
+    """Write espeak utterances separated by 0.3-2 s of silence, 600 s at 16 kHz; returns the speech spans (samples)."""
+    speech = [read_audio(w, 16000)[0].numpy() for w in wavs]
+    rng = np.random.default_rng(0)
+    pieces, spans, pos, k = [], [], 0, 0
+    while pos < 600 * 16000:
+        gap = np.zeros(int(rng.uniform(0.3, 2.0) * 16000), dtype=np.float32)
+        utt = speech[k % len(speech)]
+        pieces += [gap, utt]
+        spans.append((pos + len(gap), pos + len(gap) + len(utt)))
+        pos, k = pos + len(gap) + len(utt), k + 1
+    wave = np.concatenate(pieces)[: 600 * 16000]
+    write_wav(path, wave, 16000)
+    return spans
+
+
+def test_ten_minute_file(model_dir, wavs, tmp_path):
+    long_wav = tmp_path / "long.wav"
+    speech = _ten_minutes(wavs, long_wav)
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "--batch-size", "4", str(long_wav)]) == 0
+    doc = check_outputs(out, "long", 600.0)
+    segs = doc["segments"]
+    assert 30 <= len(segs) <= 60 and all(s["end"] - s["start"] <= 20.0 for s in segs)
+    for cut in (s["start"] for s in segs[1:]):  # every cut falls into one of the inserted silences
+        sample = round(cut * 16000)
+        assert not any(a < sample < b for a, b in speech), cut
+    for s in segs:  # each chunk's tokens were shifted into the chunk
+        tokens = [t for t in doc["tokens"] if s["start"] <= t["start"] < s["end"]]
+        assert all(t["end"] <= s["end"] + 1e-3 for t in tokens)
+    assert len(doc["tokens"]) > 1000
+
+
+def test_batching_does_not_change_results(model_dir, wavs):
+    recognizer = load_recognizer(model_dir)
+    inputs = [AudioInput(Path(w).stem, w) for w in wavs]
+    one = {i.name: t.text for i, t in transcribe_inputs(recognizer, inputs, batch_size=1)}
+    four = {i.name: t.text for i, t in transcribe_inputs(recognizer, inputs, batch_size=4)}
+    assert one == four and len(one) == len(wavs)
+
+
+# ---- inputs and recognizer selection ------------------------------------------------------------
+def test_collect_inputs_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no audio files"):
+        collect_inputs([str(tmp_path / "empty")])
+    with pytest.raises(ValueError, match="both be written as x"):
+        collect_inputs(["a/x.wav", "b/x.flac"])
+
+
+def test_export_dir_loads_the_speech_llm(tmp_path, monkeypatch):
+    calls = {}
+
+    class FakeLlm:
+        @classmethod
+        def from_export_dir(cls, model_dir, device, beam_size):
+            calls.update(model_dir=model_dir, device=device, beam_size=beam_size)
+            return cls()
+
+    monkeypatch.setitem(sys.modules, "asr.decoding.llm_recognizer", types.SimpleNamespace(SpeechLlmRecognizer=FakeLlm))
+    (tmp_path / "export.json").write_text(json.dumps({"kind": "speech_llm"}))
+    assert isinstance(load_recognizer(tmp_path, beam_size=4), FakeLlm)
+    assert calls == {"model_dir": tmp_path, "device": "cpu", "beam_size": 4}
+    (tmp_path / "export.json").write_text(json.dumps({"kind": "other"}))
+    with pytest.raises(ValueError, match="unknown kind"):
+        load_recognizer(tmp_path)
+
+
+# ---- token times --------------------------------------------------------------------------------
+def test_token_start_after_a_pause():
+    """Two tokens, then 2 s of frames with zero CIF weight, then a token: it starts after the pause."""
+    fs = 0.04
+    alphas = torch.tensor([0.5] * 4 + [0.0] * 50 + [0.3, 0.4, 0.3])  # frames 4..53 silent (2 s)
+    starts, ends = cif_token_times(alphas, [1, 3, 56], fs)
+    assert ends == [0.08, 0.16, 2.28]
+    assert starts == [0.0, 0.08, 2.16]  # token 3: frame 54 (0.04 * 54), not right after token 2's fire
+    assert starts[2] >= 54 * fs - 1e-9
+    assert cif_token_times(torch.tensor([1.5, 0.5]), [0, 0, 1], fs) == ([0.0, 0.0, 0.04], [0.04, 0.04, 0.08])
+
+
+# ---- segmenter ----------------------------------------------------------------------------------
+def _bursts(pattern: list[tuple[float, bool]], rate: int = 16000) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Tone bursts (True) and silences (False) of the given lengths; returns the wave and the silences."""
+    parts, silences, pos = [], [], 0
+    rng = np.random.default_rng(1)
+    for seconds, loud in pattern:
+        n = int(seconds * rate)
+        parts.append(0.3 * np.sin(np.arange(n) * 0.07) + 0.01 * rng.standard_normal(n) if loud else 0.001 * rng.standard_normal(n))
+        if not loud:
+            silences.append((pos, pos + n))
+        pos += n
+    return torch.tensor(np.concatenate(parts), dtype=torch.float32), silences
+
+
+def _assert_covers(spans, n):
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+
+def test_segmenter_cuts_in_silences_and_covers_everything():
+    wave, silences = _bursts([(7.3, True), (0.6, False), (5.1, True), (0.4, False), (9.0, True), (1.0, False), (12.0, True),
+                              (0.5, False), (3.0, True)])
+    spans = split_on_silence(wave, 16000, max_seconds=20.0)
+    _assert_covers(spans, wave.shape[0])
+    assert all(e - s <= 20 * 16000 for s, e in spans) and len(spans) >= 2
+    for _, cut in spans[:-1]:
+        assert any(a < cut < b for a, b in silences), cut / 16000
+
+
+def test_segmenter_limits():
+    rate = 16000
+    short = torch.randn(int(19.9 * rate))
+    assert split_on_silence(short, rate) == [(0, short.shape[0])]
+    noise = torch.randn(int(61.3 * rate))  # no pauses at all: cuts still respect the limits
+    spans = split_on_silence(noise, rate, max_seconds=20.0, min_seconds=1.0)
+    _assert_covers(spans, noise.shape[0])
+    assert all(rate <= e - s <= 20 * rate for s, e in spans)
+    tail = torch.randn(int(20.2 * rate))  # the last chunk is never shorter than min_seconds
+    spans = split_on_silence(tail, rate, max_seconds=20.0, min_seconds=1.0)
+    _assert_covers(spans, tail.shape[0])
+    assert spans[-1][1] - spans[-1][0] >= rate
+    with pytest.raises(ValueError):
+        split_on_silence(noise, rate, max_seconds=1.0, min_seconds=2.0)
+
+
+# ---- writers ------------------------------------------------------------------------------------
+def test_timestamps_and_cues():
+    assert format_timestamp(0) == "00:00:00,000"
+    assert format_timestamp(1.2344) == "00:00:01,234"
+    assert format_timestamp(3723.0456, ".") == "01:02:03.046"
+    words = [Word(f"word{i:02d}", 10 + i * 0.5, 10 + i * 0.5 + 0.4) for i in range(20)]  # 6 chars each, 0.5 s apart
+    hyp = Hypothesis(" ".join(w.text for w in words), words)
+    t = Transcript(30.0, [Segment(0.0, 10.0, Hypothesis("")), Segment(10.0, 30.0, hyp)])
+    cs = cues(t)
+    assert " ".join(c.text for c in cs) == hyp.text
+    assert all(len(c.text) <= 42 and c.end - c.start <= 7.0 for c in cs) and len(cs) == 4  # 6 words per 41-char cue
+    assert to_srt(t).startswith("1\n00:00:10,000 --> 00:00:12,900\nword00 word01")
+    assert "\n00:00:10.000 --> 00:00:12.900\n" in to_vtt(t)
+    assert to_tsv(t).splitlines()[1] == "10000\t12900\tword00 word01 word02 word03 word04 word05"
+    no_words = Transcript(5.0, [Segment(0.0, 5.0, Hypothesis("hello there"))])
+    assert to_srt(no_words) == "1\n00:00:00,000 --> 00:00:05,000\nhello there\n\n"

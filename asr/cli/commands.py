@@ -186,32 +186,55 @@ def run_results(args) -> int:
 
 # ---- transcribe ---------------------------------------------------------------------------------
 def add_transcribe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("audio", nargs="+", help="audio files (any format soundfile reads; any rate and channel count)")
-    p.add_argument("--model", required=True, help="model dir (exp/<tag>/final)")
-    p.add_argument("--output-dir", "-o", default=".", help="where <name>.txt / <name>.json go")
-    p.add_argument("--output-format", "-f", choices=["txt", "json", "all"], default="txt")
+    p.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, opus, mp3, sph, ...; any rate, mono or "
+                   "multi-channel), directories (searched recursively) or Kaldi wav.scp files (paths or 'cmd |' pipes)")
+    p.add_argument("--model", required=True, help="model dir: exp/<tag>/final (stage 1, CIF) or an exported speech LLM dir")
+    p.add_argument("--wav-scp", help="a Kaldi wav.scp; outputs are named by its keys")
+    p.add_argument("--output-dir", "-o", type=Path, default=Path("."), help="where <name>.<format> go (default: .)")
+    p.add_argument("--output-format", "-f", choices=["txt", "json", "srt", "vtt", "tsv", "all"], default="all",
+                   help="json: segments, word and token times; srt/vtt/tsv: timed cues (default: all)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--batch-size", type=int, default=8, help="audio chunks decoded together (default: 8)")
+    p.add_argument("--beam-size", type=int, default=1, help="beam size of the speech LLM; CIF decoding is greedy and ignores it")
+    p.add_argument("--chunk-seconds", type=float, default=20.0,
+                   help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
+    p.add_argument("--verbose", dest="print_transcripts", action="store_true", help="print each transcript as it is done")
     p.set_defaults(func=run_transcribe)
 
 
 def run_transcribe(args) -> int:
-    from asr.data.audio import AudioError
-    from asr.decoding.transcribe import Transcriber, write_transcript
+    import resource
+    import time
 
-    transcriber = Transcriber(args.model)
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for path in args.audio:
-        try:
-            transcript = transcriber.transcribe_file(path)
-        except (AudioError, ValueError, RuntimeError) as exc:
-            print(f"{path}: skipped: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        write_transcript(transcript, out_dir, Path(path).stem, args.output_format)
-        print(f"{path}: {transcript.text}")
+    from tqdm import tqdm
+
+    from asr.data.audio import AudioError
+    from asr.decoding.transcribe import collect_inputs, load_recognizer, transcribe_inputs
+    from asr.decoding.writers import write_outputs
+
+    if not args.audio and not args.wav_scp:
+        raise ValueError("no input: give audio files, directories or --wav-scp")
+    if args.batch_size < 1 or args.chunk_seconds <= 0:
+        raise ValueError("--batch-size and --chunk-seconds must be positive")
+    inputs = collect_inputs(args.audio, args.wav_scp)
+    recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size)
+    start, audio_seconds, failed = time.perf_counter(), 0.0, 0
+    with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1) as bar:
+        for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar):
+            if isinstance(result, AudioError):
+                failed += 1
+                tqdm.write(f"{item.source}: skipped: {result}", file=sys.stderr)
+                continue
+            write_outputs(result, args.output_dir, item.name, args.output_format)
+            audio_seconds += result.duration
+            if args.print_transcripts:
+                tqdm.write(f"{item.source}: {result.text}")
+    elapsed = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(f"{len(inputs) - failed} file(s), {audio_seconds:.1f} s of audio in {elapsed:.1f} s "
+          f"(real-time factor {elapsed / max(audio_seconds, 1e-9):.4f}), peak memory {peak_mib:.0f} MiB", file=sys.stderr)
     if failed:
-        print(f"{failed} of {len(args.audio)} file(s) failed", file=sys.stderr)
+        print(f"{failed} of {len(inputs)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -224,5 +247,5 @@ COMMANDS = {
     "decode": (add_decode, "CIF greedy decoding of a dump dir into a decode dir"),
     "score": (add_score, "WER/CER of decode dirs: result.txt (sclite style) and a one-line summary"),
     "results": (add_results, "results table across scored decode dirs"),
-    "transcribe": (add_transcribe, "transcribe audio files with a trained model dir"),
+    "transcribe": (add_transcribe, "transcribe audio files, directories or a wav.scp to txt/json/srt/vtt/tsv (like whisper)"),
 }

@@ -1,13 +1,17 @@
 """Reading audio the way Kaldi's wav.scp describes it.
 
-A wav.scp entry is either a path (any format soundfile reads: wav, flac, ogg, ...)
-or a shell pipe ending in ``|`` whose stdout is a wav file (``sox a.mp3 -t wav - |``).
+A wav.scp entry is either a path or a shell pipe ending in ``|`` whose stdout is a wav file
+(``sox a.mp3 -t wav - |``). A path is decoded by the first decoder that can read it:
+soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, sph/NIST, aiff, ...), then torchaudio
+(when torchcodec is installed), then an ``ffmpeg`` or ``sox`` process (when on PATH).
 Everything is returned as mono float32 in [-1, 1] at the requested sample rate.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,20 +20,67 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+# file name endings that directory inputs of ``asr transcribe`` pick up
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".webm",
+                    ".sph", ".nist", ".aif", ".aiff", ".au", ".caf", ".w64")
+
 
 class AudioError(RuntimeError):
     """An audio source could not be read or holds no samples."""
 
 
-def _read_pipe(command: str) -> tuple[np.ndarray, int]:
-    proc = subprocess.run(command, shell=True, capture_output=True)
+def _run(command: str | list[str]) -> bytes:
+    """stdout of ``command`` (a shell string or an argv list); AudioError when it fails."""
+    proc = subprocess.run(command, shell=isinstance(command, str), capture_output=True)
     if proc.returncode != 0:
         raise AudioError(f"command failed ({proc.returncode}): {command!r}: {proc.stderr.decode(errors='replace').strip()[:300]}")
-    return sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
+    return proc.stdout
+
+
+def _read_pipe(command: str) -> tuple[np.ndarray, int]:
+    return sf.read(io.BytesIO(_run(command)), dtype="float32", always_2d=True)
+
+
+def _torchaudio(path: str) -> tuple[np.ndarray, int]:
+    import torchaudio
+
+    wave, rate = torchaudio.load(path)  # (C, N)
+    return wave.T.numpy(), rate
+
+
+def _ffmpeg(path: str) -> tuple[np.ndarray, int]:
+    rate = 16000  # ffmpeg resamples and mixes down itself: raw mono float32 at 16 kHz
+    raw = _run(["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "f32le", "-ac", "1", "-ar", str(rate), "-"])
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, 1), rate
+
+
+def _sox(path: str) -> tuple[np.ndarray, int]:
+    return sf.read(io.BytesIO(_run(["sox", "-D", path, "-t", "wav", "-"])), dtype="float32", always_2d=True)
+
+
+def _file_decoders() -> list:
+    decoders = [("soundfile", lambda p: sf.read(p, dtype="float32", always_2d=True))]
+    if importlib.util.find_spec("torchcodec") is not None:  # torchaudio >= 2.9 decodes through torchcodec
+        decoders.append(("torchaudio", _torchaudio))
+    decoders += [(tool, fn) for tool, fn in (("ffmpeg", _ffmpeg), ("sox", _sox)) if shutil.which(tool)]
+    return decoders
+
+
+def _read_file(path: str) -> tuple[np.ndarray, int]:
+    """(samples (N, C), rate) from the first decoder that reads ``path``."""
+    if not Path(path).is_file():
+        raise AudioError(f"cannot read audio {path!r}: no such file")
+    errors = []
+    for name, decode in _file_decoders():
+        try:
+            return decode(path)
+        except Exception as exc:  # each decoder raises its own types; report them all at the end
+            errors.append(f"{name}: {str(exc).strip()[:200]}")
+    raise AudioError(f"cannot read audio {path!r}: " + "; ".join(errors))
 
 
 def read_audio(source: str | Path, sample_rate: int | None = 16000) -> tuple[torch.Tensor, int]:
-    """Read ``source`` (a path or a ``cmd |`` pipe) as mono float32.
+    """Read ``source`` (a path or a ``cmd |`` pipe) as mono float32 (the mean of the channels).
 
     Returns ``(samples, rate)`` with ``samples`` of shape (num_samples,). When ``sample_rate`` is
     given the audio is resampled to it (torchaudio's windowed-sinc resampler).
@@ -37,17 +88,14 @@ def read_audio(source: str | Path, sample_rate: int | None = 16000) -> tuple[tor
     """
     src = str(source).strip()
     try:
-        if src.endswith("|"):
-            data, rate = _read_pipe(src[:-1])
-        else:
-            data, rate = sf.read(src, dtype="float32", always_2d=True)
+        data, rate = _read_pipe(src[:-1]) if src.endswith("|") else _read_file(src)
     except AudioError:
         raise
-    except Exception as exc:  # soundfile raises several types; name the file in one
+    except Exception as exc:  # soundfile raises several types; name the source in one
         raise AudioError(f"cannot read audio {src!r}: {exc}") from exc
     if data.shape[0] == 0:
         raise AudioError(f"audio {src!r} has no samples")
-    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1), dtype=np.float32))
     if not torch.isfinite(wave).all():
         raise AudioError(f"audio {src!r} contains NaN or infinite samples")
     if sample_rate is not None and rate != sample_rate:

@@ -1,61 +1,195 @@
-"""Transcribe audio files with a trained stage-1 model dir (features are computed on the fly).
+"""Transcribe audio files: inputs -> chunks -> batched recognizer -> one stitched transcript per file.
 
-The model dir (``exp/<tag>/final``) holds the weights, the tokenizer and ``feat_info.json``, which
-names the feature extractor to rebuild: Kaldi fbank or a frozen Whisper encoder.
+    collect_inputs        files, directories (recursively) and Kaldi wav.scp files -> named sources
+    load_recognizer       a model dir -> a Recognizer (stage-1 CIF model, or an exported speech LLM)
+    transcribe_inputs     read each source at the recognizer's rate, cut it at quiet points
+                          (asr.decoding.segmenter), run the chunks of several files together in
+                          batches sorted by length, and yield each file's Transcript (or its AudioError)
+
+A stage-1 model dir (``exp/<tag>/final``) holds the weights, the tokenizer and ``feat_info.json``,
+which names the feature extractor to rebuild (Kaldi fbank or a frozen Whisper encoder); features are
+computed on the fly. A dir with ``export.json`` of kind ``speech_llm`` is an exported X-LLM model.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from asr.data.audio import read_audio
-from asr.decoding.cif_greedy import load_recognizer
+from asr.data.audio import AUDIO_EXTENSIONS, AudioError, read_audio
+from asr.data.datadir import read_table
+from asr.decoding.cif_greedy import load_recognizer as load_cif_model
+from asr.decoding.hypothesis import Hypothesis, Recognizer, words_from_pieces
+from asr.decoding.segmenter import split_on_silence
+from asr.decoding.writers import Segment, Transcript
 from asr.features.extractors import build_extractor
+from asr.training.data import pad_features
+
+POOL_BATCHES = 8  # chunks of this many batches (at least) are pooled, sorted by length and decoded together
 
 
+# ---- inputs -------------------------------------------------------------------------------------
 @dataclass
-class Transcript:
-    text: str
-    tokens: list[str] = field(default_factory=list)
-    token_times: list[float] = field(default_factory=list)  # seconds: where CIF fired for each token
-    duration: float = 0.0
+class AudioInput:
+    name: str  # output name: file stem, path below an input dir without the extension, or wav.scp key
+    source: str  # a path or a ``cmd |`` pipe (read_audio)
 
 
-class Transcriber:
-    def __init__(self, model_dir: str | Path):
-        self.model, self.tokenizer, self.feat_info = load_recognizer(model_dir)
-        self.extractor = build_extractor(self.feat_info["feature_type"], self.feat_info.get("options") or {})
+def _is_wav_scp(arg: str) -> bool:
+    return arg.endswith("wav.scp") and Path(arg).is_file()
+
+
+def collect_inputs(args: list[str], wav_scp: str | None = None) -> list[AudioInput]:
+    """Expand command-line inputs. Raises ValueError for an empty directory or clashing output names."""
+    inputs: list[AudioInput] = []
+    for arg in args + ([wav_scp] if wav_scp else []):
+        path = Path(arg)
+        if arg == wav_scp or _is_wav_scp(arg):
+            inputs += [AudioInput(utt, src) for utt, src in read_table(path, check_sorted=False).items()]
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            if not found:
+                raise ValueError(f"{arg}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) below this directory")
+            inputs += [AudioInput(p.relative_to(path).with_suffix("").as_posix(), str(p)) for p in found]
+        else:
+            inputs.append(AudioInput(path.stem, arg))
+    seen: dict[str, str] = {}
+    for item in inputs:
+        if seen.setdefault(item.name, item.source) != item.source:
+            raise ValueError(f"{seen[item.name]} and {item.source} would both be written as {item.name}.*")
+    return inputs
+
+
+# ---- recognizers --------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int = 1) -> Recognizer:
+    """The recognizer a model dir describes. ``beam_size`` applies to the speech LLM (CIF is greedy)."""
+    model_dir, device = Path(model_dir), resolve_device(device)
+    export = model_dir / "export.json"
+    if export.exists():
+        kind = json.loads(export.read_text()).get("kind")
+        if kind != "speech_llm":
+            raise ValueError(f"{export}: unknown kind {kind!r} (expected 'speech_llm')")
+        from asr.decoding.llm_recognizer import SpeechLlmRecognizer
+
+        return SpeechLlmRecognizer.from_export_dir(model_dir, device=device, beam_size=beam_size)
+    return CifRecognizer(model_dir, device=device)
+
+
+def cif_token_times(alphas: torch.Tensor, fire_frames: list[int], frame_seconds: float,
+                    min_alpha: float = 0.05) -> tuple[list[float], list[float]]:
+    """Start and end time (seconds) of each CIF token.
+
+    alphas (T',): the CIF weight of each encoder frame; fire_frames: the frame each token fired on
+    (non-decreasing). A token ends at the end of its fire frame, ``(f + 1) * frame_seconds``, and
+    starts at the first frame after the previous token's fire frame (frame 0 for the first token)
+    whose weight exceeds ``min_alpha`` (else on its own fire frame): after a pause, where the
+    weights are ~0, the next token starts where speech resumes, not where the previous token ended.
+    """
+    starts, ends, prev = [], [], -1
+    for f in fire_frames:
+        weighted = torch.nonzero(alphas[prev + 1 : f + 1] > min_alpha)
+        first = prev + 1 + int(weighted[0, 0]) if len(weighted) else f
+        starts.append(round(first * frame_seconds, 3))
+        ends.append(round((f + 1) * frame_seconds, 3))
+        prev = f
+    return starts, ends
+
+
+class CifRecognizer:
+    """A stage-1 model dir as a :class:`~asr.decoding.hypothesis.Recognizer` (greedy CIF decoding)."""
+
+    sample_rate = 16000
+    MIN_SECONDS = 0.2  # shorter waves are padded with zeros
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+        self.model, self.tokenizer, feat_info = load_cif_model(model_dir)
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
         # seconds per encoder frame seen by CIF
-        self.frame_seconds = getattr(self.model.encoder, "frame_rate_divisor", 1) / self.feat_info["frame_rate_hz"]
+        self.frame_seconds = getattr(self.model.encoder, "frame_rate_divisor", 1) / feat_info["frame_rate_hz"]
 
     @torch.inference_mode()
-    def transcribe_wave(self, wave: torch.Tensor, sample_rate: int = 16000) -> Transcript:
-        feats = torch.as_tensor(self.extractor(wave), dtype=torch.float32)  # (T, F)
-        result = self.model.recognize(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
-        ids = result["tokens"][0]
-        times = [round((f + 1) * self.frame_seconds, 3) for f in result["fire_frames"][0]]
-        return Transcript(self.tokenizer.decode(ids), self.tokenizer.pieces(ids), times, round(wave.shape[0] / sample_rate, 3))
+    def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:
+        """waves: 16 kHz mono (N_i,) -> one hypothesis each, times in seconds from the wave's start.
 
-    def transcribe_file(self, path: str | Path) -> Transcript:
-        wave, rate = read_audio(path, 16000)
-        return self.transcribe_wave(wave, rate)
+        Features are extracted per wave (an extractor takes one wave), the model runs on the padded
+        batch (B, T_max, F). Waves shorter than MIN_SECONDS get trailing zeros (the encoder's
+        convolutions need a few frames); times are clipped to the wave's own duration.
+        """
+        padded = [torch.nn.functional.pad(w, (0, max(0, int(self.MIN_SECONDS * self.sample_rate) - w.shape[0])))
+                  for w in waves]
+        feats, lengths = pad_features([self.extractor(w) for w in padded])  # (B, T_max, F), (B,)
+        result = self.model.recognize(feats.to(self.device), lengths.to(self.device))
+        alphas = result["alphas"].float().cpu()  # (B, T')
+        hyps = []
+        for b, wave in enumerate(waves):
+            ids, duration = result["tokens"][b], wave.shape[0] / self.sample_rate
+            starts, ends = cif_token_times(alphas[b, : result["frame_lengths"][b]], result["fire_frames"][b], self.frame_seconds)
+            ends = [min(e, round(duration, 3)) for e in ends]
+            starts = [min(s, e) for s, e in zip(starts, ends)]
+            pieces = self.tokenizer.pieces(ids)
+            hyps.append(Hypothesis(self.tokenizer.decode(ids), words_from_pieces(pieces, starts, ends), pieces, ends, starts))
+        return hyps
 
 
-def write_transcript(transcript: Transcript, out_dir: Path, stem: str, fmt: str) -> list[Path]:
-    """Write ``<stem>.txt`` and/or ``<stem>.json`` into ``out_dir`` (atomically)."""
-    from asr.io_utils import write_text_atomic
+# ---- files -> chunks -> batches -> transcripts --------------------------------------------------
+@dataclass
+class _Pending:
+    item: AudioInput
+    wave: torch.Tensor  # (N,) at the recognizer's rate
+    spans: list[tuple[int, int]]  # chunk boundaries in samples (split_on_silence)
 
-    written = []
-    if fmt in ("txt", "all"):
-        write_text_atomic(out_dir / f"{stem}.txt", transcript.text + "\n")
-        written.append(out_dir / f"{stem}.txt")
-    if fmt in ("json", "all"):
-        doc = {"text": transcript.text, "duration": transcript.duration,
-               "tokens": [{"token": t, "time": s} for t, s in zip(transcript.tokens, transcript.token_times)]}
-        write_text_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-        written.append(out_dir / f"{stem}.json")
-    return written
+
+def _decode_pool(recognizer: Recognizer, pool: list[_Pending], batch_size: int, progress) -> Iterator[tuple[AudioInput, Transcript]]:
+    """Recognize all chunks of ``pool`` in batches of similar length, then stitch each file back together."""
+    lengths = {(i, j): e - s for i, p in enumerate(pool) for j, (s, e) in enumerate(p.spans)}
+    chunks = sorted(lengths, key=lengths.get, reverse=True)  # (file, chunk) keys, longest first
+    hyps: dict[tuple[int, int], Hypothesis] = {}
+    for k in range(0, len(chunks), batch_size):
+        batch = chunks[k : k + batch_size]
+        waves = [pool[i].wave[slice(*pool[i].spans[j])] for i, j in batch]  # (N_c,) each
+        hyps.update(zip(batch, recognizer(waves)))
+        if progress is not None:
+            progress.update(len(batch))
+    rate = recognizer.sample_rate
+    for i, p in enumerate(pool):
+        segments = [Segment(round(s / rate, 3), round(e / rate, 3), hyps[i, j].shifted(s / rate))
+                    for j, (s, e) in enumerate(p.spans)]
+        yield p.item, Transcript(p.wave.shape[0] / rate, segments)
+
+
+def transcribe_inputs(recognizer: Recognizer, inputs: list[AudioInput], batch_size: int = 8,
+                      chunk_seconds: float = 20.0, progress=None) -> Iterator[tuple[AudioInput, Transcript | AudioError]]:
+    """Yield ``(input, Transcript)`` for each input, or ``(input, AudioError)`` when it cannot be read.
+
+    Files are read one after the other and cut into chunks of at most ``chunk_seconds``; once
+    ``POOL_BATCHES * batch_size`` chunks are pooled (and at the end) they are decoded together, so
+    memory holds about that many chunks' audio plus the file being read. ``progress`` (a tqdm bar,
+    optional) counts chunks; its total grows as files are read.
+    """
+    pool: list[_Pending] = []
+    for item in inputs:
+        try:
+            wave, rate = read_audio(item.source, recognizer.sample_rate)
+        except AudioError as exc:
+            yield item, exc
+            continue
+        pool.append(_Pending(item, wave, split_on_silence(wave, rate, chunk_seconds, min(1.0, chunk_seconds))))
+        if progress is not None:
+            progress.total += len(pool[-1].spans)
+            progress.refresh()
+        if sum(len(p.spans) for p in pool) >= POOL_BATCHES * batch_size:
+            yield from _decode_pool(recognizer, pool, batch_size, progress)
+            pool = []
+    yield from _decode_pool(recognizer, pool, batch_size, progress)
