@@ -92,6 +92,8 @@ def run(args) -> dict:
         for checkpointing in (False, True):
             if checkpointing:
                 llm_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                model.train()  # checkpointing acts in train mode only
+                assert llm_model.training and llm_model.is_gradient_checkpointing
             torch.cuda.empty_cache() if device == "cuda" else None
             torch.cuda.reset_peak_memory_stats() if device == "cuda" else None
             times, tokens, speech_s = [], 0, 0.0
@@ -122,7 +124,20 @@ def run(args) -> dict:
                    "gradient_checkpointing": checkpointing, "step_s": round(step_s, 3),
                    "llm_tokens_per_s": round(tokens / sum(times)), "speech_s_per_s": round(speech_s / sum(times), 1),
                    "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device == "cuda" else None,
-                   "loss": round(float(out["loss"]), 3)}
+                   "loss": round(float(out["loss"].detach()), 3)}
+            if checkpointing:  # LLM decoding of one batch (greedy, KV cache), after a warm-up call
+                model.eval()
+                for attempt in range(2):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t1 = time.perf_counter()
+                    hyps = model.generate(feats, lengths)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                gen_s = time.perf_counter() - t1
+                row["generate_s"] = round(gen_s, 3)
+                row["generated_tokens_per_s"] = round(sum(len(h["llm_ids"]) for h in hyps) / gen_s)
+                model.train()
             print(json.dumps(row), flush=True)
             results["runs"].append(row)
         del model, llm_model, loaded, opt
@@ -138,7 +153,7 @@ def main(argv=None) -> None:
     p.add_argument("--tokenizer", type=Path)
     p.add_argument("--out", type=Path)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--tiny", action="store_true", help="tiny LLM shapes: check the script on a CPU")
     p.add_argument("--pack", type=Path, help="instead: write --feats from this dump dir")
@@ -152,10 +167,11 @@ def main(argv=None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_stage2.json").write_text(json.dumps(results, indent=2) + "\n")
         lines = [f"Device: {results['device']}, torch {results['torch']}, batch {results['batch_size']} utterances, bf16 LLM (random init), adapter trained", "",
-                 "| LLM | params (B) | grad. ckpt | step (s) | LLM tokens/s | speech s/s | peak GPU mem (GiB) |", "|---|---|---|---|---|---|---|"]
+                 "| LLM | params (B) | grad. ckpt | step (s) | LLM tokens/s | speech s/s | peak GPU mem (GiB) | generate batch (s) |",
+                 "|---|---|---|---|---|---|---|---|"]
         for r in results["runs"]:
             lines.append(f"| {r['llm']} | {r['params_b']} | {'yes' if r['gradient_checkpointing'] else 'no'} | {r['step_s']} | "
-                         f"{r['llm_tokens_per_s']} | {r['speech_s_per_s']} | {r['peak_mem_gib']} |")
+                         f"{r['llm_tokens_per_s']} | {r['speech_s_per_s']} | {r['peak_mem_gib']} | {r.get('generate_s', '')} |")
         (args.out / "gpu_stage2.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
 

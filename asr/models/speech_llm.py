@@ -153,8 +153,8 @@ class SpeechLlm(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.stage1.eval()  # frozen: no dropout, no SpecAugment
-        if not any(p.requires_grad for p in self.llm.parameters()):
-            self.llm.eval()
+        if not any(p.requires_grad for p in self.llm.parameters()) and not getattr(self.llm, "is_gradient_checkpointing", False):
+            self.llm.eval()  # frozen: no dropout (gradient checkpointing needs train mode to act)
         return self
 
     # ---- what is trained is what is saved ------------------------------------------------------
