@@ -63,3 +63,29 @@ def words_from_pieces(pieces: list[str], starts: list[float], ends: list[float],
     if text.strip():
         words.append(Word(text.strip(), round(begin, 3), round(last, 3)))
     return words
+
+
+def align_words(words: list[str], timed: list[Word]) -> list[Word]:
+    """Give ``words`` (an LLM transcript) the times of ``timed`` (the CIF words of the same audio).
+
+    Words are matched by an edit-distance alignment (case-insensitive); a run of words replacing a
+    run of timed words shares that run's span evenly; an inserted word gets the point between its
+    neighbours. Times stay monotonic.
+    """
+    from difflib import SequenceMatcher
+
+    out: list[Word] = []
+    ops = SequenceMatcher(None, [w.lower() for w in words], [w.text.lower() for w in timed], autojunk=False).get_opcodes()
+    for tag, i1, i2, j1, j2 in ops:
+        if tag == "equal":
+            out += [Word(words[i], timed[j].start, timed[j].end) for i, j in zip(range(i1, i2), range(j1, j2))]
+        elif tag in ("replace", "insert") and i2 > i1:
+            if j2 > j1:
+                begin, end = timed[j1].start, timed[j2 - 1].end
+            else:
+                begin = out[-1].end if out else (timed[j1].start if j1 < len(timed) else 0.0)
+                end = timed[j1].start if j1 < len(timed) else begin
+                end = max(begin, end)
+            step = (end - begin) / (i2 - i1)
+            out += [Word(words[i], round(begin + k * step, 3), round(begin + (k + 1) * step, 3)) for k, i in enumerate(range(i1, i2))]
+    return out

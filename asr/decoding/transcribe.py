@@ -139,7 +139,8 @@ class CifRecognizer:
             ends = [min(e, round(duration, 3)) for e in ends]
             starts = [min(s, e) for s, e in zip(starts, ends)]
             pieces = self.tokenizer.pieces(ids)
-            hyps.append(Hypothesis(self.tokenizer.decode(ids), words_from_pieces(pieces, starts, ends), pieces, ends, starts))
+            words = words_from_pieces(pieces, starts, ends, marker=self.tokenizer.word_marker)
+            hyps.append(Hypothesis(self.tokenizer.decode(ids), words, pieces, ends, starts))
         return hyps
 
 

@@ -153,7 +153,7 @@ class SpeechLlm(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         self.stage1.eval()  # frozen: no dropout, no SpecAugment
-        if not any(p.requires_grad for p in self.llm.parameters()) and not getattr(self.llm, "is_gradient_checkpointing", False):
+        if not any(p.requires_grad for p in self.llm.parameters()) and not _checkpointing(self.llm):
             self.llm.eval()  # frozen: no dropout (gradient checkpointing needs train mode to act)
         return self
 
@@ -202,13 +202,15 @@ class SpeechLlm(nn.Module):
         """Transcribe a batch. Per utterance: text, LLM token ids, the stage-1 CIF result and flags."""
         speech, rec = self.speech_embeddings(feats, feat_lengths)
         batch = assemble(self.llm.get_input_embeddings(), self.prompt, speech, None, left_pad=True)
-        budget = int(math.ceil(max_new_factor * max(int(n) for n in rec["token_lengths"]))) + max_new_extra
+        # each utterance's token budget follows its own CIF count; the batch runs to the largest
+        budgets = [int(math.ceil(max_new_factor * int(n))) + max_new_extra for n in rec["token_lengths"]]
+        budget = max(budgets)
         out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                                 max_new_tokens=budget, num_beams=num_beams, do_sample=False,
                                 eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id)
         results = []
         for b in range(out.shape[0]):
-            ids = out[b].tolist()
+            ids = out[b, : budgets[b]].tolist()
             if self.prompt.eos_id in ids:
                 ids = ids[: ids.index(self.prompt.eos_id)]
             ids = [i for i in ids if i != self.tokenizer.pad_token_id]
@@ -237,6 +239,14 @@ class SpeechLlm(nn.Module):
         model = cls(config, CifAsrModel.from_pretrained(stage1_dir), load_llm(config.llm))
         model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
         return model.eval()
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on (the property's name changed in transformers 5.2x)."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 def normalize_spaces(text: str) -> str:
