@@ -1,7 +1,8 @@
-"""A tiny end-to-end run of recipes/mini: stages 0-4 on a few utterances with a tiny model.
+"""A tiny end-to-end run of recipes/mini: stages 0-7 on a few utterances with tiny models.
 
 The recipe is copied into a temp dir and run exactly as a user runs it (``./run.sh``), with a
-tiny corpus config and a tiny Conformer config; every stage's outputs are checked.
+tiny corpus config, a tiny Conformer stage-1 config whose units are the tiny GLM's tokens, and a
+stage-2 config with the tiny random GLM; every stage's outputs are checked.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ augment:
 
 TINY_MODEL = """\
 features: {type: fbank, options: {num_mel_bins: 40}}
-tokenizer: {model_type: char, vocab_size: 30}
+tokenizer: {model_type: llm, llm: tiny-glm}
 model:
+  classifier: tied
   encoder_type: conformer
   conformer: {d_model: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, kernel_size: 5, subsampling_channels: 8}
   d_model: 32
@@ -53,6 +55,14 @@ model:
   cformer_heads: 2
   cformer_ffn: 64
 train: {max_epochs: 2, max_steps: 6, lr: 0.002, warmup_steps: 2, max_frames_per_batch: 3000, checkpoint_interval: 3, log_interval: 1}
+"""
+
+TINY_LLM = """\
+speech_llm:
+  llm: {name_or_path: tiny-glm}
+  adapter: {mode: expected_embedding, hidden_dim: 32}
+train: {max_epochs: 1, max_steps: 3, lr: 0.002, warmup_steps: 1, max_frames_per_batch: 3000, checkpoint_interval: 2, log_interval: 1}
+decode: {beam_size: 2, batch_size: 4}
 """
 
 
@@ -66,8 +76,10 @@ def recipe_run(tmp_path_factory):
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
     (work / "conf" / "tiny_corpus.yaml").write_text(TINY_CORPUS)
     (work / "conf" / "tiny.yaml").write_text(TINY_MODEL)
+    (work / "conf" / "tiny_llm.yaml").write_text(TINY_LLM)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = ["bash", "run.sh", "--nj", "2", "--corpus-config", "conf/tiny_corpus.yaml", "--config", "conf/tiny.yaml"]
+    cmd = ["bash", "run.sh", "--nj", "2", "--corpus-config", "conf/tiny_corpus.yaml", "--config", "conf/tiny.yaml",
+           "--llm-config", "conf/tiny_llm.yaml"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work, proc
@@ -98,9 +110,9 @@ def test_stage1_features(recipe_run):
 
 def test_stage2_tokenizer(recipe_run):
     work, _ = recipe_run
-    assert (work / "exp/tiny/tokenizer/units.model").exists()
-    vocab = (work / "exp/tiny/tokenizer/units.vocab").read_text().split("\n")
-    assert vocab[0].startswith("<blank> 0")
+    units = json.loads((work / "exp/tiny/tokenizer/units.llm/units.json").read_text())
+    assert units["llm"] == "tiny-glm" and units["llm_ids"] == sorted(set(units["llm_ids"]))
+    assert (work / "exp/tiny/tokenizer/units.llm/llm_tokenizer").is_dir()
 
 
 def test_stage3_training_outputs(recipe_run):
@@ -110,7 +122,7 @@ def test_stage3_training_outputs(recipe_run):
     rows = (exp / "train_log.csv").read_text().strip().split("\n")
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 7
     assert (exp / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    for name in ("config.json", "model.pt", "tokenizer.model", "feat_info.json"):
+    for name in ("config.json", "model.pt", "tokenizer.llm", "feat_info.json"):
         assert (exp / "final" / name).exists(), name
 
 
@@ -130,3 +142,22 @@ def test_stage4_decode_and_score(recipe_run):
     for s in ("dev", "test_unseen", "test_real"):
         assert f"decode_cif_{s}" in table
     assert "WER" in table and "WER" in proc.stdout
+
+
+def test_stages5_to_7_llm_training_decoding_scoring_export(recipe_run):
+    work, _ = recipe_run
+    llm_exp = work / "exp/tiny/tiny_llm"
+    assert {p.name for p in (llm_exp / "final").iterdir()} >= {"adapter.pt", "speech_llm.json", "stage1.json"}
+    assert len((llm_exp / "train_log.csv").read_text().strip().split("\n")) == 4  # header + 3 steps
+    table = (work / "exp/tiny/RESULTS.md").read_text()
+    for s in ("dev", "test_unseen", "test_real"):
+        d = llm_exp / f"decode_llm_{s}"
+        hyp, ref = read_table(d / "hyp", allow_empty_value=True), read_table(d / "ref")
+        assert hyp and set(hyp) <= set(ref)
+        assert (d / "wer").read_text().startswith("%WER ")
+        info = json.loads((d / "decode_info.json").read_text())
+        assert info["beam_size"] == 2 and info["llm_positions_per_second"] > 0
+        assert f"decode_cif_{s}" in table and f"decode_llm_{s}" in table  # both decoders side by side
+    exported = work / "exp/tiny/model"
+    assert json.loads((exported / "export.json").read_text())["kind"] == "speech_llm"
+    assert (exported / "stage1" / "model.pt").exists()

