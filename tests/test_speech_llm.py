@@ -234,3 +234,22 @@ def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
     doc = json.loads((out / f"{Path(wav).stem}.json").read_text())
     starts = [w["start"] for w in doc["words"]]
     assert starts == sorted(starts) and all(0 <= w["start"] <= w["end"] <= doc["duration"] + 1e-3 for w in doc["words"])
+
+
+def test_prefix_cache_gives_the_same_loss_and_gradients(dump_dir, tiny_llm):
+    """Training reuses the prompt prefix's keys/values: same loss and adapter gradients as the full sequence."""
+    units = load_tokenizer(dump_dir / "units")
+    model = SpeechLlm(speech_config(), stage1_model(units, tiny_llm), tiny_llm).eval()  # eval: no dropout
+    batch = {k: v for k, v in _batch(dump_dir, model).items() if isinstance(v, torch.Tensor)}
+    results = []
+    for cached in (False, True):
+        model.cache_prefix = cached
+        model.zero_grad()
+        out = model(**batch)
+        out["loss"].backward()
+        results.append((out["loss"].detach(), out["positions"], [p.grad.clone() for p in model.adapter.parameters()]))
+    (loss_a, pos_a, grads_a), (loss_b, pos_b, grads_b) = results
+    assert model._prefix_kv is not None and pos_a == pos_b
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -15,6 +15,8 @@ embeddings with beam search, KV cache and a token budget bounded by the CIF toke
 
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import math
 import re
@@ -89,19 +91,20 @@ class AssembledBatch:
 
 
 def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], targets: list[list[int]] | None,
-             left_pad: bool) -> AssembledBatch:
+             left_pad: bool, with_prefix: bool = True) -> AssembledBatch:
     """Concatenate prompt embeddings, speech embeddings (N_i, H) and target embeddings per utterance, then pad.
 
     ``targets`` None: inference (no labels, no transcript in the input). Position ids count real
-    tokens only, so left padding does not shift them.
+    tokens only, so left padding does not shift them. ``with_prefix`` False leaves the prompt
+    prefix out (its keys/values come from a cache) and starts the position ids after it.
     """
     device = speech[0].device
     prefix = embed(torch.tensor(prompt.prefix, device=device))
     suffix = embed(torch.tensor(prompt.suffix, device=device))
     rows, label_rows = [], []
     for i, sp in enumerate(speech):
-        parts = [prefix, sp.to(prefix.dtype), suffix]
-        labels = [IGNORE_ID] * (len(prompt.prefix) + sp.shape[0] + len(prompt.suffix))
+        parts = [prefix, sp.to(prefix.dtype), suffix] if with_prefix else [sp.to(prefix.dtype), suffix]
+        labels = [IGNORE_ID] * ((len(prompt.prefix) if with_prefix else 0) + sp.shape[0] + len(prompt.suffix))
         if targets is not None:
             parts.append(embed(torch.tensor(targets[i], device=device)))
             labels += targets[i]
@@ -116,7 +119,7 @@ def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], ta
         sl = slice(S - r.shape[0], S) if left_pad else slice(0, r.shape[0])
         x[b, sl], mask[b, sl] = r, 1
         lab[b, sl] = torch.tensor(lbl, device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0) + (0 if with_prefix else len(prompt.prefix))
     return AssembledBatch(x, mask, lab if targets is not None else None, positions)
 
 
@@ -147,6 +150,10 @@ class SpeechLlm(nn.Module):
             table = None  # stage 1 was tied to another LLM: its table is no use here
         self.adapter = SAdapter(config.adapter, stage1.config.d_model, llm.hidden_size, unit_embeddings=table)
         self.device = next(self.llm.parameters()).device
+        self.cache_prefix = True  # reuse the prompt prefix's keys/values in training (frozen LLM only)
+        self._prefix_kv = None
+        # transformers renamed forward's `past_key_values` to `cache` (5.2x); use what this version takes
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
         self.stage1.to(self.device)
         self.adapter.to(self.device)
 
@@ -186,14 +193,32 @@ class SpeechLlm(nn.Module):
         """target_ids (B, L) LLM token ids of the transcripts + eos, padded with IGNORE_ID."""
         speech, _ = self.speech_embeddings(feats, feat_lengths)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]  # (L_i,)
-        batch = assemble(self.llm.get_input_embeddings(), self.prompt, speech, targets, left_pad=False)
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids, labels=batch.labels)
+        embed = self.llm.get_input_embeddings()
+        cache = self._prefix_cache(len(speech))
+        batch = assemble(embed, self.prompt, speech, targets, left_pad=False, with_prefix=cache is None)
+        mask = batch.attention_mask
+        if cache is not None:  # the prompt prefix is the same for every utterance: its keys/values are cached
+            mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
+        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
+                       labels=batch.labels, use_cache=cache is not None, **{self._cache_arg: cache})
         pred = out.logits[:, :-1].argmax(-1)
         gold = batch.labels[:, 1:]
         valid = gold != IGNORE_ID
         acc = ((pred == gold) & valid).sum().float() / valid.sum().clamp(min=1)
-        return {"loss": out.loss, "acc": acc.detach(), "positions": batch.attention_mask.sum().float()}  # LLM positions in the batch
+        return {"loss": out.loss, "acc": acc.detach(), "positions": mask.sum().float()}  # LLM positions in the batch
+
+    def _prefix_cache(self, batch_size: int):
+        """Keys/values of the prompt prefix, repeated for the batch; None where they cannot be constant
+        (LoRA or another trained LLM part changes them; activation checkpointing recomputes layers)."""
+        if not self.cache_prefix or any(p.requires_grad for p in self.llm.parameters()) or _checkpointing(self.llm):
+            return None
+        if self._prefix_kv is None:
+            with torch.no_grad():
+                ids = torch.tensor([self.prompt.prefix], device=self.device)
+                self._prefix_kv = self.llm(input_ids=ids, use_cache=True).past_key_values
+        cache = copy.deepcopy(self._prefix_kv)
+        cache.batch_repeat_interleave(batch_size)
+        return cache
 
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()
