@@ -131,3 +131,12 @@ class FrameBatchSampler:
 
     def __iter__(self):
         return iter(self.epoch_order())
+
+
+def dataset_and_batches(dump_dir: str | Path, units: Tokenizer, frame_divisor: int, max_frames: int,
+                        max_batch_size: int, preload: bool, shuffle: bool, seed: int = 0) -> tuple[FeatureDataset, FrameBatchSampler]:
+    """The usable utterances of a dump dir and their frame-bounded batches."""
+    dataset = FeatureDataset(dump_dir, units, frame_divisor=frame_divisor, preload=preload)
+    sampler = FrameBatchSampler([u.num_frames for u in dataset.utts], max_frames, shuffle=shuffle, seed=seed,
+                                max_batch_size=max_batch_size)
+    return dataset, sampler

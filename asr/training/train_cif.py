@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -18,8 +17,8 @@ from asr.config import load_config
 from asr.features.cmvn import read_cmvn_stats
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.tokenizer import LlmUnits, Tokenizer, load_tokenizer
-from asr.training.data import FeatureDataset, FrameBatchSampler
-from asr.training.trainer import TrainConfig, Trainer, seed_everything
+from asr.training.data import dataset_and_batches
+from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -63,26 +62,15 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     seed_everything(train_cfg.seed)
     model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
     divisor = getattr(model.encoder, "frame_rate_divisor", 1)
-    train_set = FeatureDataset(train_dir, tokenizer, frame_divisor=divisor, preload=train_cfg.preload)
-    sampler = FrameBatchSampler([u.num_frames for u in train_set.utts], train_cfg.max_frames_per_batch,
-                                shuffle=True, seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+    batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
+                    max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
+    train_set, sampler = dataset_and_batches(train_dir, tokenizer, shuffle=True, seed=train_cfg.seed, **batching)
     valid_fn = None
     if valid_dir is not None:
-        valid_set = FeatureDataset(valid_dir, tokenizer, frame_divisor=divisor, preload=train_cfg.preload)
-        valid_sampler = FrameBatchSampler([u.num_frames for u in valid_set.utts], train_cfg.max_frames_per_batch, shuffle=False)
+        valid_set, valid_sampler = dataset_and_batches(valid_dir, tokenizer, shuffle=False, **batching)
         valid_fn = lambda: (valid_set.collate(b) for b in valid_sampler)  # noqa: E731
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
-    trainer = Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn)
-    trainer.train()
-    # assemble the model to decode with in a temp dir, then swap it in: never a half-written final/
-    final, tmp = exp_dir / "final", exp_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if (exp_dir / "best").exists():
-        shutil.copytree(exp_dir / "best", tmp)
-    else:
-        model.save_pretrained(tmp)
-    finalize_model_dir(tmp, tokenizer, feat_info)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn).train()
+    final = publish_final(exp_dir, model, lambda d: finalize_model_dir(d, tokenizer, feat_info))
     return final

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,8 +19,8 @@ from asr.models.cif_asr import CifAsrModel
 from asr.models.llm import load_llm
 from asr.models.speech_llm import IGNORE_ID, SpeechLlm, SpeechLlmConfig
 from asr.tokenizer import load_tokenizer
-from asr.training.data import FeatureDataset, FrameBatchSampler
-from asr.training.trainer import TrainConfig, Trainer, seed_everything
+from asr.training.data import FeatureDataset, dataset_and_batches
+from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
 STAGE1_LINK = "stage1.json"
@@ -64,29 +63,21 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
     model = build_speech_llm(config, stage1_dir)
     units = load_tokenizer(stage1_dir / "tokenizer")
     divisor = getattr(model.stage1.encoder, "frame_rate_divisor", 1)
-    train_set = LlmTargets(FeatureDataset(train_dir, units, frame_divisor=divisor, preload=train_cfg.preload), model)
-    sampler = FrameBatchSampler([u.num_frames for u in train_set.dataset.utts], train_cfg.max_frames_per_batch,
-                                shuffle=True, seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+    batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
+                    max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
+    dataset, sampler = dataset_and_batches(train_dir, units, shuffle=True, seed=train_cfg.seed, **batching)
+    train_set = LlmTargets(dataset, model)
     valid_fn = None
     if valid_dir is not None:
-        valid_set = LlmTargets(FeatureDataset(valid_dir, units, frame_divisor=divisor, preload=train_cfg.preload), model)
-        valid_sampler = FrameBatchSampler([u.num_frames for u in valid_set.dataset.utts], train_cfg.max_frames_per_batch,
-                                          shuffle=False, max_batch_size=train_cfg.max_batch_size)
+        valid_data, valid_sampler = dataset_and_batches(valid_dir, units, shuffle=False, **batching)
+        valid_set = LlmTargets(valid_data, model)
         valid_fn = lambda: (valid_set.collate(b) for b in valid_sampler)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
              sum(p.numel() for p in trainable) / 1e6, " + LoRA" if model.config.llm.lora.enabled else "",
-             model.config.llm.name_or_path, len(train_set.dataset), len(sampler))
+             model.config.llm.name_or_path, len(dataset), len(sampler))
     Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
-    final, tmp = exp_dir / "final", exp_dir / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if (exp_dir / "best").exists():
-        shutil.copytree(exp_dir / "best", tmp)
-    else:
-        model.save_pretrained(tmp)
-    write_stage1_link(tmp, stage1_dir)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, stage1_dir))
     return final
 
 

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,22 @@ class Trainer:
         if self.batch_in_epoch:  # stopped by max_steps inside an epoch
             self.save_checkpoint()
             plot_curves(self.exp_dir)
+
+
+def publish_final(exp_dir: Path, model: torch.nn.Module, finalize: Callable[[Path], None]) -> Path:
+    """Make ``exp_dir/final``: a copy of ``best/`` (lowest valid loss) if validation ran, else the
+    model as it is; ``finalize(dir)`` adds what decoding needs. Assembled in a temp dir, then renamed
+    into place: never a half-written final/."""
+    final, tmp = exp_dir / "final", exp_dir / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if (exp_dir / "best").exists():
+        shutil.copytree(exp_dir / "best", tmp)
+    else:
+        model.save_pretrained(tmp)
+    finalize(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
 
 
 def plot_curves(exp_dir: str | Path) -> Path | None:
