@@ -31,3 +31,16 @@ def write_table(path: str | Path, rows: dict[str, str] | list[tuple[str, str]]) 
     """Write a Kaldi-style ``key value`` table, sorted by key (C locale order)."""
     items = sorted(rows.items() if isinstance(rows, dict) else rows, key=lambda kv: kv[0].encode())
     write_text_atomic(path, "".join(f"{k} {v}\n" for k, v in items))
+
+
+def save_config_and_weights(out_dir: str | Path, config_name: str, config: dict, weights_name: str, state: dict) -> None:
+    """A model dir as save_pretrained writes it: a JSON config and a torch state dict, each atomically."""
+    import json
+
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / config_name, json.dumps(config, indent=2) + "\n")
+    with atomic_path(out_dir / weights_name) as tmp:
+        torch.save(state, tmp)

@@ -29,7 +29,7 @@ from speechbrain.augment.freq_domain import SpectrogramDrop
 from torch import nn
 
 from asr.features.cmvn import GlobalCMVN
-from asr.io_utils import atomic_path, write_text_atomic
+from asr.io_utils import save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.conformer_encoder import ConformerConfig, ConformerEncoder, FrozenFeatureEncoder
 
@@ -271,11 +271,7 @@ class CifAsrModel(nn.Module):
 
     # ---- persistence (transformers style) ------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "config.json", json.dumps(asdict(self.config), indent=2) + "\n")
-        with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save(self.state_dict(), tmp)
+        save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.pt", self.state_dict())
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> "CifAsrModel":

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asr.io_utils import atomic_path, write_text_atomic
+from asr.io_utils import save_config_and_weights
 from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.s_adapter import SAdapter, SAdapterConfig
@@ -249,11 +249,7 @@ class SpeechLlm(nn.Module):
     # ---- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
         """The adapter (+ LoRA) weights and the config; the stage-1 model and the LLM are referenced."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "speech_llm.json", json.dumps(asdict(self.config), indent=2) + "\n")
-        with atomic_path(out_dir / "adapter.pt") as tmp:
-            torch.save(self.trainable_state_dict(), tmp)
+        save_config_and_weights(out_dir, "speech_llm.json", asdict(self.config), "adapter.pt", self.trainable_state_dict())
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, stage1_dir: str | Path, llm_overrides: dict | None = None) -> "SpeechLlm":
