@@ -114,6 +114,9 @@ def test_strip_repetition():
     assert strip_repetition([5, 7, 7, 7, 7, 7, 7, 9]) == [5, 7, 7, 7]
     assert strip_repetition([1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3]) == [1, 2, 3, 2, 3, 2, 3]
     assert strip_repetition([4, 4, 4]) == [4, 4, 4]  # three in a row is still speech ("no no no")
+    phrase = [10, 11, 12, 13, 14, 15, 16, 17, 18]
+    assert strip_repetition([1] + phrase * 3 + [2]) == [1] + phrase * 2  # a long phrase: a third copy is a loop
+    assert strip_repetition([1] + phrase * 2 + [2]) == [1] + phrase * 2 + [2]
 
 
 def test_adapter_expected_embedding_starts_at_the_stage1_posterior():

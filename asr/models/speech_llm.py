@@ -123,13 +123,20 @@ def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], ta
     return AssembledBatch(x, mask, lab if targets is not None else None, positions)
 
 
-def strip_repetition(ids: list[int], max_repeats: int = 3, max_ngram: int = 6) -> list[int]:
-    """Cut a generation loop: an n-gram (n <= max_ngram) repeated more than ``max_repeats`` times in a row."""
-    for n in range(1, max_ngram + 1):
-        for start in range(0, len(ids) - n * (max_repeats + 1) + 1):
+def strip_repetition(ids: list[int], max_ngram: int = 20) -> list[int]:
+    """Cut a generation loop: the first n-gram repeated back to back more often than speech repeats.
+
+    Short n-grams (n < 4: "no no no", "very very") may come 3 times in a row, longer phrases twice;
+    the copies beyond that are cut.
+    """
+    for start in range(len(ids)):
+        for n in range(1, max_ngram + 1):
+            allowed = 3 if n < 4 else 2
             gram = ids[start : start + n]
-            if all(ids[start + k * n : start + (k + 1) * n] == gram for k in range(1, max_repeats + 1)):
-                return ids[: start + n * max_repeats]
+            if len(gram) < n:
+                break
+            if all(ids[start + k * n : start + (k + 1) * n] == gram for k in range(1, allowed + 1)):
+                return ids[: start + n * allowed]
     return ids
 
 
