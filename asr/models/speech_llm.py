@@ -207,7 +207,7 @@ class SpeechLlm(nn.Module):
         if cache is not None:  # the prompt prefix is the same for every utterance: its keys/values are cached
             mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
-                       labels=batch.labels, use_cache=cache is not None, **{self._cache_arg: cache})
+                       labels=batch.labels, use_cache=cache is not None, **({self._cache_arg: cache} if cache is not None else {}))
         pred = out.logits[:, :-1].argmax(-1)
         gold = batch.labels[:, 1:]
         valid = gold != IGNORE_ID
