@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from asr.io_utils import write_text_atomic
+from asr.training.train_speech_llm import stage1_dir_of, write_stage1_link
 
 EXPORT_FILE = "export.json"
 FORMAT = 1
@@ -28,14 +29,11 @@ def export_model(model_dir: Path, out: Path) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if (model_dir / "speech_llm.json").is_file():
-        stage1 = Path(json.loads((model_dir / "stage1.json").read_text())["stage1"])
-        if not stage1.is_absolute():
-            stage1 = model_dir / stage1
         tmp.mkdir(parents=True)
-        shutil.copytree(stage1, tmp / "stage1")
+        shutil.copytree(stage1_dir_of(model_dir), tmp / "stage1")
         for name in ("speech_llm.json", "adapter.pt"):
             shutil.copyfile(model_dir / name, tmp / name)
-        (tmp / "stage1.json").write_text(json.dumps({"stage1": "stage1"}) + "\n")
+        write_stage1_link(tmp, "stage1")  # relative: the dir can be moved
         llm = json.loads((model_dir / "speech_llm.json").read_text())["llm"]["name_or_path"]
         doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT}
     elif (model_dir / "model.pt").is_file() and (model_dir / "feat_info.json").is_file():

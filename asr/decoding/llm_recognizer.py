@@ -13,11 +13,10 @@ from pathlib import Path
 
 import torch
 
-from asr.decoding.hypothesis import Hypothesis, align_words, words_from_pieces
-from asr.decoding.transcribe import CifRecognizer, cif_token_times
+from asr.decoding.hypothesis import Hypothesis, align_words
+from asr.decoding.transcribe import timed_cif_hypothesis, wave_features
 from asr.features.extractors import build_extractor
 from asr.tokenizer import load_tokenizer
-from asr.training.data import pad_features
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
 
@@ -40,17 +39,11 @@ class SpeechLlmRecognizer:
 
     @torch.inference_mode()
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:
-        min_len = int(CifRecognizer.MIN_SECONDS * self.sample_rate)
-        padded = [torch.nn.functional.pad(w, (0, max(0, min_len - w.shape[0]))) for w in waves]
-        feats, lengths = pad_features([self.extractor(w) for w in padded])  # (B, T_max, F), (B,)
+        feats, lengths = wave_features(self.extractor, waves, self.sample_rate)  # (B, T_max, F), (B,)
         hyps = []
         for wave, res in zip(waves, self.model.generate(feats, lengths, num_beams=self.beam_size)):
-            duration = round(wave.shape[0] / self.sample_rate, 3)
-            starts, ends = cif_token_times(torch.tensor(res["alphas"]), res["fire_frames"], self.frame_seconds)
-            ends = [min(e, duration) for e in ends]
-            starts = [min(s, e) for s, e in zip(starts, ends)]
-            pieces = self.units.pieces(res["cif_tokens"])
-            cif_words = words_from_pieces(pieces, starts, ends, marker=self.units.word_marker)
-            text = res["text"] or self.units.decode(res["cif_tokens"])
-            hyps.append(Hypothesis(text, align_words(text.split(), cif_words), pieces, ends, starts))
+            cif = timed_cif_hypothesis(self.units, res["cif_tokens"], res["fire_frames"], torch.tensor(res["alphas"]),
+                                       self.frame_seconds, wave.shape[0] / self.sample_rate)
+            text = res["text"] or cif.text
+            hyps.append(Hypothesis(text, align_words(text.split(), cif.words), cif.tokens, cif.token_times, cif.token_starts))
         return hyps

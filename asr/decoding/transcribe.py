@@ -105,11 +105,37 @@ def cif_token_times(alphas: torch.Tensor, fire_frames: list[int], frame_seconds:
     return starts, ends
 
 
+MIN_SECONDS = 0.2  # shorter waves are padded with zeros (the encoder's convolutions need a few frames)
+
+
+def wave_features(extractor, waves: list[torch.Tensor], sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 kHz mono waves (N_i,) -> padded features (B, T_max, F) and lengths (B,).
+
+    Features are extracted per wave (an extractor takes one wave); waves shorter than MIN_SECONDS
+    get trailing zeros first.
+    """
+    min_len = int(MIN_SECONDS * sample_rate)
+    return pad_features([extractor(torch.nn.functional.pad(w, (0, max(0, min_len - w.shape[0])))) for w in waves])
+
+
+def timed_cif_hypothesis(units, tokens: list[int], fire_frames: list[int], alphas: torch.Tensor,
+                         frame_seconds: float, duration: float) -> Hypothesis:
+    """A CIF result of one wave -> Hypothesis with token and word times clipped to ``duration``.
+
+    alphas (T',): the CIF weights of the wave's own frames.
+    """
+    starts, ends = cif_token_times(alphas, fire_frames, frame_seconds)
+    ends = [min(e, round(duration, 3)) for e in ends]
+    starts = [min(s, e) for s, e in zip(starts, ends)]
+    pieces = units.pieces(tokens)
+    words = words_from_pieces(pieces, starts, ends, marker=units.word_marker)
+    return Hypothesis(units.decode(tokens), words, pieces, ends, starts)
+
+
 class CifRecognizer:
     """A stage-1 model dir as a :class:`~asr.decoding.hypothesis.Recognizer` (greedy CIF decoding)."""
 
     sample_rate = 16000
-    MIN_SECONDS = 0.2  # shorter waves are padded with zeros
 
     def __init__(self, model_dir: str | Path, device: str = "cpu"):
         self.model, self.tokenizer, feat_info = load_cif_model(model_dir)
@@ -123,25 +149,15 @@ class CifRecognizer:
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:
         """waves: 16 kHz mono (N_i,) -> one hypothesis each, times in seconds from the wave's start.
 
-        Features are extracted per wave (an extractor takes one wave), the model runs on the padded
-        batch (B, T_max, F). Waves shorter than MIN_SECONDS get trailing zeros (the encoder's
-        convolutions need a few frames); times are clipped to the wave's own duration.
+        The model runs on the padded batch (B, T_max, F); times are clipped to each wave's duration.
         """
-        padded = [torch.nn.functional.pad(w, (0, max(0, int(self.MIN_SECONDS * self.sample_rate) - w.shape[0])))
-                  for w in waves]
-        feats, lengths = pad_features([self.extractor(w) for w in padded])  # (B, T_max, F), (B,)
+        feats, lengths = wave_features(self.extractor, waves, self.sample_rate)  # (B, T_max, F), (B,)
         result = self.model.recognize(feats.to(self.device), lengths.to(self.device))
         alphas = result["alphas"].float().cpu()  # (B, T')
-        hyps = []
-        for b, wave in enumerate(waves):
-            ids, duration = result["tokens"][b], wave.shape[0] / self.sample_rate
-            starts, ends = cif_token_times(alphas[b, : result["frame_lengths"][b]], result["fire_frames"][b], self.frame_seconds)
-            ends = [min(e, round(duration, 3)) for e in ends]
-            starts = [min(s, e) for s, e in zip(starts, ends)]
-            pieces = self.tokenizer.pieces(ids)
-            words = words_from_pieces(pieces, starts, ends, marker=self.tokenizer.word_marker)
-            hyps.append(Hypothesis(self.tokenizer.decode(ids), words, pieces, ends, starts))
-        return hyps
+        return [timed_cif_hypothesis(self.tokenizer, result["tokens"][b], result["fire_frames"][b],
+                                     alphas[b, : result["frame_lengths"][b]], self.frame_seconds,
+                                     wave.shape[0] / self.sample_rate)
+                for b, wave in enumerate(waves)]
 
 
 # ---- files -> chunks -> batches -> transcripts --------------------------------------------------

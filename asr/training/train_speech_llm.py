@@ -48,8 +48,9 @@ def build_speech_llm(config: dict, stage1_dir: Path) -> SpeechLlm:
     return SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(sl_cfg.llm))
 
 
-def write_stage1_link(model_dir: Path, stage1_dir: Path) -> None:
-    (model_dir / STAGE1_LINK).write_text(json.dumps({"stage1": str(stage1_dir.resolve())}) + "\n")
+def write_stage1_link(model_dir: Path, stage1: str) -> None:
+    """Record the stage-1 model dir: an absolute path, or one relative to ``model_dir`` (exports)."""
+    (model_dir / STAGE1_LINK).write_text(json.dumps({"stage1": stage1}) + "\n")
 
 
 def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path, valid_dir: str | Path | None,
@@ -77,7 +78,7 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
              sum(p.numel() for p in trainable) / 1e6, " + LoRA" if model.config.llm.lora.enabled else "",
              model.config.llm.name_or_path, len(dataset), len(sampler))
     Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
-    final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, stage1_dir))
+    final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, str(stage1_dir.resolve())))
     return final
 
 
