@@ -263,11 +263,13 @@ class CifAsrModel(nn.Module):
         """Greedy CIF decoding. Returns token ids per utterance, fire frames and frame rate info."""
         frames, frame_lengths = self.encode(feats, feat_lengths)
         hidden, token_lengths, cif_out = self.cformer_forward(frames, frame_lengths)
-        ids = self.classifier(hidden).argmax(-1) if hidden.shape[1] else hidden.new_zeros(hidden.shape[:2], dtype=torch.long)
+        logits = self.classifier(hidden) if hidden.shape[1] else None  # (B, N, V)
+        ids = logits.argmax(-1) if logits is not None else hidden.new_zeros(hidden.shape[:2], dtype=torch.long)
         tokens = [ids[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
         fires = [cif_out.fire_frames[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
         return {"tokens": tokens, "fire_frames": fires, "frame_lengths": frame_lengths.tolist(), "hidden": hidden,
-                "token_lengths": token_lengths, "alphas": cif_out.alphas}  # alphas (B, T'): CIF weights per frame
+                "logits": logits, "token_lengths": token_lengths,
+                "alphas": cif_out.alphas}  # alphas (B, T'): CIF weights per frame
 
     # ---- persistence (transformers style) ------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:

@@ -189,9 +189,8 @@ class SpeechLlm(nn.Module):
         with torch.no_grad():
             rec = self.stage1.recognize(feats, feat_lengths)
             hidden = rec["hidden"]  # (B, N, D)
-            logits = self.stage1.classifier(hidden) if hidden.shape[1] else None
         dtype = self.llm.get_input_embeddings().weight.dtype
-        emb = self.adapter(hidden, logits).to(dtype) if hidden.shape[1] else hidden.new_zeros(hidden.shape[0], 0, 1)
+        emb = self.adapter(hidden, rec["logits"]).to(dtype) if hidden.shape[1] else hidden.new_zeros(hidden.shape[0], 0, 1)
         lengths = rec["token_lengths"].tolist()
         return [emb[b, : max(1, n)] for b, n in enumerate(lengths)], rec
 
