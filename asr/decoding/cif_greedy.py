@@ -17,7 +17,7 @@ import kaldiio
 import torch
 from tqdm import tqdm
 
-from asr.data.datadir import read_table
+from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
 from asr.models.cif_asr import CifAsrModel
 from asr.tokenizer import Tokenizer, load_tokenizer
@@ -36,8 +36,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     model, tokenizer, feat_info = load_recognizer(model_dir)
     dump_dir, out_dir = Path(dump_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    feats_scp = read_table(dump_dir / "feats.scp")
-    num_frames = {u: int(n) for u, n in read_table(dump_dir / "utt2num_frames").items()}
+    feats_scp, num_frames = read_dump(dump_dir)
     utts = list(feats_scp)
     sampler = FrameBatchSampler([num_frames[u] for u in utts], batch_frames, shuffle=False)
     hyps, pieces = {}, {}
@@ -57,13 +56,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     audio_sec = sum(num_frames[u] for u in utts) / feat_info["frame_rate_hz"]
     write_table(out_dir / "hyp", {u: hyps.get(u, "") for u in utts})
     write_table(out_dir / "hyp_tokens", pieces)
-    if (dump_dir / "text").exists():
-        ref = read_table(dump_dir / "text")
-        write_table(out_dir / "ref", {u: ref[u] for u in utts if u in ref})
-        missing = [u for u in ref if u not in feats_scp]
-        if missing:  # utterances whose audio could not be read: scored as empty hypotheses
-            write_text_atomic(out_dir / "missing_feats", "".join(f"{u}\n" for u in missing))
-            write_table(out_dir / "ref", ref)
+    write_refs(dump_dir, out_dir, utts)
     info = {
         "model_dir": str(model_dir), "dump_dir": str(dump_dir), "num_utts": len(utts),
         "audio_seconds": round(audio_sec, 2), "decode_seconds": round(elapsed, 2),

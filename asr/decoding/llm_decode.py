@@ -3,7 +3,7 @@
 Batched over a dump dir like stage-1 decoding, into a Kaldi-style decode dir:
 
     out_dir/hyp               utt -> LLM transcript
-    out_dir/ref               utt -> reference text (when the dump dir has one)
+    out_dir/ref               utt -> reference text (when the dump dir has one; see decode_dir.write_refs)
     out_dir/hyp_cif           utt -> the CIF greedy transcript of the same pass (what the LLM was shown)
     out_dir/decode_info.json  real-time factor, LLM speech positions per second of audio against
                               encoder frames, beam size, empty outputs and repetition cuts
@@ -21,7 +21,7 @@ import kaldiio
 import torch
 from tqdm import tqdm
 
-from asr.data.datadir import read_table
+from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
 from asr.tokenizer import load_tokenizer
 from asr.training.data import FrameBatchSampler, pad_features
@@ -35,8 +35,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     stage1_dir = stage1_dir_of(model_dir)
     units = load_tokenizer(stage1_dir / "tokenizer")
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
-    feats_scp = read_table(dump_dir / "feats.scp")
-    num_frames = {u: int(n) for u, n in read_table(dump_dir / "utt2num_frames").items()}
+    feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]
     sampler = FrameBatchSampler([num_frames[u] for u in ids], max_frames=10**9, shuffle=False, max_batch_size=batch_size)
     hyps, cif_hyps = {}, {}
@@ -58,9 +57,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_table(out_dir / "hyp", hyps)
     write_table(out_dir / "hyp_cif", cif_hyps)
-    if (dump_dir / "text").is_file():
-        text = read_table(dump_dir / "text", allow_empty_value=True)
-        write_table(out_dir / "ref", {u: text[u] for u in hyps if u in text})
+    write_refs(dump_dir, out_dir, list(hyps))
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
         "model_dir": str(model_dir), "utts": len(hyps), "beam_size": beam_size, "batch_size": batch_size,
