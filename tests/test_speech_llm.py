@@ -140,6 +140,20 @@ def _batch(dump_dir, model, n=4):
     return data.collate(list(range(n)))
 
 
+def _train_steps(model, inputs: dict, lr: float, steps: int) -> list[float]:
+    """AdamW steps on the trainable parameters over one fixed batch; the loss of each step."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        out = model(**inputs)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    return losses
+
+
 @pytest.mark.parametrize("mode", ["mlp", "expected_embedding"])
 def test_training_steps_touch_only_the_adapter(dump_dir, tiny_llm, mode):
     units = load_tokenizer(dump_dir / "units")
@@ -149,15 +163,7 @@ def test_training_steps_touch_only_the_adapter(dump_dir, tiny_llm, mode):
     assert trainable and all(n.startswith("adapter.") for n, p in model.named_parameters() if p.requires_grad)
     batch = _batch(dump_dir, model)
     inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-    opt = torch.optim.AdamW(trainable, lr=2e-2)
-    model.train()
-    losses = []
-    for _ in range(25):
-        out = model(**inputs)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = _train_steps(model, inputs, lr=2e-2, steps=25)
     # a random tiny LLM has near-uniform outputs: the adapter can move them only a little
     assert losses[-1] < losses[0] - 0.1, losses
     for n, p in model.named_parameters():
@@ -274,15 +280,7 @@ def test_smollm2_path_trains_and_decodes(dump_dir):
 
     data = LlmTargets(FeatureDataset(dump_dir, units, frame_divisor=2, preload=True), model)
     batch = {k: v for k, v in data.collate([0, 1]).items() if isinstance(v, torch.Tensor)}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-    losses = []
-    for _ in range(4):
-        out = model(**batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = _train_steps(model, batch, lr=1e-3, steps=4)
     assert losses[-1] < losses[0], losses
     model.eval()
     results = model.generate(batch["feats"], batch["feat_lengths"], num_beams=2, max_new_extra=2)
