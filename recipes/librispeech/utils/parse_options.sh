@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Kaldi-style option parsing: "--foo-bar value" sets the shell variable foo_bar, which must already
+# exist (declared with its default before this file is sourced). "--help" prints the defaults.
+# Sourced, not executed: `. utils/parse_options.sh`.
+
+while true; do
+  [ -z "${1:-}" ] && break
+  case "$1" in
+    --help|-h)
+      echo "usage: $0 [options]"; echo "options (current values):"
+      for v in $(compgen -v); do
+        case " ${__options:-} " in *" $v "*) printf '  --%s %s\n' "${v//_/-}" "${!v}";; esac
+      done
+      exit 0 ;;
+    --*=*) __name="${1%%=*}"; __value="${1#*=}"; shift ;;
+    --*) __name="$1"; __value="${2-}"; [ $# -ge 2 ] || { echo "$0: option $1 needs a value" >&2; exit 1; }; shift 2 ;;
+    *) break ;;
+  esac
+  __var="${__name#--}"; __var="${__var//-/_}"
+  if ! declare -p "$__var" >/dev/null 2>&1; then
+    echo "$0: unknown option $__name" >&2; exit 1
+  fi
+  printf -v "$__var" '%s' "$__value"
+done
+unset __name __value __var
