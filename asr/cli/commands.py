@@ -112,15 +112,45 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exp-dir", required=True, help="output dir; rerunning resumes from its newest checkpoint")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="override train.precision (fp16: CUDA only)")
+    p.add_argument("--num-workers", type=int, help="override train.num_workers (batch-reading processes)")
+    p.add_argument("--accum-grad", type=int, help="override train.accum_grad")
+    p.add_argument("--device", help="override train.device: auto | cpu | cuda (under torchrun: GPU LOCAL_RANK)")
+    p.epilog = "Several GPUs or machines: run under torchrun (docs/distributed.md)."
     p.set_defaults(func=run_train)
 
 
+def _train_overrides(args) -> dict:
+    names = ("max_steps", "max_epochs", "precision", "num_workers", "accum_grad", "device")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
 def run_train(args) -> int:
+    from asr.training import distributed as dist
     from asr.training.train_cif import train
 
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_epochs", args.max_epochs)) if v is not None}
-    final = train(args.config, args.train_dir, args.valid_dir, args.tokenizer, args.exp_dir, overrides)
-    print(f"model written to {final}")
+    final = train(args.config, args.train_dir, args.valid_dir, args.tokenizer, args.exp_dir, _train_overrides(args))
+    if dist.is_main():
+        print(f"model written to {final}")
+    return 0
+
+
+# ---- average-checkpoints ------------------------------------------------------------------------
+def add_average(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exp-dir", required=True, help="training dir (stage 1 or 2) holding checkpoints/ and final/ (or best/)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--num", type=int, help="average the last N step checkpoints (default: all kept ones)")
+    which.add_argument("--steps", type=int, nargs="+", help="average the checkpoints of these steps")
+    p.add_argument("--out", required=True, help="model dir to write (loadable like final/: decode, export, transcribe)")
+    p.set_defaults(func=run_average)
+
+
+def run_average(args) -> int:
+    from asr.training.trainer import average_checkpoints
+
+    out = average_checkpoints(args.exp_dir, args.out, num=args.num, steps=args.steps)
+    info = json.loads((out / "averaged.json").read_text())
+    print(f"{out}: average of {len(info['steps'])} checkpoint(s), steps {info['steps']}")
     return 0
 
 
@@ -243,7 +273,8 @@ COMMANDS = {
     "make-feats": (add_make_feats, "extract features (Kaldi fbank or frozen-encoder outputs) to ark/scp"),
     "compute-cmvn": (add_cmvn, "global CMVN stats in Kaldi format"),
     "train-tokenizer": (add_tokenizer, "train a sentencepiece model on a text file"),
-    "train": (add_train, "train the CIF C-Former recognizer (X-LLM stage 1), resumable"),
+    "train": (add_train, "train the CIF C-Former recognizer (X-LLM stage 1), resumable; torchrun for several GPUs"),
+    "average-checkpoints": (add_average, "average the model tensors of the last N step checkpoints into a model dir"),
     "decode": (add_decode, "CIF greedy decoding of a dump dir into a decode dir"),
     "score": (add_score, "WER/CER of decode dirs: result.txt (sclite style) and a one-line summary"),
     "results": (add_results, "results table across scored decode dirs"),

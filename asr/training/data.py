@@ -100,21 +100,40 @@ class FeatureDataset:
 
 
 class FrameBatchSampler:
-    """Batches whose padded size (batch size x longest utterance) stays under ``max_frames``."""
+    """Batches whose padded size (batch size x longest utterance) stays under ``max_frames``.
 
-    def __init__(self, lengths: list[int], max_frames: int, shuffle: bool = True, seed: int = 0, max_batch_size: int = 256):
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        self.batches: list[list[int]] = []
-        batch: list[int] = []
-        for i in order:
-            longest = max(lengths[i], max((lengths[j] for j in batch), default=0))
-            if batch and (longest * (len(batch) + 1) > max_frames or len(batch) >= max_batch_size):
-                self.batches.append(batch)
-                batch = []
-            batch.append(i)
-        if batch:
-            self.batches.append(batch)
+    Default: batches formed once from the length-sorted utterances, their order shuffled per epoch.
+    ``bucket_shuffle``: each epoch, the length-sorted utterances are cut into ``num_buckets``
+    buckets of equal count, shuffled inside each bucket, batched inside each bucket, and the batches
+    shuffled: batch contents change from epoch to epoch at a small padding cost. Either way the order
+    of an epoch is a function of ``seed + epoch`` alone, so resuming inside an epoch is exact.
+    """
+
+    def __init__(self, lengths: list[int], max_frames: int, shuffle: bool = True, seed: int = 0, max_batch_size: int = 256,
+                 bucket_shuffle: bool = False, num_buckets: int = 10):
+        if bucket_shuffle and num_buckets < 1:
+            raise ValueError(f"num_buckets must be >= 1 (got {num_buckets})")
+        self.lengths, self.max_frames, self.max_batch_size = list(lengths), max_frames, max_batch_size
+        self.sorted = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        self.batches: list[list[int]] = self._batch(self.sorted)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.bucket_shuffle, self.num_buckets = bucket_shuffle, num_buckets
+
+    def _batch(self, order: list[int]) -> list[list[int]]:
+        """Cut ``order`` into consecutive frame-bounded batches."""
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        longest = 0
+        for i in order:
+            n = max(longest, self.lengths[i])
+            if batch and (n * (len(batch) + 1) > self.max_frames or len(batch) >= self.max_batch_size):
+                batches.append(batch)
+                batch, n = [], self.lengths[i]
+            batch.append(i)
+            longest = n
+        if batch:
+            batches.append(batch)
+        return batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -122,21 +141,104 @@ class FrameBatchSampler:
     def epoch_order(self) -> list[list[int]]:
         if not self.shuffle:
             return list(self.batches)
-        batches = list(self.batches)
-        random.Random(self.seed + self.epoch).shuffle(batches)
+        rng = random.Random(self.seed + self.epoch)
+        if self.bucket_shuffle:
+            n, k = len(self.sorted), min(self.num_buckets, len(self.sorted))
+            batches = []
+            for b in range(k):
+                bucket = self.sorted[b * n // k : (b + 1) * n // k]
+                rng.shuffle(bucket)
+                batches += self._batch(bucket)
+        else:
+            batches = list(self.batches)
+        rng.shuffle(batches)
         return batches
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.epoch_order()) if self.bucket_shuffle and self.shuffle else len(self.batches)
 
     def __iter__(self):
         return iter(self.epoch_order())
 
 
+class Batches:
+    """Index batches collated on demand (validation sets); ``shard`` keeps one rank's share."""
+
+    def __init__(self, batches: list[list[int]], collate):
+        self.batches, self.collate = list(batches), collate
+
+    def shard(self, rank: int, world_size: int) -> "Batches":
+        return Batches(self.batches[rank::world_size], self.collate)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return (self.collate(b) for b in self.batches)
+
+
+class _Collated(torch.utils.data.Dataset):
+    """Map-style dataset whose item for a list of utterance indices is the collated batch."""
+
+    def __init__(self, collate):
+        self.collate = collate
+
+    def __getitem__(self, indices):
+        return self.collate(indices)
+
+
+class _Settable(torch.utils.data.Sampler):
+    """The index batches of the current pass (set before each ``iter(loader)``; sampling runs in the main process)."""
+
+    def __init__(self):
+        self.items: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _identity(batch):
+    return batch
+
+
+class BatchLoader:
+    """Collated batches for lists of utterance indices, in the order given.
+
+    ``num_workers`` 0: collated in this process when asked for (no prefetch). Otherwise a torch
+    DataLoader with that many persistent worker processes reads and collates ahead
+    (``prefetch_factor`` batches each); features are then read lazily in the workers when the
+    dataset is not preloaded. The batches are the same either way: collation draws no random numbers,
+    and the loader's own seed comes from a private generator (the global RNG is left alone, so
+    resuming stays exact).
+    """
+
+    def __init__(self, collate, num_workers: int = 0, pin_memory: bool = False, prefetch_factor: int = 2):
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (got {num_workers})")
+        self.collate, self.num_workers = collate, num_workers
+        self.loader = None
+        if num_workers:
+            self._sampler = _Settable()
+            self.loader = torch.utils.data.DataLoader(
+                _Collated(collate), sampler=self._sampler, batch_size=None, collate_fn=_identity,
+                num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
+                persistent_workers=True, generator=torch.Generator().manual_seed(0))
+
+    def __call__(self, batches: list[list[int]]):
+        if self.loader is None:
+            return (self.collate(b) for b in batches)
+        self._sampler.items = list(batches)
+        return iter(self.loader)
+
+
 def dataset_and_batches(dump_dir: str | Path, units: Tokenizer, frame_divisor: int, max_frames: int,
-                        max_batch_size: int, preload: bool, shuffle: bool, seed: int = 0) -> tuple[FeatureDataset, FrameBatchSampler]:
+                        max_batch_size: int, preload: bool, shuffle: bool, seed: int = 0, bucket_shuffle: bool = False,
+                        num_buckets: int = 10) -> tuple[FeatureDataset, FrameBatchSampler]:
     """The usable utterances of a dump dir and their frame-bounded batches."""
     dataset = FeatureDataset(dump_dir, units, frame_divisor=frame_divisor, preload=preload)
     sampler = FrameBatchSampler([u.num_frames for u in dataset.utts], max_frames, shuffle=shuffle, seed=seed,
-                                max_batch_size=max_batch_size)
+                                max_batch_size=max_batch_size, bucket_shuffle=bucket_shuffle, num_buckets=num_buckets)
     return dataset, sampler

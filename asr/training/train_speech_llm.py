@@ -19,7 +19,8 @@ from asr.models.cif_asr import CifAsrModel
 from asr.models.llm import load_llm
 from asr.models.speech_llm import IGNORE_ID, SpeechLlm, SpeechLlmConfig
 from asr.tokenizer import load_tokenizer
-from asr.training.data import FeatureDataset, dataset_and_batches
+from asr.training import distributed as dist
+from asr.training.data import Batches, FeatureDataset, dataset_and_batches
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,26 @@ class LlmTargets:
                 "target_ids": ids, "target_lengths": lengths}
 
 
-def build_speech_llm(config: dict, stage1_dir: Path) -> SpeechLlm:
+def build_speech_llm(config: dict, stage1_dir: Path, train_cfg: TrainConfig | None = None,
+                     device: torch.device | None = None) -> SpeechLlm:
+    """The stage-2 model; with a training config: the LLM on the training ``device`` and, with
+    ``gradient_checkpointing``, activation checkpointing in the LLM (which also turns off the cached
+    prompt prefix: its layers are recomputed in the backward pass)."""
     sl_cfg = SpeechLlmConfig.from_dict(config.get("speech_llm", {}))
-    return SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(sl_cfg.llm))
+    if device is not None:
+        sl_cfg.llm.device = str(device)
+    model = SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(sl_cfg.llm))
+    if train_cfg is not None and train_cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model.llm)
+    return model
+
+
+def enable_gradient_checkpointing(llm) -> None:
+    """transformers' activation checkpointing (non-reentrant: the frozen LLM's inputs are the adapter's
+    outputs, its own parameters need no gradient)."""
+    if not getattr(llm, "supports_gradient_checkpointing", True) or not hasattr(llm, "gradient_checkpointing_enable"):
+        raise ValueError(f"train.gradient_checkpointing: {type(llm).__name__} does not support gradient checkpointing")
+    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def write_stage1_link(model_dir: Path, stage1: str) -> None:
@@ -60,25 +78,30 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
     stage1_dir, exp_dir = Path(stage1_dir), Path(exp_dir)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
+    owns_group = not dist.is_initialized()
+    device = dist.init_distributed(train_cfg.device)  # torchrun: join the process group (one process: nothing)
     seed_everything(train_cfg.seed)
-    model = build_speech_llm(config, stage1_dir)
+    model = build_speech_llm(config, stage1_dir, train_cfg, device)
     units = load_tokenizer(stage1_dir / "tokenizer")
     divisor = getattr(model.stage1.encoder, "frame_rate_divisor", 1)
     batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
                     max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
-    dataset, sampler = dataset_and_batches(train_dir, units, shuffle=True, seed=train_cfg.seed, **batching)
+    dataset, sampler = dataset_and_batches(train_dir, units, shuffle=True, seed=train_cfg.seed,
+                                           bucket_shuffle=train_cfg.bucket_shuffle, num_buckets=train_cfg.num_buckets, **batching)
     train_set = LlmTargets(dataset, model)
     valid_fn = None
     if valid_dir is not None:
         valid_data, valid_sampler = dataset_and_batches(valid_dir, units, shuffle=False, **batching)
         valid_set = LlmTargets(valid_data, model)
-        valid_fn = lambda: (valid_set.collate(b) for b in valid_sampler)  # noqa: E731
+        valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
              sum(p.numel() for p in trainable) / 1e6, " + LoRA" if model.config.llm.lora.enabled else "",
              model.config.llm.name_or_path, len(dataset), len(sampler))
     Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
     final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, str(stage1_dir.resolve())))
+    if owns_group:
+        dist.cleanup()
     return final
 
 
