@@ -1,0 +1,379 @@
+"""X-LLM image stages 1-2: align the image interface (encoder + Q-Former + I-Adapter) to a frozen LLM.
+
+    python -m asr.training.train_image --config conf/image_quick.yaml \\
+        --captions data/captions --valid-captions data/captions_dev --exp-dir exp/image_quick
+
+Per caption (H = the LLM's hidden size, Q = the Q-Former's queries):
+
+    picture (3, H_img, W_img) -> ImageX2L -> (Q, H)
+    LLM input: [prompt prefix] <image> [Q image embeddings] </image> [prompt suffix] [caption] <eos>
+    loss: the frozen LLM's next-token loss on the caption tokens only (prefix and image positions masked)
+          + optionally ``contrastive_weight`` x an image-text contrastive loss (InfoNCE between the
+          mean image embedding, projected, and the mean frozen LLM embedding of the caption's tokens;
+          the other captions of the batch are the negatives).
+
+Everything of the interface is trained here, the image encoder included (no vision weights ship
+offline: the embedded ``small_cnn`` encoder learns from the captions); the LLM stays frozen (LoRA
+is refused: this stage aligns the interface to the LLM as it is). ``final/`` holds the interface
+with ``freeze_encoder: true`` (later stages load it with a frozen encoder), ``image_stage.json``
+(the LLM and prompt it was aligned to) and ``eval.json`` (greedy captions of the validation
+pictures scored against their references: WER and exact-match rate).
+
+Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
+``llm`` (:class:`LlmConfig`), ``prompt`` (:class:`PromptConfig`; the speech markers become image
+markers), ``loss`` (``contrastive_weight``), ``train`` (:class:`TrainConfig`; ``max_batch_size``
+is the batch size in pictures) and ``eval`` (``num_captions``, ``max_new_tokens``).
+Data: a captions dir holds ``images.scp`` (caption id -> PNG path) and ``text`` (caption id ->
+caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+
+from asr.data.datadir import DataDirError, read_table
+from asr.io_utils import write_text_atomic
+from asr.models.image_x2l import ImageX2L, ImageX2LConfig
+from asr.models.llm import LlmConfig, LoadedLlm, load_llm
+from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces
+from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
+
+log = logging.getLogger(__name__)
+
+STAGE_CONFIG_NAME = "image_stage.json"
+SECTIONS = ("image_x2l", "llm", "prompt", "loss", "train", "eval")
+
+
+def image_prompt_config(d: dict | None = None) -> PromptConfig:
+    """The speech prompt's fields, with image defaults (``speech_start/end`` hold the image markers)."""
+    base = {"instruction": "Describe the picture.", "system": "You describe pictures.",
+            "speech_start": "<image>", "speech_end": "</image>"}
+    d = dict(d or {})
+    unknown = set(d) - {f.name for f in dataclasses.fields(PromptConfig)}
+    if unknown:
+        raise ValueError(f"unknown prompt key(s) {sorted(unknown)} (known: {[f.name for f in dataclasses.fields(PromptConfig)]})")
+    return PromptConfig(**{**base, **d})
+
+
+@dataclass
+class ImageStageConfig:
+    image_x2l: ImageX2LConfig = field(default_factory=ImageX2LConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    prompt: PromptConfig = field(default_factory=image_prompt_config)
+    contrastive_weight: float = 0.0
+
+    @classmethod
+    def from_sections(cls, cfg: dict) -> "ImageStageConfig":
+        loss = dict(cfg.get("loss") or {})
+        unknown = set(loss) - {"contrastive_weight"}
+        if unknown:
+            raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: ['contrastive_weight'])")
+        return cls(ImageX2LConfig.from_dict(cfg.get("image_x2l")), LlmConfig.from_dict(cfg.get("llm")),
+                   image_prompt_config(cfg.get("prompt")), float(loss.get("contrastive_weight", 0.0)))
+
+
+def load_image_config(path: str | Path) -> dict:
+    """The stage's YAML as a dict of sections; errors name the file."""
+    path = Path(path)
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the image-stage config: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a mapping of sections")
+    unknown = set(cfg) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {list(SECTIONS)}")
+    try:
+        ImageStageConfig.from_sections(cfg)  # validate every section now, not after minutes of loading
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return cfg
+
+
+# ---- the model of this stage ------------------------------------------------------------------
+class ImageCaptionModel(nn.Module):
+    """Trainable ImageX2L (+ contrastive head) in front of a frozen LLM; forward gives the caption loss."""
+
+    def __init__(self, config: ImageStageConfig, llm: LoadedLlm, x2l: ImageX2L | None = None):
+        super().__init__()
+        if config.llm.lora.enabled or any(p.requires_grad for p in llm.model.parameters()):
+            raise ValueError("the image stage trains the interface against a frozen LLM: set llm.freeze: true and "
+                             "leave llm.lora off")
+        self.config = config
+        self.llm = llm.model
+        self.tokenizer = llm.tokenizer
+        self.prompt = Prompt(llm.tokenizer, config.prompt)
+        self.x2l = x2l if x2l is not None else ImageX2L(config.image_x2l, llm.hidden_size)
+        if self.x2l.config.llm_hidden_size != llm.hidden_size:
+            raise ValueError(f"image interface outputs {self.x2l.config.llm_hidden_size}-d vectors, "
+                             f"the LLM {config.llm.name_or_path!r} needs {llm.hidden_size}")
+        self.config = dataclasses.replace(config, image_x2l=self.x2l.config)
+        if config.contrastive_weight > 0:
+            self.itc_proj = nn.Linear(llm.hidden_size, llm.hidden_size)
+            self.itc_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
+        self.device = next(self.llm.parameters()).device
+        self.x2l.to(self.device)
+        if config.contrastive_weight > 0:
+            self.itc_proj.to(self.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.llm.eval()  # frozen: no dropout
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(state)
+        if missing:
+            raise ValueError(f"checkpoint lacks trainable tensors: {sorted(missing)[:5]}...")
+        self.load_state_dict(state, strict=False)
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, Q, H) in the LLM's dtype."""
+        dtype = self.llm.get_input_embeddings().weight.dtype
+        return self.x2l(images.to(self.device)).to(dtype)
+
+    def forward(self, images: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor) -> dict:
+        """images (B, 3, H, W) in [0, 1]; target_ids (B, L) caption token ids + eos, padded with IGNORE_ID."""
+        emb = self.image_embeddings(images)  # (B, Q, H)
+        targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]
+        embed = self.llm.get_input_embeddings()
+        batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False)
+        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids, labels=batch.labels)
+        gold = batch.labels[:, 1:]
+        valid = gold != IGNORE_ID
+        acc = ((out.logits[:, :-1].argmax(-1) == gold) & valid).sum().float() / valid.sum().clamp(min=1)
+        result = {"loss": out.loss, "lm_loss": out.loss.detach(), "acc": acc.detach()}
+        if self.config.contrastive_weight > 0 and emb.shape[0] > 1:
+            itc = self.contrastive_loss(emb, targets)
+            result["loss"] = out.loss + self.config.contrastive_weight * itc
+            result["itc_loss"] = itc.detach()
+        return result
+
+    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """Symmetric InfoNCE: projected mean image embedding vs mean frozen LLM embedding of the caption."""
+        embed = self.llm.get_input_embeddings()
+        with torch.no_grad():
+            text = torch.stack([embed(torch.tensor(t[:-1] or t, device=self.device)).float().mean(0) for t in targets])
+        img = self.itc_proj(emb.float().mean(1))  # (B, H)
+        logits = F.normalize(img, dim=-1) @ F.normalize(text, dim=-1).T * self.itc_log_scale.exp().clamp(max=100)
+        labels = torch.arange(len(targets), device=self.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+    @torch.no_grad()
+    def generate(self, images: torch.Tensor, max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
+        """Greedy (or beam) captions of a batch of pictures."""
+        emb = self.image_embeddings(images)
+        batch = assemble(self.llm.get_input_embeddings(), self.prompt, list(emb), None, left_pad=True)
+        out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
+                                max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id)
+        texts = []
+        for row in out.tolist():
+            if self.prompt.eos_id in row:
+                row = row[: row.index(self.prompt.eos_id)]
+            texts.append(normalize_spaces(self.tokenizer.decode(row, skip_special_tokens=True)))
+        return texts
+
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """The interface (``image_x2l.json`` + ``image_x2l.pt``) and the LLM + prompt it was aligned to."""
+        out_dir = Path(out_dir)
+        self.x2l.save_pretrained(out_dir)
+        stage = {"llm": asdict(self.config.llm), "prompt": asdict(self.config.prompt),
+                 "contrastive_weight": self.config.contrastive_weight}
+        write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
+
+
+def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -> ImageCaptionModel:
+    """A ``final/`` of this stage -> ImageCaptionModel (interface as saved, its LLM loaded and frozen)."""
+    model_dir = Path(model_dir)
+    stage_file = model_dir / STAGE_CONFIG_NAME
+    if not stage_file.is_file():
+        raise FileNotFoundError(f"{stage_file} is missing: not an image-stage model dir")
+    d = json.loads(stage_file.read_text(encoding="utf-8"))
+    x2l = ImageX2L.from_pretrained(model_dir)
+    config = ImageStageConfig(x2l.config, LlmConfig.from_dict({**d["llm"], **(llm_overrides or {})}),
+                              PromptConfig(**d["prompt"]), 0.0)
+    return ImageCaptionModel(config, load_llm(config.llm), x2l=x2l).eval()
+
+
+# ---- data -------------------------------------------------------------------------------------
+def load_png(path: str | Path) -> np.ndarray:
+    """(3, H, W) uint8 RGB."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()
+
+
+class CaptionSet:
+    """A captions dir in memory: every distinct picture once (uint8), captions as LLM target ids."""
+
+    def __init__(self, captions_dir: str | Path, prompt: Prompt):
+        captions_dir = Path(captions_dir)
+        try:
+            scp = read_table(captions_dir / "images.scp")
+            text = read_table(captions_dir / "text")
+        except DataDirError as exc:
+            raise ValueError(f"captions dir {captions_dir}: {exc}") from None
+        missing = [k for k in scp if k not in text]
+        if missing or len(text) != len(scp):
+            raise ValueError(f"captions dir {captions_dir}: images.scp and text name different ids "
+                             f"(e.g. {(missing or sorted(set(text) - set(scp)))[0]!r})")
+        self.ids = list(scp)
+        paths = sorted(set(scp.values()))
+        index = {p: i for i, p in enumerate(paths)}
+        arrays = []
+        for p in paths:
+            try:
+                arrays.append(load_png(p))
+            except (OSError, ValueError) as exc:
+                line = next(n for n, v in enumerate(scp.values(), 1) if v == p)
+                raise ValueError(f"{captions_dir / 'images.scp'}:{line}: cannot read picture {p}: {exc}") from None
+            if arrays[-1].shape != arrays[0].shape:
+                raise ValueError(f"{captions_dir / 'images.scp'}: picture {p} is {arrays[-1].shape[1:]}, "
+                                 f"{paths[0]} is {arrays[0].shape[1:]}: all pictures must have one size")
+        self.images = torch.from_numpy(np.stack(arrays))  # (P, 3, H, W) uint8
+        self.image_of = [index[scp[k]] for k in self.ids]
+        self.texts = [text[k] for k in self.ids]
+        self.targets = [prompt.target_ids(t) for t in self.texts]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pictures(self, indices: list[int]) -> torch.Tensor:
+        return self.images[[self.image_of[i] for i in indices]].float() / 255.0  # (B, 3, H, W)
+
+    def collate(self, indices: list[int]) -> dict:
+        lengths = torch.tensor([len(self.targets[i]) for i in indices])
+        ids = torch.full((len(indices), int(lengths.max())), IGNORE_ID, dtype=torch.long)
+        for b, i in enumerate(indices):
+            ids[b, : lengths[b]] = torch.tensor(self.targets[i])
+        return {"utt_ids": [self.ids[i] for i in indices], "images": self.pictures(indices),
+                "target_ids": ids, "target_lengths": lengths}
+
+
+class FixedBatchSampler:
+    """Batches of ``batch_size`` captions (the Trainer's sampler interface), reshuffled every epoch."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0):
+        if n == 0:
+            raise ValueError("no captions to batch")
+        self.n, self.batch_size, self.shuffle, self.seed, self.epoch = n, max(1, batch_size), shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> list[list[int]]:
+        order = list(range(self.n))
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        return [order[i: i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        return iter(self.epoch_order())
+
+
+# ---- evaluation and training ------------------------------------------------------------------
+def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_new_tokens: int,
+                      batch_size: int = 16) -> dict:
+    """Greedy captions of the first ``num`` captions' pictures: WER against the references, exact matches."""
+    import jiwer
+
+    model.eval()
+    idx = list(range(min(num, len(data))))
+    hyps = []
+    for i in range(0, len(idx), batch_size):
+        hyps += model.generate(data.pictures(idx[i: i + batch_size]), max_new_tokens=max_new_tokens)
+    refs = [data.texts[i] for i in idx]
+    wer = jiwer.wer(refs, [h if h else "<empty>" for h in hyps]) if refs else float("nan")
+    return {"captions": len(idx), "wer": round(float(wer), 4),
+            "exact_match": round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
+            "examples": [{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]]}
+
+
+def train(config_path: str | Path, captions: str | Path, valid_captions: str | Path | None, exp_dir: str | Path,
+          overrides: dict | None = None) -> Path:
+    """Train the image interface on a captions dir; returns ``exp_dir/final`` (rerun = resume)."""
+    cfg = load_image_config(config_path)
+    stage_cfg = ImageStageConfig.from_sections(cfg)
+    train_cfg = TrainConfig.from_dict({**(cfg.get("train") or {}), **(overrides or {})})
+    eval_cfg = {"num_captions": 200, "max_new_tokens": 40, **(cfg.get("eval") or {})}
+    exp_dir = Path(exp_dir)
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    seed_everything(train_cfg.seed)
+    model = ImageCaptionModel(stage_cfg, load_llm(stage_cfg.llm))
+    data = CaptionSet(captions, model.prompt)
+    sampler = FixedBatchSampler(len(data), train_cfg.max_batch_size, shuffle=True, seed=train_cfg.seed)
+    valid_fn, valid = None, None
+    if valid_captions is not None:
+        valid = CaptionSet(valid_captions, model.prompt)
+        valid_sampler = FixedBatchSampler(len(valid), train_cfg.max_batch_size, shuffle=False)
+        valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info("image stage: %.2fM trainable parameters (encoder %s%s, Q-Former %d queries, %s I-Adapter), LLM %s frozen; "
+             "%d captions of %d pictures in %d batches", sum(p.numel() for p in trainable) / 1e6,
+             stage_cfg.image_x2l.encoder.type, " frozen" if stage_cfg.image_x2l.freeze_encoder else "",
+             stage_cfg.image_x2l.qformer.num_queries, stage_cfg.image_x2l.adapter.type, stage_cfg.llm.name_or_path,
+             len(data), data.images.shape[0], len(sampler))
+    Trainer(model, sampler, data.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
+
+    def finalize(d: Path) -> None:
+        cfg_file = d / "image_x2l.json"
+        x2l_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        x2l_cfg["freeze_encoder"] = True  # later stages use the encoder as trained here, frozen
+        write_text_atomic(cfg_file, json.dumps(x2l_cfg, indent=2) + "\n")
+        if valid is not None and int(eval_cfg["num_captions"]) > 0:
+            best = ImageX2L.from_pretrained(d)
+            model.x2l.load_state_dict(best.state_dict())
+            scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
+            write_text_atomic(d / "eval.json", json.dumps(scores, indent=1) + "\n")
+            log.info("validation captions: WER %.3f, exact match %.3f on %d", scores["wer"], scores["exact_match"],
+                     scores["captions"])
+
+    return publish_final(exp_dir, model, finalize)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, help="image-stage YAML (sections image_x2l, llm, prompt, loss, train, eval)")
+    ap.add_argument("--captions", required=True, help="captions dir: images.scp + text")
+    ap.add_argument("--valid-captions", help="captions dir for validation (best checkpoint, eval.json)")
+    ap.add_argument("--exp-dir", required=True, help="output dir (rerun = resume); the model goes to EXP/final")
+    ap.add_argument("--max-steps", type=int, help="override train.max_steps")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
+    try:
+        final = train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
