@@ -89,8 +89,9 @@ def local_rank() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0 (or the only process): the one that writes logs, checkpoints and model dirs."""
-    return rank() == 0
+    """Rank 0 (or the only process): the one that writes logs, checkpoints and model dirs. Outside a
+    process group (before joining, after leaving) torchrun's ``RANK`` decides."""
+    return rank() == 0 if is_initialized() else int(os.environ.get("RANK", "0")) == 0
 
 
 def barrier() -> None:
@@ -111,7 +112,7 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     """The mean of each value over ranks (the same dict on every rank); identity for one process."""
     if not is_initialized() or not values:
         return dict(values)
-    keys = sorted(values)
+    keys = list(values)  # the same order on every rank (model outputs are built the same way)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     t /= world_size()
@@ -122,7 +123,7 @@ def all_reduce_sum(values: dict[str, float]) -> dict[str, float]:
     """The sum of each value over ranks. Every rank must pass the same keys."""
     if not is_initialized() or not values:
         return dict(values)
-    keys = sorted(values)
+    keys = list(values)  # the same order on every rank (model outputs are built the same way)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
