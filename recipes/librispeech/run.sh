@@ -32,10 +32,22 @@ __options="stage stop_stage nj corpus_dir train_subsets test_subsets case config
 score_opts=()                          # WER: words, English normalizer (lower case, no punctuation)
 tag=${exp_tag:-$(basename "$config" .yaml)}
 exp=exp/$tag
-cfg() { python -c "from asr.config import load_config as l; c = l('$1'); print($2)"; }
-feat_type=$(cfg "$config" "c.get('features', {}).get('type', 'fbank')")
-# features of a frozen encoder depend on the encoder: one dump dir per model and pooling
-feat_tag=$(cfg "$config" "(lambda f, o: f if f == 'fbank' else f'{f}_' + str(o.get('model', 'packaged')).rstrip('/').split('/')[-1] + f'_pool{o.get(\"pool\", 1)}')(c.get('features', {}).get('type', 'fbank'), c.get('features', {}).get('options') or {})")
+# settings read from the configs in one go: feature type, its dump dir, decoding batch sizes
+settings=$(python - "$config" "$llm_config" <<'EOF'
+import shlex, sys
+from asr.config import load_config
+c, l = load_config(sys.argv[1]), load_config(sys.argv[2])
+f = c.get("features") or {}
+ftype, opts = f.get("type", "fbank"), f.get("options") or {}
+# a frozen encoder's outputs depend on the encoder: one dump dir per model and pooling
+tag = ftype if ftype == "fbank" else f"{ftype}_{str(opts.get('model', 'packaged')).rstrip('/').split('/')[-1]}_pool{opts.get('pool', 1)}"
+print(f"feat_type={shlex.quote(ftype)} feat_tag={shlex.quote(tag)}")
+print(f"batch_frames={int((c.get('decode') or {}).get('batch_frames', 40000))}")
+d = l.get("decode") or {}
+print(f"beam_size={int(d.get('beam_size', 1))} batch_size={int(d.get('batch_size', 8))}")
+EOF
+)
+eval "$settings"
 dump=dump/$feat_tag
 log() { echo "$(date '+%F %T') [stage $1] $2"; }
 
@@ -76,7 +88,6 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --tokenizer "$exp/tokenizer/units" --exp-dir "$exp"
 fi
 
-batch_frames=$(cfg "$config" "c.get('decode', {}).get('batch_frames', 40000)")
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log 4 "CIF greedy decoding and scoring"
   dirs=()
@@ -89,8 +100,6 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
 fi
 
 llm_exp=$exp/$(basename "$llm_config" .yaml)
-beam_size=$(cfg "$llm_config" "c.get('decode', {}).get('beam_size', 1)")
-batch_size=$(cfg "$llm_config" "c.get('decode', {}).get('batch_size', 8)")
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log 5 "training (X-LLM stage 2: S-Adapter into the frozen LLM) -> $llm_exp"
