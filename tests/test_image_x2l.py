@@ -1,0 +1,219 @@
+"""Tests of the image interface (asr/models/image_x2l.py) and the image-caption stage (asr/training/train_image.py).
+
+Pictures come from recipes/mini_vis/local/scenes.py; the LLM is the random tiny GLM ("tiny-glm"),
+so what is checked is the plumbing (shapes, positions, persistence, that training lowers the
+loss), not caption quality.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asr.models.image_x2l import (IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes" / "mini_vis" / "local"))
+
+import scenes as SC  # noqa: E402
+
+TINY_ENCODER = dict(type="small_cnn", channels=[8, 16, 16], dim=32, num_layers=1, num_heads=4)
+
+
+def _config(num_queries=8, hidden=32, layers=2, freq=1, adapter="linear", encoder=None) -> ImageX2LConfig:
+    return ImageX2LConfig(encoder=ImageEncoderConfig(**(encoder or TINY_ENCODER)),
+                          qformer=QFormerConfig(num_queries=num_queries, hidden_size=hidden, num_layers=layers,
+                                                num_heads=4, cross_attention_frequency=freq),
+                          adapter=IAdapterConfig(type=adapter, hidden_dim=24))
+
+
+def _pictures(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    arrays = [np.asarray(SC.render(SC.random_scene(random.Random(seed + i), f"s{i}", image_size=size)))
+              for i in range(n)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+
+
+@pytest.mark.parametrize("num_queries, layers, freq, adapter, size, llm_hidden", [
+    (32, 2, 1, "linear", 96, 64),
+    (8, 2, 2, "mlp", 64, 48),
+    (1, 1, 1, "linear", 48, 96),
+    (16, 3, 3, "mlp", 128, 40),
+])
+def test_positions_and_width(num_queries, layers, freq, adapter, size, llm_hidden):
+    torch.manual_seed(0)
+    model = ImageX2L(_config(num_queries, 32, layers, freq, adapter), llm_hidden_size=llm_hidden).eval()
+    images = _pictures(3, size)
+    out = model(images)
+    assert out.shape == (3, num_queries, llm_hidden)
+    assert model.num_positions == num_queries
+    strides = 2 ** len(TINY_ENCODER["channels"])
+    assert model.patch_features(images).shape == (3, (-(-size // strides)) ** 2, TINY_ENCODER["dim"])
+    assert torch.isfinite(out).all()
+    # every position depends on the picture (cross-attention works), and different pictures differ
+    other = model(_pictures(3, size, seed=100))
+    assert (out - other).abs().amax(dim=-1).min() > 0
+
+
+def test_bad_inputs_and_configs():
+    model = ImageX2L(_config(), llm_hidden_size=16)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="llm_hidden_size"):
+        ImageX2L(_config())
+    with pytest.raises(ValueError, match="needs name_or_path"):
+        ImageEncoderConfig(type="hf")
+    with pytest.raises(ValueError, match="unknown key"):
+        ImageX2LConfig.from_dict({"qformer": {"queries": 4}})
+    with pytest.raises(ValueError, match="cross_attention_frequency"):
+        QFormerConfig(num_layers=2, cross_attention_frequency=3)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = ImageX2L(_config(adapter="mlp"), llm_hidden_size=40).eval()
+    images = _pictures(2, 64)
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "image_x2l.json").read_text())["llm_hidden_size"] == 40
+    again = ImageX2L.from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(model(images), again(images))
+    frozen = ImageX2L.from_pretrained(tmp_path / "m", freeze_encoder=True).train()
+    assert not any(p.requires_grad for p in frozen.encoder.parameters()) and not frozen.encoder.training
+    assert all(p.requires_grad for p in frozen.qformer.parameters())
+    (tmp_path / "m" / "image_x2l.pt").write_bytes(b"")
+    with pytest.raises(Exception):
+        ImageX2L.from_pretrained(tmp_path / "m")
+    with pytest.raises(FileNotFoundError, match="image_x2l.json"):
+        ImageX2L.from_pretrained(tmp_path / "nothing")
+
+
+def test_transformers_vision_encoder_from_a_local_folder(tmp_path):
+    """type hf: any transformers vision model folder (here a small random ViT written for the test)."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(2)
+    vit_dir = tmp_path / "vit"
+    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64)).save_pretrained(vit_dir)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit_dir)
+    enc = dict(type="hf", name_or_path=str(vit_dir))
+    model = ImageX2L(_config(num_queries=4, encoder=enc), llm_hidden_size=24).eval()
+    images = _pictures(2, 64)  # resized to the processor's 32 x 32 inside
+    assert model.patch_features(images).shape == (2, 1 + 16, 32)  # CLS + 4 x 4 patches
+    assert model(images).shape == (2, 4, 24)
+    model.freeze_encoder()
+    model.save_pretrained(tmp_path / "m")
+    saved = torch.load(tmp_path / "m" / "image_x2l.pt")
+    assert not any(k.startswith("encoder.") for k in saved)  # a frozen hf encoder is referenced, not copied
+    again = ImageX2L.from_pretrained(tmp_path / "m").eval()
+    assert again.config.freeze_encoder and torch.equal(model(images), again(images))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ImageX2L(_config(encoder=dict(type="hf", name_or_path=str(tmp_path / "missing"))), llm_hidden_size=8)
+
+
+# ---------------------------------------------------------------- the image stage
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    from asr.models.llm import LlmConfig, load_llm
+
+    return load_llm(LlmConfig(name_or_path="tiny-glm"))
+
+
+def _stage_config(contrastive=0.0):
+    from asr.training.train_image import ImageStageConfig
+
+    return ImageStageConfig.from_sections({"image_x2l": {"encoder": TINY_ENCODER,
+                                                         "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
+                                           "llm": {"name_or_path": "tiny-glm"}, "loss": {"contrastive_weight": contrastive}})
+
+
+def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
+    from asr.training.train_image import ImageCaptionModel
+
+    torch.manual_seed(0)
+    model = ImageCaptionModel(_stage_config(), tiny_llm)
+    assert not any(p.requires_grad for p in model.llm.parameters())
+    scenes = [SC.random_scene(random.Random(i), f"s{i}", image_size=48) for i in range(4)]
+    images = _pictures(4, 48)
+    targets = [model.prompt.target_ids(SC.caption(s)) for s in scenes]
+    lengths = torch.tensor([len(t) for t in targets])
+    ids = torch.full((4, int(lengths.max())), -100)
+    for b, t in enumerate(targets):
+        ids[b, : len(t)] = torch.tensor(t)
+    frozen = {n: p.detach().clone() for n, p in model.llm.named_parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=2e-2)
+    model.train()
+    losses = []
+    for step in range(5):
+        out = model(images, ids, lengths)
+        assert set(out) >= {"loss", "lm_loss", "acc"}
+        opt.zero_grad()
+        out["loss"].backward()
+        if step == 0:  # the caption loss reaches every part of the interface, the encoder included
+            for part in (model.x2l.encoder, model.x2l.qformer, model.x2l.adapter):
+                assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
+        opt.step()
+        losses.append(float(out["lm_loss"]))
+    # a random tiny LLM has near-uniform outputs (loss ~ ln 400 = 6.0): the interface moves them a little
+    assert losses[-1] < losses[0] - 0.01, losses
+    assert all(torch.equal(p, frozen[n]) for n, p in model.llm.named_parameters())
+    # with the contrastive term: loss = caption loss + weight x InfoNCE over the batch
+    itc_model = ImageCaptionModel(_stage_config(contrastive=0.5), tiny_llm)
+    out = itc_model(images, ids, lengths)
+    assert 0 < float(out["itc_loss"]) and torch.isclose(out["loss"], out["lm_loss"] + 0.5 * out["itc_loss"])
+    captions = model.generate(images[:2], max_new_tokens=5)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
+def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
+    from asr.training.train_image import ImageCaptionModel
+
+    cfg = _stage_config()
+    cfg.llm.lora.enabled = True
+    with pytest.raises(ValueError, match="frozen LLM"):
+        ImageCaptionModel(cfg, tiny_llm)
+
+
+def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
+    """python -m asr.training.train_image on a captions dir: final/ loads with a frozen encoder."""
+    from asr.io_utils import write_table
+    from asr.training.train_image import load_image_stage, main
+
+    for name, offset in (("captions", 0), ("captions_dev", 50)):
+        scp, text = {}, {}
+        for i in range(6 if name == "captions" else 2):
+            scene = SC.random_scene(random.Random(offset + i), f"s{offset + i}", image_size=48)
+            png = tmp_path / "img" / f"{scene.scene_id}.png"
+            SC.save_png(scene, png)
+            scp[f"{scene.scene_id}-c0"], text[f"{scene.scene_id}-c0"] = str(png), SC.caption(scene)
+        write_table(tmp_path / name / "images.scp", scp)
+        write_table(tmp_path / name / "text", text)
+    cfg = tmp_path / "image.yaml"
+    cfg.write_text(json.dumps({
+        "image_x2l": {"encoder": TINY_ENCODER, "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
+        "llm": {"name_or_path": "tiny-glm"},
+        "train": {"max_epochs": 1, "max_batch_size": 3, "warmup_steps": 1, "log_interval": 1, "lr": 0.003, "device": "cpu"},
+        "eval": {"num_captions": 2, "max_new_tokens": 4},
+    }))
+    exp = tmp_path / "exp"
+    assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"),
+                 "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(exp)]) == 0
+    final = exp / "final"
+    assert json.loads((final / "image_x2l.json").read_text())["freeze_encoder"] is True
+    scores = json.loads((final / "eval.json").read_text())
+    assert scores["captions"] == 2 and 0 <= scores["exact_match"] <= 1
+    assert len((exp / "train_log.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps of 3 captions
+    model = load_image_stage(final)
+    assert not any(p.requires_grad for p in model.x2l.encoder.parameters())
+    # a config error names the file
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("image_x2l: {qformer: {queries: 3}}\n")
+    assert main(["--config", str(bad), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "e2")]) == 2
