@@ -59,11 +59,17 @@ def build_speech_llm(config: dict, stage1_dir: Path, train_cfg: TrainConfig | No
 
 
 def enable_gradient_checkpointing(llm) -> None:
-    """transformers' activation checkpointing (non-reentrant: the frozen LLM's inputs are the adapter's
-    outputs, its own parameters need no gradient)."""
-    if not getattr(llm, "supports_gradient_checkpointing", True) or not hasattr(llm, "gradient_checkpointing_enable"):
+    """transformers' activation (gradient) checkpointing, non-reentrant: the frozen LLM's inputs are the
+    adapter's outputs and its own parameters need no gradient. (``activation_checkpointing_enable``
+    in transformers 5.2x, ``gradient_checkpointing_enable`` before.)"""
+    if not getattr(llm, "supports_gradient_checkpointing", True):
         raise ValueError(f"train.gradient_checkpointing: {type(llm).__name__} does not support gradient checkpointing")
-    llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(llm, "gradient_checkpointing_enable"):
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise ValueError(f"train.gradient_checkpointing: {type(llm).__name__} has no checkpointing switch")
 
 
 def write_stage1_link(model_dir: Path, stage1: str) -> None:
