@@ -165,6 +165,13 @@ def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
     # a random tiny LLM has near-uniform outputs (loss ~ ln 400 = 6.0): the interface moves them a little
     assert losses[-1] < losses[0] - 0.01, losses
     assert all(torch.equal(p, frozen[n]) for n, p in model.llm.named_parameters())
+    # the cached prompt prefix gives the loss of the full prompt
+    model.eval()
+    with torch.no_grad():
+        cached = model(images, ids, lengths)["lm_loss"]
+        model.cache_prefix = False
+        full = model(images, ids, lengths)["lm_loss"]
+    assert torch.allclose(cached, full, atol=1e-4), (cached, full)
     # with the contrastive term: loss = caption loss + weight x InfoNCE over the batch
     itc_model = ImageCaptionModel(_stage_config(contrastive=0.5), tiny_llm)
     out = itc_model(images, ids, lengths)
@@ -210,6 +217,7 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert json.loads((final / "image_x2l.json").read_text())["freeze_encoder"] is True
     scores = json.loads((final / "eval.json").read_text())
     assert scores["captions"] == 2 and 0 <= scores["exact_match"] <= 1
+    assert scores["lm_loss"] > 0 and scores["lm_loss_other_picture"] > 0
     assert len((exp / "train_log.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps of 3 captions
     model = load_image_stage(final)
     assert not any(p.requires_grad for p in model.x2l.encoder.parameters())

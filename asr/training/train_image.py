@@ -30,7 +30,9 @@ caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes t
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import inspect
 import json
 import logging
 import random
@@ -126,6 +128,10 @@ class ImageCaptionModel(nn.Module):
             self.itc_proj = nn.Linear(llm.hidden_size, llm.hidden_size)
             self.itc_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
         self.device = next(self.llm.parameters()).device
+        self.cache_prefix = True  # reuse the prompt prefix's keys/values in training
+        self._prefix_kv = None
+        # transformers renamed forward's `past_key_values` to `cache` (5.2x); use what this version takes
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
         self.x2l.to(self.device)
         if config.contrastive_weight > 0:
             self.itc_proj.to(self.device)
@@ -134,6 +140,19 @@ class ImageCaptionModel(nn.Module):
         super().train(mode)
         self.llm.eval()  # frozen: no dropout
         return self
+
+    def _prefix_cache(self, batch_size: int):
+        """Keys/values of the prompt prefix (constant: the LLM is frozen), repeated for the batch;
+        None when switched off (``cache_prefix = False``). The same scheme as SpeechLlm's."""
+        if not self.cache_prefix:
+            return None
+        if self._prefix_kv is None:
+            with torch.no_grad():
+                ids = torch.tensor([self.prompt.prefix], device=self.device)
+                self._prefix_kv = self.llm(input_ids=ids, use_cache=True).past_key_values
+        cache = copy.deepcopy(self._prefix_kv)
+        cache.batch_repeat_interleave(batch_size)
+        return cache
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         names = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -155,9 +174,14 @@ class ImageCaptionModel(nn.Module):
         emb = self.image_embeddings(images)  # (B, Q, H)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]
         embed = self.llm.get_input_embeddings()
-        batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False)
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids, labels=batch.labels)
+        cache = self._prefix_cache(emb.shape[0])
+        batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False, with_prefix=cache is None)
+        mask = batch.attention_mask
+        if cache is not None:  # the prompt prefix is the same for every picture: its keys/values are cached
+            mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
+        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
+                       labels=batch.labels, use_cache=cache is not None,
+                       **({self._cache_arg: cache} if cache is not None else {}))
         gold = batch.labels[:, 1:]
         valid = gold != IGNORE_ID
         acc = ((out.logits[:, :-1].argmax(-1) == gold) & valid).sum().float() / valid.sum().clamp(min=1)
@@ -298,17 +322,28 @@ class FixedBatchSampler:
 # ---- evaluation and training ------------------------------------------------------------------
 def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_new_tokens: int,
                       batch_size: int = 16) -> dict:
-    """Greedy captions of the first ``num`` captions' pictures: WER against the references, exact matches."""
+    """Greedy captions of the first ``num`` captions' pictures: WER against the references, exact matches,
+    and the teacher-forced caption loss with the true pictures and with another caption's picture (the gap
+    says how much the LLM reads the image positions)."""
     import jiwer
 
     model.eval()
     idx = list(range(min(num, len(data))))
-    hyps = []
+    hyps, loss_sum, shuffled_sum, shuffled_n = [], 0.0, 0.0, 0
     for i in range(0, len(idx), batch_size):
-        hyps += model.generate(data.pictures(idx[i: i + batch_size]), max_new_tokens=max_new_tokens)
+        chunk = idx[i: i + batch_size]
+        batch = data.collate(chunk)
+        with torch.no_grad():
+            loss_sum += float(model(batch["images"], batch["target_ids"], batch["target_lengths"])["lm_loss"]) * len(chunk)
+            if len(chunk) > 1:  # control: each caption with another caption's picture (rolled by one in the batch)
+                rolled = batch["images"].roll(1, dims=0)
+                shuffled_sum += float(model(rolled, batch["target_ids"], batch["target_lengths"])["lm_loss"]) * len(chunk)
+                shuffled_n += len(chunk)
+        hyps += model.generate(batch["images"], max_new_tokens=max_new_tokens)
     refs = [data.texts[i] for i in idx]
     wer = jiwer.wer(refs, [h if h else "<empty>" for h in hyps]) if refs else float("nan")
-    return {"captions": len(idx), "wer": round(float(wer), 4),
+    return {"captions": len(idx), "lm_loss": round(loss_sum / max(1, len(idx)), 4),
+            "lm_loss_other_picture": round(shuffled_sum / shuffled_n, 4) if shuffled_n else None, "wer": round(float(wer), 4),
             "exact_match": round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
             "examples": [{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]]}
 

@@ -511,6 +511,15 @@ def write_captions(path: Path, scenes: list[SC.Scene], images: dict[str, Path], 
     return len(text)
 
 
+def write_caption_sets(data: Path, ccfg: dict, scene_sets: dict[str, list[SC.Scene]], images: dict[str, Path]) -> tuple[int, int]:
+    """data/captions (training scenes if include_train_scenes, plus caption-only scenes) and data/captions_dev."""
+    per_image = int(ccfg.get("captions_per_image", 2))
+    cap_scenes = (scene_sets["train"] if ccfg.get("include_train_scenes", True) else []) + scene_sets["cap"]
+    n_cap = write_captions(data / "captions", cap_scenes, images, per_image) if cap_scenes else 0
+    n_capdev = write_captions(data / "captions_dev", scene_sets["capdev"], images, per_image) if scene_sets["capdev"] else 0
+    return n_cap, n_capdev
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -519,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="corpus YAML (conf/corpus_quick.yaml, conf/corpus_tiny.yaml)")
     ap.add_argument("--data", required=True, help="output root for data dirs, images, wavs and bookkeeping")
     ap.add_argument("--nj", type=int, default=2, help="parallel synthesis processes")
+    ap.add_argument("--captions-only", action="store_true",
+                    help="only the pictures and the caption lists (the image stage needs no speech)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     t0 = time.time()
@@ -545,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
             SC.save_png(s, images[sid])
             made_images += 1
     log.info("%d scenes, %d pictures made now", len(all_scenes), made_images)
+    ccounts = write_caption_sets(data, ccfg, scene_sets, images)
+    if args.captions_only:
+        print(f"captions: {ccounts[0]} train, {ccounts[1]} dev (pictures and caption lists only)")
+        return 0
 
     # 2. utterance plans
     plans: dict[str, list[Utt]] = {}
@@ -586,11 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         stats["existing"] = existing[name]
         stats["failed"] = sum(1 for r in failed if set_of.get(r["utt"]) == name)
         sets[name] = stats
-    per_image = int(ccfg.get("captions_per_image", 2))
-    cap_scenes = (scene_sets["train"] if ccfg.get("include_train_scenes", True) else []) + scene_sets["cap"]
-    n_cap = write_captions(data / "captions", cap_scenes, images, per_image) if cap_scenes else 0
-    n_capdev = write_captions(data / "captions_dev", scene_sets["capdev"], images, per_image) if scene_sets["capdev"] else 0
-
+    n_cap, n_capdev = ccounts
     speed = {}
     for r in results:
         if "dur" in r:
