@@ -367,11 +367,9 @@ def make_masked(job: dict, clean: np.ndarray, spans: list[list[float]], rate: in
         lo = max(0.0, a - min(job["margin_s"], before / 2))
         hi = min(len(clean) / rate, b + min(job["margin_s"], after / 2))
         s, e = int(np.floor(lo * rate)), int(np.ceil(hi * rate))
-        out[s:e] = rng.standard_normal(e - s).astype(np.float32) * level
+        # clipped rather than the whole utterance rescaled: outside the bursts the audio stays the clean one
+        out[s:e] = np.clip(rng.standard_normal(e - s) * level, -0.99, 0.99).astype(np.float32)
         masked_spans.append((i, round(s / rate, 4), round(e / rate, 4)))
-    peak = float(np.abs(out).max())
-    if peak > 0.99:
-        out *= 0.99 / peak
     return out, masked_spans
 
 
