@@ -135,7 +135,7 @@ class Trainer:
             raise ValueError("train precision fp16 needs a CUDA device (it trains with a GradScaler); "
                              "use precision: bf16 on CPU")
         model.to(self.device)
-        if isinstance(getattr(model, "device", None), torch.device):
+        if isinstance(vars(model).get("device"), torch.device):
             model.device = self.device  # models that move their inputs themselves (SpeechLlm)
         params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -149,12 +149,19 @@ class Trainer:
 
     def _wrap_ddp(self, model: torch.nn.Module):
         """DDP over the trainable parameters only: frozen ones (a frozen LLM, a frozen stage-1 model) are
-        neither broadcast nor all-reduced; every rank loaded them from the same files."""
+        neither broadcast nor all-reduced; every rank built or loaded them the same way. Of the buffers,
+        only the running statistics of batch norms in trained modules change in training: DDP keeps those
+        in step with rank 0; constant ones (CMVN, positions, a tied classifier's LLM embeddings) are left alone."""
+        from torch.nn.modules.batchnorm import _NormBase
         from torch.nn.parallel import DistributedDataParallel
 
         ignore = [n for n, p in model.named_parameters() if not p.requires_grad]
-        if hasattr(model, "trainable_state_dict"):  # only its trained tensors matter: leave buffers alone too
-            ignore += [n for n, _ in model.named_buffers()]
+        synced = set()
+        if not hasattr(model, "trainable_state_dict"):  # stage-2 models save only trained tensors: no buffer matters
+            for name, module in model.named_modules():
+                if isinstance(module, _NormBase) and any(p.requires_grad for p in module.parameters()):
+                    synced |= {f"{name}.{b}" if name else b for b, _ in module.named_buffers(recurse=False)}
+        ignore += [n for n, _ in model.named_buffers() if n not in synced]
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
         return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None,
                                        find_unused_parameters=self.config.find_unused_parameters)
