@@ -167,7 +167,10 @@ def libri_run(tmp_path_factory):
         pytest.skip("needs espeak-ng (Debian package espeak-ng)")
     corpus = build_librispeech(tmp_path_factory.mktemp("libri_corpus"))
     work = tmp_path_factory.mktemp("librispeech")
-    return work, _run_recipe("librispeech", work, corpus, "expected_embedding", TINY_LIBRI, [])
+    # train-* subsets found automatically; one evaluation subset named (dev-clean is in the tree but left
+    # out), so --test-sets auto must resolve to test_clean alone (one decoded set keeps the test short)
+    return work, corpus, _run_recipe("librispeech", work, corpus, "expected_embedding", TINY_LIBRI,
+                                     ["--test-subsets", "test-clean", "--valid-set", "test_clean"])
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +179,14 @@ def aishell_run(tmp_path_factory):
         pytest.skip("needs espeak-ng (Debian package espeak-ng)")
     corpus = build_aishell(tmp_path_factory.mktemp("aishell_corpus"))
     work = tmp_path_factory.mktemp("aishell")
-    return work, corpus, _run_recipe("aishell", work, corpus, "mlp", TINY_AISHELL, ["--test-sets", "test"])
+    # stages 3 and 5 through torchrun, as a multi-GPU run launches them (one process here), behind a
+    # wrapper that records what it was asked to run
+    launcher = work / "launch.sh"
+    launcher.write_text('#!/usr/bin/env bash\necho "$*" >> launched.txt\n'
+                        'exec torchrun --standalone --nproc_per_node=1 -m asr.cli.main "$@"\n')
+    launcher.chmod(0o755)
+    return work, corpus, _run_recipe("aishell", work, corpus, "mlp", TINY_AISHELL,
+                                     ["--test-sets", "test", "--train-cmd", "./launch.sh"])
 
 
 def _check_stages(work: Path, sets: list[str], test_sets: list[str], metric: str) -> None:
@@ -208,10 +218,10 @@ def _check_stages(work: Path, sets: list[str], test_sets: list[str], metric: str
 # ---- LibriSpeech ----------------------------------------------------------------------------------------
 @needs_espeak
 def test_librispeech_stage0_data_dirs(libri_run):
-    work, proc = libri_run
-    for s in ("train", "dev_clean", "test_clean"):
+    work, _, proc = libri_run
+    for s in ("train", "test_clean"):
         assert validate_data_dir(work / "data" / s) > 0
-    assert not (work / "data" / "dev_other").exists()  # only the subsets present are prepared
+    assert not (work / "data" / "dev_clean").exists()  # only the subsets asked for are prepared
     text = read_table(work / "data/train/text")
     assert len(text) == 8 and text["19-198-0000"] == "the cat sat on the mat"
     wav = read_table(work / "data/train/wav.scp")
@@ -221,18 +231,31 @@ def test_librispeech_stage0_data_dirs(libri_run):
     durs = read_table(work / "data/test_clean/utt2dur")
     assert all(0.3 < float(v) < 10 for v in durs.values())
     summary = json.loads((work / "data/local/data_prep.json").read_text())
-    assert summary["train_subsets"] == ["train-clean-100"] and summary["test_subsets"] == ["dev-clean", "test-clean"]
+    assert summary["train_subsets"] == ["train-clean-100"] and summary["test_subsets"] == ["test-clean"]
     counts = summary["subsets"]["train-clean-100"]
     assert counts["transcript_without_audio"] == 1 and counts["audio_without_transcript"] == 1
 
 
 @needs_espeak
 def test_librispeech_all_stages(libri_run):
-    work, proc = libri_run
-    _check_stages(work, ["train", "dev_clean", "test_clean"], ["dev_clean", "test_clean"], "WER")
+    work, _, proc = libri_run
+    _check_stages(work, ["train", "test_clean"], ["test_clean"], "WER")
+    assert not (work / "exp/tiny/decode_cif_dev_clean").exists()
     units = json.loads((work / "exp/tiny/tokenizer/units.llm/units.json").read_text())
     assert units["llm"] == "tiny-glm"
     assert "%WER" in proc.stdout
+
+
+@needs_espeak
+def test_librispeech_data_prep_takes_every_subset_present_by_default(libri_run):
+    work, corpus, _ = libri_run
+    proc = subprocess.run([sys.executable, "local/data_prep.py", "--corpus-dir", str(corpus / "LibriSpeech"), "--data",
+                           "data_auto", "--case", "upper"], cwd=work, capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((work / "data_auto/local/data_prep.json").read_text())
+    assert summary["train_subsets"] == ["train-clean-100"] and summary["test_subsets"] == ["dev-clean", "test-clean"]
+    assert validate_data_dir(work / "data_auto/dev_clean") == 2
+    assert read_table(work / "data_auto/dev_clean/text")["84-121123-0001"] == "PLEASE CLOSE THE DOOR"
 
 
 # ---- AISHELL-1 -------------------------------------------------------------------------------------------
@@ -261,6 +284,8 @@ def test_aishell_stage0_untar_and_data_dirs(aishell_run):
 def test_aishell_all_stages_scored_by_cer(aishell_run):
     work, _, proc = aishell_run
     _check_stages(work, ["train", "dev", "test"], ["test"], "CER")
+    launched = (work / "launched.txt").read_text().splitlines()  # --train-cmd ran both trainings
+    assert [line.split()[0] for line in launched] == ["train", "train-llm"]
     assert (work / "exp/tiny/tokenizer/units.model").exists()
     assert "%CER" in proc.stdout and "CER" in (work / "exp/tiny/RESULTS.md").read_text()
     ref = read_table(work / "exp/tiny/decode_cif_test/ref")

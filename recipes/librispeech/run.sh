@@ -24,9 +24,10 @@ case=lower                             # transcript case in data/ (the corpus is
 config=conf/cformer_conformer.yaml     # stage 1: features, tokenizer, model, train
 llm_config=conf/llm_qwen2.5_1.5b.yaml  # stage 2: speech_llm (LLM, adapter, prompt), train, decode
 exp_tag=                               # default: the config's file name
+train_cmd=asr                          # launcher of stages 3 and 5, e.g. "torchrun --standalone --nproc_per_node=8 -m asr.cli.main" (docs/distributed.md)
 valid_set=dev_clean                    # validation during training
 test_sets=auto                         # "auto": the data dirs of --test-subsets made in stage 0
-__options="stage stop_stage nj corpus_dir train_subsets test_subsets case config llm_config exp_tag valid_set test_sets"
+__options="stage stop_stage nj train_cmd corpus_dir train_subsets test_subsets case config llm_config exp_tag valid_set test_sets"
 . utils/parse_options.sh
 
 score_opts=()                          # WER: words, English normalizer (lower case, no punctuation)
@@ -83,8 +84,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log 3 "training (X-LLM stage 1) -> $exp"
-  asr train --config "$config" --train-dir "$dump/train" --valid-dir "$dump/$valid_set" \
+  log 3 "training (X-LLM stage 1) with $train_cmd -> $exp"
+  $train_cmd train --config "$config" --train-dir "$dump/train" --valid-dir "$dump/$valid_set" \
     --tokenizer "$exp/tokenizer/units" --exp-dir "$exp"
 fi
 
@@ -102,8 +103,8 @@ fi
 llm_exp=$exp/$(basename "$llm_config" .yaml)
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  log 5 "training (X-LLM stage 2: S-Adapter into the frozen LLM) -> $llm_exp"
-  asr train-llm --config "$llm_config" --stage1 "$exp/final" --train-dir "$dump/train" \
+  log 5 "training (X-LLM stage 2: S-Adapter into the frozen LLM) with $train_cmd -> $llm_exp"
+  $train_cmd train-llm --config "$llm_config" --stage1 "$exp/final" --train-dir "$dump/train" \
     --valid-dir "$dump/$valid_set" --exp-dir "$llm_exp"
 fi
 

@@ -119,8 +119,12 @@ def read_transcript(path: Path) -> dict[str, str]:
     """utt -> text without spaces; lines with an id but no words are errors naming file:line."""
     if not path.is_file():
         raise LayoutError(f"{path}: transcript file is missing")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LayoutError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     texts: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         parts = line.split(maxsplit=1)
         if not parts:
             continue

@@ -113,7 +113,11 @@ def scan_subset(root: Path, subset: str, case: str) -> tuple[dict[str, tuple[str
             log.warning("%s is missing: %d flac files without transcript skipped", trans, len(flacs))
             counts["audio_without_transcript"] += len(flacs)
             continue
-        for n, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            lines = trans.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise LayoutError(f"{trans}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             parts = line.split(maxsplit=1)
