@@ -216,11 +216,25 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     final = exp / "final"
     assert json.loads((final / "image_x2l.json").read_text())["freeze_encoder"] is True
     scores = json.loads((final / "eval.json").read_text())
-    assert scores["captions"] == 2 and 0 <= scores["exact_match"] <= 1
+    assert scores["pictures"] == 2 and 0 <= scores["exact_match"] <= 1
     assert scores["lm_loss"] > 0 and scores["lm_loss_other_picture"] > 0
     assert len((exp / "train_log.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps of 3 captions
     model = load_image_stage(final)
     assert not any(p.requires_grad for p in model.x2l.encoder.parameters())
+    # BLIP-2-like two runs: contrastive only (no LLM forward), then the caption run starting from it
+    cfg2 = json.loads(cfg.read_text())
+    cfg2["loss"] = {"caption_weight": 0, "contrastive_weight": 1}
+    (tmp_path / "itc.yaml").write_text(json.dumps(cfg2))
+    assert main(["--config", str(tmp_path / "itc.yaml"), "--captions", str(tmp_path / "captions"),
+                 "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(tmp_path / "itc")]) == 0
+    itc = json.loads((tmp_path / "itc" / "final" / "eval.json").read_text())
+    assert set(itc) == {"pictures", "itc_top1", "itc_chance"} and itc["itc_chance"] == 0.5
+    assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "cap"),
+                 "--init", str(tmp_path / "itc" / "final"), "--max-steps", "1"]) == 0
+    cfg2["image_x2l"]["qformer"]["num_queries"] = 5
+    (tmp_path / "other.yaml").write_text(json.dumps(cfg2))
+    assert main(["--config", str(tmp_path / "other.yaml"), "--captions", str(tmp_path / "captions"),
+                 "--exp-dir", str(tmp_path / "e3"), "--init", str(tmp_path / "itc" / "final")]) == 2
     # a config error names the file
     bad = tmp_path / "bad.yaml"
     bad.write_text("image_x2l: {qformer: {queries: 3}}\n")

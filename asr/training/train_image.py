@@ -76,15 +76,22 @@ class ImageStageConfig:
     llm: LlmConfig = field(default_factory=LlmConfig)
     prompt: PromptConfig = field(default_factory=image_prompt_config)
     contrastive_weight: float = 0.0
+    caption_weight: float = 1.0  # 0: contrastive pretraining only (no LLM forward: fast), as BLIP-2's first stage
+
+    def __post_init__(self):
+        if self.caption_weight < 0 or self.contrastive_weight < 0 or self.caption_weight + self.contrastive_weight <= 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0 (caption_weight {self.caption_weight}, "
+                             f"contrastive_weight {self.contrastive_weight})")
 
     @classmethod
     def from_sections(cls, cfg: dict) -> "ImageStageConfig":
         loss = dict(cfg.get("loss") or {})
-        unknown = set(loss) - {"contrastive_weight"}
+        unknown = set(loss) - {"contrastive_weight", "caption_weight"}
         if unknown:
-            raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: ['contrastive_weight'])")
+            raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: ['caption_weight', 'contrastive_weight'])")
         return cls(ImageX2LConfig.from_dict(cfg.get("image_x2l")), LlmConfig.from_dict(cfg.get("llm")),
-                   image_prompt_config(cfg.get("prompt")), float(loss.get("contrastive_weight", 0.0)))
+                   image_prompt_config(cfg.get("prompt")), float(loss.get("contrastive_weight", 0.0)),
+                   float(loss.get("caption_weight", 1.0)))
 
 
 def load_image_config(path: str | Path) -> dict:
@@ -125,7 +132,8 @@ class ImageCaptionModel(nn.Module):
                              f"the LLM {config.llm.name_or_path!r} needs {llm.hidden_size}")
         self.config = dataclasses.replace(config, image_x2l=self.x2l.config)
         if config.contrastive_weight > 0:
-            self.itc_proj = nn.Linear(llm.hidden_size, llm.hidden_size)
+            self.itc_proj = nn.Linear(llm.hidden_size, 256)  # per image position
+            self.itc_text_proj = nn.Linear(llm.hidden_size, 256)  # mean frozen LLM embedding of the caption
             self.itc_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
         self.device = next(self.llm.parameters()).device
         self.cache_prefix = True  # reuse the prompt prefix's keys/values in training
@@ -135,6 +143,7 @@ class ImageCaptionModel(nn.Module):
         self.x2l.to(self.device)
         if config.contrastive_weight > 0:
             self.itc_proj.to(self.device)
+            self.itc_text_proj.to(self.device)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -173,6 +182,22 @@ class ImageCaptionModel(nn.Module):
         """images (B, 3, H, W) in [0, 1]; target_ids (B, L) caption token ids + eos, padded with IGNORE_ID."""
         emb = self.image_embeddings(images)  # (B, Q, H)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]
+        result: dict[str, torch.Tensor] = {}
+        loss = emb.new_zeros(())
+        if self.config.caption_weight > 0:
+            lm_loss, acc = self.caption_loss(emb, targets)
+            loss = loss + self.config.caption_weight * lm_loss
+            result.update(lm_loss=lm_loss.detach(), acc=acc)
+        if self.config.contrastive_weight > 0 and emb.shape[0] > 1:
+            itc, itc_acc = self.contrastive_loss(emb, targets)
+            loss = loss + self.config.contrastive_weight * itc
+            result.update(itc_loss=itc.detach(), itc_acc=itc_acc)
+            if self.config.caption_weight == 0:
+                result["acc"] = itc_acc
+        return {"loss": loss, **result}
+
+    def caption_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen LLM's next-token loss on the captions after the image positions, and its token accuracy."""
         embed = self.llm.get_input_embeddings()
         cache = self._prefix_cache(emb.shape[0])
         batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False, with_prefix=cache is None)
@@ -185,22 +210,22 @@ class ImageCaptionModel(nn.Module):
         gold = batch.labels[:, 1:]
         valid = gold != IGNORE_ID
         acc = ((out.logits[:, :-1].argmax(-1) == gold) & valid).sum().float() / valid.sum().clamp(min=1)
-        result = {"loss": out.loss, "lm_loss": out.loss.detach(), "acc": acc.detach()}
-        if self.config.contrastive_weight > 0 and emb.shape[0] > 1:
-            itc = self.contrastive_loss(emb, targets)
-            result["loss"] = out.loss + self.config.contrastive_weight * itc
-            result["itc_loss"] = itc.detach()
-        return result
+        return out.loss, acc.detach()
 
-    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-        """Symmetric InfoNCE: projected mean image embedding vs mean frozen LLM embedding of the caption."""
+    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric InfoNCE over the batch (BLIP-2's ITC): similarity of a picture and a caption = the best
+        match over the picture's projected positions with the projected mean frozen LLM embedding of the
+        caption's tokens. Returns (loss, share of pictures whose own caption scores highest)."""
         embed = self.llm.get_input_embeddings()
         with torch.no_grad():
             text = torch.stack([embed(torch.tensor(t[:-1] or t, device=self.device)).float().mean(0) for t in targets])
-        img = self.itc_proj(emb.float().mean(1))  # (B, H)
-        logits = F.normalize(img, dim=-1) @ F.normalize(text, dim=-1).T * self.itc_log_scale.exp().clamp(max=100)
+        img = F.normalize(self.itc_proj(emb.float()), dim=-1)  # (B, Q, 256)
+        txt = F.normalize(self.itc_text_proj(text), dim=-1)  # (B, 256)
+        sim = torch.einsum("bqd,cd->bcq", img, txt).amax(-1)  # (B images, B captions)
+        logits = sim * self.itc_log_scale.exp().clamp(max=100)
         labels = torch.arange(len(targets), device=self.device)
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        return loss, (logits.argmax(1) == labels).float().mean().detach()
 
     @torch.no_grad()
     def generate(self, images: torch.Tensor, max_new_tokens: int = 32, num_beams: int = 1) -> list[str]:
@@ -222,7 +247,7 @@ class ImageCaptionModel(nn.Module):
         out_dir = Path(out_dir)
         self.x2l.save_pretrained(out_dir)
         stage = {"llm": asdict(self.config.llm), "prompt": asdict(self.config.prompt),
-                 "contrastive_weight": self.config.contrastive_weight}
+                 "contrastive_weight": self.config.contrastive_weight, "caption_weight": self.config.caption_weight}
         write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
 
 
@@ -322,35 +347,68 @@ class FixedBatchSampler:
 # ---- evaluation and training ------------------------------------------------------------------
 def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_new_tokens: int,
                       batch_size: int = 16) -> dict:
-    """Greedy captions of the first ``num`` captions' pictures: WER against the references, exact matches,
-    and the teacher-forced caption loss with the true pictures and with another caption's picture (the gap
-    says how much the LLM reads the image positions)."""
+    """Scores on the first caption of each of the first ``num`` distinct pictures.
+
+    Caption training (``caption_weight`` > 0): greedy captions (WER against the references, exact
+    matches) and the teacher-forced caption loss with the true picture and with another picture of the
+    batch (the gap says how much the LLM reads the image positions). Contrastive training: the share
+    of pictures whose own caption scores highest among the batch's (``itc_top1``, chance 1/batch).
+    """
     import jiwer
 
     model.eval()
-    idx = list(range(min(num, len(data))))
-    hyps, loss_sum, shuffled_sum, shuffled_n = [], 0.0, 0.0, 0
+    first: dict[int, int] = {}
+    for i, img in enumerate(data.image_of):
+        first.setdefault(img, i)
+    idx = sorted(first.values())[:num]
+    hyps, loss_sum, other_sum, other_n, top1_sum, top1_n = [], 0.0, 0.0, 0, 0.0, 0
     for i in range(0, len(idx), batch_size):
         chunk = idx[i: i + batch_size]
         batch = data.collate(chunk)
+        images = batch["images"].to(model.device)
+        targets = [batch["target_ids"][b, : int(batch["target_lengths"][b])].tolist() for b in range(len(chunk))]
         with torch.no_grad():
-            loss_sum += float(model(batch["images"], batch["target_ids"], batch["target_lengths"])["lm_loss"]) * len(chunk)
-            if len(chunk) > 1:  # control: each caption with another caption's picture (rolled by one in the batch)
-                rolled = batch["images"].roll(1, dims=0)
-                shuffled_sum += float(model(rolled, batch["target_ids"], batch["target_lengths"])["lm_loss"]) * len(chunk)
-                shuffled_n += len(chunk)
-        hyps += model.generate(batch["images"], max_new_tokens=max_new_tokens)
-    refs = [data.texts[i] for i in idx]
-    wer = jiwer.wer(refs, [h if h else "<empty>" for h in hyps]) if refs else float("nan")
-    return {"captions": len(idx), "lm_loss": round(loss_sum / max(1, len(idx)), 4),
-            "lm_loss_other_picture": round(shuffled_sum / shuffled_n, 4) if shuffled_n else None, "wer": round(float(wer), 4),
-            "exact_match": round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
-            "examples": [{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]]}
+            emb = model.image_embeddings(images)
+            if model.config.caption_weight > 0:
+                loss_sum += float(model.caption_loss(emb, targets)[0]) * len(chunk)
+                if len(chunk) > 1:  # control: every caption after the next caption's (different) picture
+                    other_sum += float(model.caption_loss(emb.roll(1, dims=0), targets)[0]) * len(chunk)
+                    other_n += len(chunk)
+            if model.config.contrastive_weight > 0 and len(chunk) > 1:
+                top1_sum += float(model.contrastive_loss(emb, targets)[1]) * len(chunk)
+                top1_n += len(chunk)
+        if model.config.caption_weight > 0:
+            hyps += model.generate(images, max_new_tokens=max_new_tokens)
+    scores: dict = {"pictures": len(idx)}
+    if top1_n:
+        scores.update(itc_top1=round(top1_sum / top1_n, 4), itc_chance=round(1 / min(batch_size, len(idx)), 4))
+    if model.config.caption_weight > 0:
+        refs = [data.texts[i] for i in idx]
+        wer = jiwer.wer(refs, [h if h else "<empty>" for h in hyps]) if refs else float("nan")
+        scores.update(lm_loss=round(loss_sum / max(1, len(idx)), 4),
+                      lm_loss_other_picture=round(other_sum / other_n, 4) if other_n else None, wer=round(float(wer), 4),
+                      exact_match=round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
+                      examples=[{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]])
+    return scores
+
+
+def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
+    """Start from the interface of an earlier run (e.g. contrastive pretraining): same architecture required."""
+    init = ImageX2L.from_pretrained(init_dir, freeze_encoder=False)
+    mine, theirs = asdict(model.x2l.config), asdict(init.config)
+    for key in ("encoder", "qformer", "adapter", "llm_hidden_size"):
+        if mine[key] != theirs[key]:
+            raise ValueError(f"--init {init_dir}: its {key} ({theirs[key]}) differs from this config's ({mine[key]})")
+    model.x2l.load_state_dict(init.state_dict(), strict=False)  # a frozen hf encoder is reloaded from its source
+    log.info("image interface initialised from %s", init_dir)
 
 
 def train(config_path: str | Path, captions: str | Path, valid_captions: str | Path | None, exp_dir: str | Path,
-          overrides: dict | None = None) -> Path:
-    """Train the image interface on a captions dir; returns ``exp_dir/final`` (rerun = resume)."""
+          overrides: dict | None = None, init: str | Path | None = None) -> Path:
+    """Train the image interface on a captions dir; returns ``exp_dir/final`` (rerun = resume).
+
+    ``init``: an earlier image-stage model dir whose interface weights this run starts from (a resumed
+    run takes its own checkpoint instead)."""
     cfg = load_image_config(config_path)
     stage_cfg = ImageStageConfig.from_sections(cfg)
     train_cfg = TrainConfig.from_dict({**(cfg.get("train") or {}), **(overrides or {})})
@@ -360,6 +418,8 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
         torch.set_num_threads(train_cfg.num_threads)
     seed_everything(train_cfg.seed)
     model = ImageCaptionModel(stage_cfg, load_llm(stage_cfg.llm))
+    if init is not None:
+        init_interface(model, init)
     data = CaptionSet(captions, model.prompt)
     sampler = FixedBatchSampler(len(data), train_cfg.max_batch_size, shuffle=True, seed=train_cfg.seed)
     valid_fn, valid = None, None
@@ -385,8 +445,7 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
             model.x2l.load_state_dict(best.state_dict())
             scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
             write_text_atomic(d / "eval.json", json.dumps(scores, indent=1) + "\n")
-            log.info("validation captions: WER %.3f, exact match %.3f on %d", scores["wer"], scores["exact_match"],
-                     scores["captions"])
+            log.info("validation pictures: %s", {k: v for k, v in scores.items() if k != "examples"})
 
     return publish_final(exp_dir, model, finalize)
 
@@ -398,11 +457,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--valid-captions", help="captions dir for validation (best checkpoint, eval.json)")
     ap.add_argument("--exp-dir", required=True, help="output dir (rerun = resume); the model goes to EXP/final")
     ap.add_argument("--max-steps", type=int, help="override train.max_steps")
+    ap.add_argument("--init", help="start from the interface in this model dir (e.g. the contrastive run's final/)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
     try:
-        final = train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides)
+        final = train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides, args.init)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

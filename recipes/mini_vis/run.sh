@@ -6,8 +6,10 @@
 #   0  corpus: scenes -> pictures + sentences -> word-by-word TTS -> Kaldi data dirs
 #      data/{train,dev,test_clean,test_10db,test_5db,test_0db,test_masked} (+ utt2image, word_spans,
 #      masked_words, utt2image_mismatch) and caption lists data/{captions,captions_dev}
-#   1  train: X-LLM image stages 1-2, image encoder + Q-Former + I-Adapter into the frozen LLM on
-#      the captions; the encoder is frozen afterwards                  -> exp/<image tag>/final
+#   1  train: X-LLM image stages 1-2 on the captions, in two runs: (a) image-text contrastive
+#      pretraining of encoder + Q-Former + I-Adapter (no LLM forward)  -> exp/<itc tag>/final
+#      (b) from there, the frozen LLM's caption loss (+ contrastive); the encoder is frozen
+#      afterwards                                                        -> exp/<image tag>/final
 # Not built yet (their numbers are reserved here):
 #   2  speech features, tokens and X-LLM speech stage 1 (CIF ASR) on data/train: the mini recipe's
 #      stages 1-3 run on these data dirs
@@ -24,12 +26,14 @@ stage=0
 stop_stage=1
 nj=2                                         # parallel synthesis jobs
 corpus_config=conf/corpus_quick.yaml         # corpus size and voices (conf/corpus_tiny.yaml: a smoke test)
-image_config=conf/image_smollm2_quick.yaml   # stage 1: image_x2l, llm, prompt, loss, train, eval
+itc_config=conf/image_itc_quick.yaml         # stage 1a: contrastive pretraining ("" skips it)
+image_config=conf/image_smollm2_quick.yaml   # stage 1b: image_x2l, llm, prompt, loss, train, eval
 image_tag=                                   # default: the image config's file name
-__options="stage stop_stage nj corpus_config image_config image_tag"
+__options="stage stop_stage nj corpus_config itc_config image_config image_tag"
 . utils/parse_options.sh
 
 image_exp=exp/${image_tag:-$(basename "$image_config" .yaml)}
+itc_exp=exp/$(basename "${itc_config:-none}" .yaml)
 log() { echo "$(date '+%F %T') [stage $1] $2"; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -39,8 +43,15 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log 1 "image stage (X-LLM image stages 1-2: captions, frozen LLM) -> $image_exp"
+  init=()
+  if [ -n "$itc_config" ]; then
+    log 1 "image stage, run a: contrastive pretraining of the image interface -> $itc_exp"
+    python -m asr.training.train_image --config "$itc_config" --captions data/captions \
+      --valid-captions data/captions_dev --exp-dir "$itc_exp"
+    init=(--init "$itc_exp/final")
+  fi
+  log 1 "image stage, run b: captions through the frozen LLM (X-LLM image stages 1-2) -> $image_exp"
   python -m asr.training.train_image --config "$image_config" --captions data/captions \
-    --valid-captions data/captions_dev --exp-dir "$image_exp"
-  cat "$image_exp/final/eval.json" | head -8
+    --valid-captions data/captions_dev --exp-dir "$image_exp" "${init[@]}"
+  head -12 "$image_exp/final/eval.json"
 fi
