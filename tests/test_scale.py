@@ -305,7 +305,7 @@ def test_stage2_training_with_checkpointing_and_averaging(stage2, tmp_path):
 
     d, stage1_dir, _ = stage2
     config = tmp_path / "s2.yaml"
-    config.write_text("speech_llm:\n  llm: {name_or_path: tiny-glm}\n  adapter: {hidden_dim: 32}\n"
+    config.write_text("speech_llm:\n  llm: {name_or_path: tiny-glm, device: auto}\n  adapter: {hidden_dim: 32}\n"
                       "train: {max_steps: 3, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 300, checkpoint_interval: 1,"
                       " log_interval: 1, num_threads: 1, device: cpu, gradient_checkpointing: true, num_workers: 1}\n")
     exp = tmp_path / "exp"
@@ -318,5 +318,7 @@ def test_stage2_training_with_checkpointing_and_averaging(stage2, tmp_path):
     for k in avg:
         torch.testing.assert_close(avg[k], (c2[k] + c3[k]) / 2, atol=1e-7, rtol=1e-6, msg=k)
     assert (out / "stage1.json").exists() and (out / "speech_llm.json").exists()
+    # trained on train.device (cpu); the model dir keeps the LLM device the config asked for
+    assert json.loads((exp / "final" / "speech_llm.json").read_text())["llm"]["device"] == "auto"
     model = load_speech_llm(out)  # loadable like final/
     assert torch.equal(model.trainable_state_dict()[next(iter(avg))], avg[next(iter(avg))])

@@ -8,6 +8,7 @@ train_log.csv, valid_log.csv, curves.png, best/) and ``final/``: ``speech_llm.js
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -50,9 +51,9 @@ def build_speech_llm(config: dict, stage1_dir: Path, train_cfg: TrainConfig | No
     ``gradient_checkpointing``, activation checkpointing in the LLM (which also turns off the cached
     prompt prefix: its layers are recomputed in the backward pass)."""
     sl_cfg = SpeechLlmConfig.from_dict(config.get("speech_llm", {}))
-    if device is not None:
-        sl_cfg.llm.device = str(device)
-    model = SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(sl_cfg.llm))
+    # the LLM is loaded onto the training device; the saved config keeps the device the user wrote
+    llm_cfg = dataclasses.replace(sl_cfg.llm, device=str(device)) if device is not None else sl_cfg.llm
+    model = SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(llm_cfg))
     if train_cfg is not None and train_cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model.llm)
     return model
