@@ -368,6 +368,7 @@ def test_recipe_configs_parse(recipe):
         if recipe == "aishell":
             assert tok["model_type"] in ("char", "llm"), path
         assert (tok["model_type"] == "llm") == (model.classifier == "tied"), path
+        _one_training_step(c, path)
     families = set()
     for path in stage2:
         c = load_config(path)
@@ -379,6 +380,35 @@ def test_recipe_configs_parse(recipe):
             assert sl.llm.trust_remote_code
     assert {"Qwen/Qwen2.5-1.5B-Instruct", "smollm2-135m-instruct"} <= families
     assert any("chatglm3" in f for f in families) and any("glm-4-9b" in f for f in families)
+
+
+def _one_training_step(config: dict, path: Path) -> None:
+    """The full-size stage-1 model of ``config`` builds and takes a forward/backward step on random input.
+
+    Feature dims: 80 (fbank) or 768 (Whisper-small's encoder); a tied classifier gets Qwen2.5-1.5B's
+    hidden size (1536) with a zero table, as when no LLM is at hand.
+    """
+    import torch
+
+    from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+
+    feat_dim = 80 if config["features"]["type"] == "fbank" else 768
+    extra = {"tied_dim": 1536} if config["model"].get("classifier") == "tied" else {}
+    model_cfg = CifAsrConfig.from_dict({**config["model"], "feat_dim": feat_dim, "vocab_size": 300, **extra})
+    model = CifAsrModel(model_cfg).train()
+    torch.manual_seed(0)
+    frames = 200 if feat_dim == 80 else 50  # 2 s of fbank, or of 25 Hz cached encoder frames
+    feats, lengths = torch.randn(2, frames, feat_dim), torch.tensor([frames, frames - 30])
+    targets, target_lengths = torch.randint(2, 300, (2, 9)), torch.tensor([9, 7])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small ops: one thread is faster on a busy 2-core machine
+    try:
+        out = model(feats, lengths, targets, target_lengths)
+        out["loss"].backward()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(out["loss"]), path
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), path
 
 
 def test_chinese_character_units_round_trip(tmp_path):
