@@ -3,7 +3,7 @@
 # Stages (run a range with --stage N --stop-stage M):
 #   0  data: the official AISHELL-1 layout under --corpus-dir (speaker archives unpacked) -> data/{train,dev,test}
 #   1  features: fbank or frozen-encoder outputs -> dump/<features>/<set>/feats.{ark,scp}; global CMVN
-#   2  tokens: character units (sentencepiece char) from data/train/text
+#   2  units: characters (sentencepiece char) or the LLM's own tokens, from data/train/text
 #   3  train: X-LLM stage 1, encoder + C-Former (CIF) + classifier     -> exp/<tag>/final
 #   4  decode + score: CIF greedy search, CER per test set             -> exp/<tag>/RESULTS.md
 #   5  train: X-LLM stage 2, S-Adapter into the frozen LLM             -> exp/<tag>/<llm tag>/final
