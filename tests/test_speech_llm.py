@@ -15,6 +15,7 @@ import torch
 
 from asr.io_utils import write_table
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+from asr.models.cif_fusion import CifFusion
 from asr.models.llm import LlmConfig, load_llm
 from asr.models.s_adapter import SAdapter, SAdapterConfig
 from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, SpeechLlm, SpeechLlmConfig, assemble, strip_repetition
@@ -188,6 +189,47 @@ def test_batched_generation_equals_one_by_one_and_save_load(dump_dir, tiny_llm, 
     again = SpeechLlm.from_pretrained(tmp_path / "stage2", tmp_path / "stage1")
     assert [r["llm_ids"] for r in again.generate(batch["feats"], batch["feat_lengths"], max_new_extra=4)] == \
         [r["llm_ids"] for r in together]
+
+
+# ---- CIF fusion -----------------------------------------------------------------------------------
+def test_cif_fusion_scores_by_position():
+    # 2 utterances, 3 CIF positions, units: blank, unk, then LLM tokens 10, 11, 12; vocab 16, eos 15
+    logits = torch.randn(2, 3, 5)
+    fusion = CifFusion(logits, torch.tensor([3, 1]), torch.tensor([-1, -1, 10, 11, 12]), eos_id=15, weight=1.0, floor=-50.0)
+    lp = logits.log_softmax(-1)
+    at0 = fusion.vocab_scores(0, 16)  # (B, V)
+    assert torch.allclose(at0[:, [10, 11, 12]], lp[:, 0, 2:])
+    assert torch.allclose(at0[:, 3], lp[:, 0, 1])  # a token outside the units: the CIF <unk> probability
+    assert (at0[:, 15] == -50.0).all()  # eos while positions remain
+    at1 = fusion.vocab_scores(1, 16)
+    assert at1[1, 15] == 0.0 and (at1[1, :15] == -50.0).all()  # utterance 2 has used its one position
+    assert torch.allclose(at1[0, [10, 11, 12]], lp[0, 1, 2:])
+    # beams: rows are utterance-major, each utterance's scores repeated per beam
+    beams = CifFusion(logits, torch.tensor([3, 1]), torch.tensor([-1, -1, 10, 11, 12]), eos_id=15, weight=2.0, num_beams=2)
+    out = beams(torch.zeros(4, 0, dtype=torch.long), torch.zeros(4, 16))
+    assert torch.equal(out[0], out[1]) and torch.equal(out[2], out[3]) and not torch.equal(out[0], out[2])
+    assert torch.allclose(out[0], 2.0 * beams.vocab_scores(0, 16)[0])
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_cif_fusion_weight_moves_the_llm_to_the_cif_hypothesis(dump_dir, tiny_llm, beams):
+    units = load_tokenizer(dump_dir / "units")
+    model = SpeechLlm(speech_config(), stage1_model(units, tiny_llm), tiny_llm).eval()
+    with torch.no_grad():  # a confident stage 1: no near-ties between units for the LLM to break
+        model.stage1.classifier.log_scale += 6.0
+    batch = _batch(dump_dir, model, n=4)
+    with pytest.raises(ValueError, match="units"):
+        model.generate(batch["feats"], batch["feat_lengths"], cif_weight=1.0)
+    model.set_units(units)
+    plain = model.generate(batch["feats"], batch["feat_lengths"], num_beams=beams, max_new_extra=4)
+    assert plain == model.generate(batch["feats"], batch["feat_lengths"], num_beams=beams, max_new_extra=4, cif_weight=0.0)
+    fused = model.generate(batch["feats"], batch["feat_lengths"], num_beams=beams, max_new_extra=4, cif_weight=1000.0)
+    unit_of = {t: u + 2 for u, t in enumerate(units.llm_ids)}
+    kept = [r for r in fused if not r["repetition_cut"]]  # (the random stage 1 repeats itself)
+    assert len(kept) >= 2
+    for r in kept:  # a dominant CIF vote: the CIF hypothesis, token for token (<unk>: a token outside the units)
+        assert [unit_of.get(t, 1) for t in r["llm_ids"]] == r["cif_tokens"]
+    assert any(len(r["llm_ids"]) != len(f["cif_tokens"]) or r["llm_ids"] != f["llm_ids"] for r, f in zip(plain, fused))
 
 
 # ---- stage-2 entry points on real (espeak) speech -------------------------------------------------

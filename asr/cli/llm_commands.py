@@ -34,6 +34,8 @@ def add_decode_llm(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="decode dir to write hyp, hyp_cif, ref, decode_info.json")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--cif-weight", type=float, default=0.0,
+                   help="weight of the stage-1 CIF classifier's vote on each LLM token (0: the LLM alone)")
     p.add_argument("--device", help="cpu | cuda (default: the config's)")
     p.set_defaults(func=run_decode_llm)
 
@@ -42,7 +44,7 @@ def run_decode_llm(args) -> int:
     from asr.decoding.llm_decode import decode_dump_dir
 
     info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, beam_size=args.beam_size,
-                           batch_size=args.batch_size, device=args.device)
+                           batch_size=args.batch_size, device=args.device, cif_weight=args.cif_weight)
     print(json.dumps(info))
     return 0
 

@@ -29,7 +29,7 @@ from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
 
 def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, beam_size: int = 1,
-                    batch_size: int = 8, device: str | None = None) -> dict:
+                    batch_size: int = 8, device: str | None = None, cif_weight: float = 0.0) -> dict:
     model_dir, dump_dir, out_dir = Path(model_dir), Path(dump_dir), Path(out_dir)
     model = load_speech_llm(model_dir, device=device)
     stage1_dir = stage1_dir_of(model_dir)
@@ -44,7 +44,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     for batch in tqdm(sampler.batches, desc=f"llm decode {dump_dir.name}", mininterval=10):
         utts = [ids[i] for i in batch]
         feats, lengths = pad_features([kaldiio.load_mat(feats_scp[u]) for u in utts])
-        for utt, res in zip(utts, model.generate(feats, lengths, num_beams=beam_size)):
+        for utt, res in zip(utts, model.generate(feats, lengths, num_beams=beam_size, cif_weight=cif_weight)):
             cif_text = units.decode(res["cif_tokens"])
             cif_hyps[utt] = cif_text
             stats["speech_positions"] += max(1, len(res["cif_tokens"]))
@@ -60,7 +60,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     write_refs(dump_dir, out_dir, list(hyps))
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
-        "model_dir": str(model_dir), "utts": len(hyps), "beam_size": beam_size, "batch_size": batch_size,
+        "model_dir": str(model_dir), "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
         "audio_seconds": round(audio_s, 2), "decode_seconds": round(elapsed, 2),
         "rtf": round(elapsed / max(audio_s, 1e-9), 4),
         "llm_positions_per_second": round(stats["speech_positions"] / max(audio_s, 1e-9), 3),

@@ -7,6 +7,11 @@ the audio, so no chunk is shorter than ``min_seconds`` unless the whole file is)
 within ``tolerance_db`` of the quietest one there, the longest run wins and the cut goes to its
 middle, i.e. into the middle of the longest pause near the length limit. Chunks are contiguous:
 together they cover every sample exactly once.
+
+:func:`speech_chunks` first drops long stretches of near-silence (digital silence, a muted
+microphone: frames far below both -55 dBFS and the file's loud frames), then cuts each remaining
+region as above. A recognizer never sees a long silent stretch, where CIF weights are least
+reliable, so no token is placed inside it and the words after it are timed after it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import math
 
 import numpy as np
 import torch
+
+DIGITAL_SILENCE_DBFS = -90.0
 
 
 def frame_energies_db(wave: torch.Tensor, frame: int) -> np.ndarray:
@@ -64,3 +71,46 @@ def split_on_silence(wave: torch.Tensor, sample_rate: int, max_seconds: float = 
         start = cut
     spans.append((start, n))
     return spans
+
+
+def speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0, pad: float = 0.1,
+                   frame_ms: float = 25.0, quiet_dbfs: float = -55.0, below_loud_db: float = 40.0) -> list[tuple[int, int]]:
+    """Sample spans ``[(start, end), ...]`` of ``wave`` (N,) left after removing pauses.
+
+    A frame is quiet when its energy is under both ``quiet_dbfs`` and the file's 95th-percentile
+    frame energy minus ``below_loud_db``, or under -90 dBFS (digital silence); runs of quiet frames of at least ``min_pause`` seconds are
+    pauses. Each region keeps ``pad`` seconds of its pauses on either side. A wave without any
+    pause is one region; a wave that is all pause has none.
+    """
+    n = wave.shape[0]
+    frame = max(1, int(round(frame_ms * sample_rate / 1000)))
+    energy = frame_energies_db(wave, frame)
+    if not len(energy):
+        return []
+    threshold = min(quiet_dbfs, float(np.percentile(energy, 95)) - below_loud_db)
+    quiet = (energy < threshold) | (energy < DIGITAL_SILENCE_DBFS)
+    edges = np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # quiet runs, in frames
+    min_frames, pad_samples = max(1, int(round(min_pause * 1000 / frame_ms))), int(pad * sample_rate)
+    regions, start = [], 0
+    for qs, qe in zip(starts, ends):
+        if qe - qs < min_frames:
+            continue
+        ps, pe = int(qs) * frame, min(n, int(qe) * frame)  # the pause, in samples
+        middle = (ps + pe) // 2
+        if ps > 0:
+            regions.append((start, min(ps + pad_samples, middle)))
+        start = max(pe - pad_samples, middle) if pe < n else n
+    if start < n:
+        regions.append((start, n))
+    return regions
+
+
+def speech_chunks(wave: torch.Tensor, sample_rate: int, max_seconds: float = 20.0, min_seconds: float = 1.0,
+                  min_pause: float = 1.0) -> list[tuple[int, int]]:
+    """:func:`speech_regions`, each cut by :func:`split_on_silence` into chunks of at most ``max_seconds``."""
+    chunks = []
+    for start, end in speech_regions(wave, sample_rate, min_pause=min_pause):
+        chunks += [(start + s, start + e) for s, e in split_on_silence(wave[start:end], sample_rate, max_seconds,
+                                                                         min(min_seconds, max_seconds))]
+    return chunks

@@ -2,7 +2,7 @@
 
     collect_inputs        files, directories (recursively) and Kaldi wav.scp files -> named sources
     load_recognizer       a model dir -> a Recognizer (stage-1 CIF model, or an exported speech LLM)
-    transcribe_inputs     read each source at the recognizer's rate, cut it at quiet points
+    transcribe_inputs     read each source at the recognizer's rate, drop long pauses, cut it at quiet points
                           (asr.decoding.segmenter), run the chunks of several files together in
                           batches sorted by length, and yield each file's Transcript (or its AudioError)
 
@@ -24,7 +24,7 @@ from asr.data.audio import AUDIO_EXTENSIONS, AudioError, read_audio
 from asr.data.datadir import read_table
 from asr.decoding.cif_greedy import load_recognizer as load_cif_model
 from asr.decoding.hypothesis import Hypothesis, Recognizer, words_from_pieces
-from asr.decoding.segmenter import split_on_silence
+from asr.decoding.segmenter import speech_chunks
 from asr.decoding.writers import Segment, Transcript
 from asr.features.extractors import build_extractor
 from asr.training.data import pad_features
@@ -165,7 +165,7 @@ class CifRecognizer:
 class _Pending:
     item: AudioInput
     wave: torch.Tensor  # (N,) at the recognizer's rate
-    spans: list[tuple[int, int]]  # chunk boundaries in samples (split_on_silence)
+    spans: list[tuple[int, int]]  # chunk boundaries in samples (speech_chunks: long pauses left out)
 
 
 def _decode_pool(recognizer: Recognizer, pool: list[_Pending], batch_size: int, progress) -> Iterator[tuple[AudioInput, Transcript]]:
@@ -202,7 +202,7 @@ def transcribe_inputs(recognizer: Recognizer, inputs: list[AudioInput], batch_si
         except AudioError as exc:
             yield item, exc
             continue
-        pool.append(_Pending(item, wave, split_on_silence(wave, rate, chunk_seconds, min(1.0, chunk_seconds))))
+        pool.append(_Pending(item, wave, speech_chunks(wave, rate, chunk_seconds, min(1.0, chunk_seconds))))
         if progress is not None:
             progress.total += len(pool[-1].spans)
             progress.refresh()

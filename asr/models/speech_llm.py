@@ -10,7 +10,9 @@
 The prompt is the LLM tokenizer's chat template where it has one (a user turn holding the
 instruction and the speech, then the assistant turn), else plain text; the same code path serves
 the GLM family, SmolLM2 and any causal LM. Decoding: batched ``generate`` on left-padded input
-embeddings with beam search, KV cache and a token budget bounded by the CIF token count.
+embeddings with beam search, KV cache and a token budget bounded by the CIF token count; with
+LLM-token units the stage-1 classifier can vote on each output token (``cif_weight``, see
+:mod:`asr.models.cif_fusion`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asr.models.cif_fusion import CifFusion, unit_llm_id_table
 from asr.io_utils import save_config_and_weights
 from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.s_adapter import SAdapter, SAdapterConfig
+from asr.tokenizer import load_tokenizer
 
 IGNORE_ID = -100
 SPEECH_SLOT = "\x00SPEECH\x00"  # where the speech embeddings go in the rendered prompt
@@ -159,6 +163,7 @@ class SpeechLlm(nn.Module):
         self.device = next(self.llm.parameters()).device
         self.cache_prefix = True  # reuse the prompt prefix's keys/values in training (frozen LLM only)
         self._prefix_kv = None
+        self.unit_llm_ids: torch.Tensor | None = None  # (U,) LLM token id per stage-1 unit, for CIF fusion
         # transformers renamed forward's `past_key_values` to `cache` (5.2x); use what this version takes
         self._cache_arg = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
         self.stage1.to(self.device)
@@ -181,6 +186,11 @@ class SpeechLlm(nn.Module):
         if missing:
             raise ValueError(f"checkpoint lacks trainable tensors: {sorted(missing)[:5]}...")
         self.load_state_dict(state, strict=False)
+
+    def set_units(self, units) -> None:
+        """Stage-1 units that are LLM tokens (:class:`asr.tokenizer.LlmUnits`) make CIF fusion possible;
+        other units (sentencepiece) leave it off."""
+        self.unit_llm_ids = unit_llm_id_table(units) if hasattr(units, "llm_ids") else None
 
     # ---- speech -> LLM input embeddings --------------------------------------------------------
     def speech_embeddings(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[list[torch.Tensor], dict]:
@@ -229,16 +239,27 @@ class SpeechLlm(nn.Module):
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, feats: torch.Tensor, feat_lengths: torch.Tensor, num_beams: int = 1,
-                 max_new_factor: float = 1.5, max_new_extra: int = 8) -> list[dict]:
-        """Transcribe a batch. Per utterance: text, LLM token ids, the stage-1 CIF result and flags."""
+                 max_new_factor: float = 1.5, max_new_extra: int = 8, cif_weight: float = 0.0) -> list[dict]:
+        """Transcribe a batch. Per utterance: text, LLM token ids, the stage-1 CIF result and flags.
+
+        ``cif_weight`` > 0 adds that times the CIF classifier's log-probability of each token at its
+        position (needs LLM-token units: :meth:`set_units`)."""
         speech, rec = self.speech_embeddings(feats, feat_lengths)
         batch = assemble(self.llm.get_input_embeddings(), self.prompt, speech, None, left_pad=True)
         # each utterance's token budget follows its own CIF count; the batch runs to the largest
         budgets = [int(math.ceil(max_new_factor * int(n))) + max_new_extra for n in rec["token_lengths"]]
         budget = max(budgets)
+        processors = []
+        if cif_weight:
+            if self.unit_llm_ids is None:
+                raise ValueError("cif_weight needs a stage-1 model whose units are this LLM's tokens "
+                                 "(tokenizer model_type: llm); this one's are not")
+            processors.append(CifFusion(rec["logits"], rec["token_lengths"], self.unit_llm_ids, self.prompt.eos_id,
+                                        cif_weight, num_beams=num_beams))
         out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                                 max_new_tokens=budget, num_beams=num_beams, do_sample=False,
-                                eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id)
+                                eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id,
+                                logits_processor=processors or None)
         results = []
         for b in range(out.shape[0]):
             ids = out[b, : budgets[b]].tolist()
@@ -265,6 +286,10 @@ class SpeechLlm(nn.Module):
         config = SpeechLlmConfig.from_dict(d)
         model = cls(config, CifAsrModel.from_pretrained(stage1_dir), load_llm(config.llm))
         model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
+        try:
+            model.set_units(load_tokenizer(Path(stage1_dir) / "tokenizer"))
+        except FileNotFoundError:  # a bare stage-1 dir: decoding works, CIF fusion does not
+            model.unit_llm_ids = None
         return model.eval()
 
 
