@@ -1,6 +1,8 @@
 """``asr export``: one self-contained dir that ``asr transcribe --model`` loads.
 
-    <out>/export.json        {"kind": "speech_llm" | "cif", "llm": <LLM reference>, "format": 1}
+    <out>/export.json        {"kind": "speech_llm" | "cif", "llm": <LLM reference>, "format": 1,
+                              "decode": {"beam_size": B, "cif_weight": W}}  (the defaults of
+                              ``asr transcribe``: set them to what scored best on dev)
     <out>/stage1/            the stage-1 model dir: encoder + C-Former weights, config, tokenizer,
                              feature description (feat_info.json)
     <out>/speech_llm.json    (speech_llm) adapter, prompt and LLM configs
@@ -22,10 +24,16 @@ from asr.training.train_speech_llm import stage1_dir_of, write_stage1_link
 
 EXPORT_FILE = "export.json"
 FORMAT = 1
+DECODE_DEFAULTS = {"beam_size": 1, "cif_weight": 0.0}
 
 
-def export_model(model_dir: Path, out: Path) -> Path:
+def export_model(model_dir: Path, out: Path, decode: dict | None = None) -> Path:
+    """``decode``: decoding defaults for the speech LLM (``beam_size``, ``cif_weight``)."""
     model_dir = Path(model_dir)
+    decode = {**DECODE_DEFAULTS, **(decode or {})}
+    unknown = set(decode) - set(DECODE_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown decoding options {sorted(unknown)}; known: {sorted(DECODE_DEFAULTS)}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if (model_dir / "speech_llm.json").is_file():
@@ -35,7 +43,7 @@ def export_model(model_dir: Path, out: Path) -> Path:
             shutil.copyfile(model_dir / name, tmp / name)
         write_stage1_link(tmp, "stage1")  # relative: the dir can be moved
         llm = json.loads((model_dir / "speech_llm.json").read_text())["llm"]["name_or_path"]
-        doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT}
+        doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT, "decode": decode}
     elif (model_dir / "model.pt").is_file() and (model_dir / "feat_info.json").is_file():
         shutil.copytree(model_dir, tmp)
         doc = {"kind": "cif", "llm": None, "format": FORMAT}

@@ -276,7 +276,8 @@ def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
     assert info["llm_positions_per_second"] > 0 and info["encoder_frames_per_second"] > 0
 
     exported = export_model(final, tmp_path / "model")
-    assert json.loads((exported / "export.json").read_text())["kind"] == "speech_llm"
+    doc = json.loads((exported / "export.json").read_text())
+    assert doc["kind"] == "speech_llm" and doc["decode"] == {"beam_size": 1, "cif_weight": 0.0}
     wav = next(p for p in (espeak_dir / "wav.scp").read_text().split() if p.endswith(".wav"))
     out = tmp_path / "out"
     proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "transcribe", "--model", str(exported), "-o", str(out),

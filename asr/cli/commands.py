@@ -110,6 +110,12 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-dir", help="dump dir for validation")
     p.add_argument("--tokenizer", required=True, help="sentencepiece .model")
     p.add_argument("--exp-dir", required=True, help="output dir; rerunning resumes from its newest checkpoint")
+    add_train_overrides(p)
+    p.set_defaults(func=run_train)
+
+
+def add_train_overrides(p: argparse.ArgumentParser) -> None:
+    """Options of every training command that override its config's ``train`` section."""
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--max-epochs", type=int, help="override train.max_epochs")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="override train.precision (fp16: CUDA only)")
@@ -117,10 +123,9 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accum-grad", type=int, help="override train.accum_grad")
     p.add_argument("--device", help="override train.device: auto | cpu | cuda (under torchrun: GPU LOCAL_RANK)")
     p.epilog = "Several GPUs or machines: run under torchrun (docs/distributed.md)."
-    p.set_defaults(func=run_train)
 
 
-def _train_overrides(args) -> dict:
+def train_overrides(args) -> dict:
     names = ("max_steps", "max_epochs", "precision", "num_workers", "accum_grad", "device")
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
@@ -129,7 +134,7 @@ def run_train(args) -> int:
     from asr.training import distributed as dist
     from asr.training.train_cif import train
 
-    final = train(args.config, args.train_dir, args.valid_dir, args.tokenizer, args.exp_dir, _train_overrides(args))
+    final = train(args.config, args.train_dir, args.valid_dir, args.tokenizer, args.exp_dir, train_overrides(args))
     if dist.is_main():
         print(f"model written to {final}")
     return 0
@@ -225,7 +230,9 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
                    help="json: segments, word and token times; srt/vtt/tsv: timed cues (default: all)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     p.add_argument("--batch-size", type=int, default=8, help="audio chunks decoded together (default: 8)")
-    p.add_argument("--beam-size", type=int, default=1, help="beam size of the speech LLM; CIF decoding is greedy and ignores it")
+    p.add_argument("--beam-size", type=int, help="beam size of the speech LLM (default: the export's); CIF decoding is greedy")
+    p.add_argument("--cif-weight", type=float,
+                   help="weight of the stage-1 CIF vote on each LLM token (default: the export's; 0: the LLM alone)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
     p.add_argument("--verbose", dest="print_transcripts", action="store_true", help="print each transcript as it is done")
@@ -247,7 +254,7 @@ def run_transcribe(args) -> int:
     if args.batch_size < 1 or args.chunk_seconds <= 0:
         raise ValueError("--batch-size and --chunk-seconds must be positive")
     inputs = collect_inputs(args.audio, args.wav_scp)
-    recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size)
+    recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size, cif_weight=args.cif_weight)
     start, audio_seconds, failed = time.perf_counter(), 0.0, 0
     with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1) as bar:
         for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar):

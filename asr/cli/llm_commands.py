@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from asr.cli.commands import add_train_overrides, train_overrides
+
 
 # ---- train-llm ----------------------------------------------------------------------------------
 def add_train_llm(p: argparse.ArgumentParser) -> None:
@@ -14,16 +16,17 @@ def add_train_llm(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-dir", required=True, help="dump dir of the training set (feats.scp, text)")
     p.add_argument("--valid-dir", help="dump dir for validation after each epoch")
     p.add_argument("--exp-dir", required=True, help="output dir; a rerun resumes from its newest checkpoint")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    add_train_overrides(p)
     p.set_defaults(func=run_train_llm)
 
 
 def run_train_llm(args) -> int:
+    from asr.training import distributed as dist
     from asr.training.train_speech_llm import train
 
-    overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
-    final = train(args.config, args.stage1, args.train_dir, args.valid_dir, args.exp_dir, overrides)
-    print(f"stage-2 model: {final}")
+    final = train(args.config, args.stage1, args.train_dir, args.valid_dir, args.exp_dir, train_overrides(args))
+    if dist.is_main():
+        print(f"stage-2 model: {final}")
     return 0
 
 
@@ -53,13 +56,15 @@ def run_decode_llm(args) -> int:
 def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", required=True, help="stage-2 model dir (exp/<tag>/final) or a stage-1 one")
     p.add_argument("--out", required=True, help="the self-contained dir `asr transcribe --model` loads")
+    p.add_argument("--beam-size", type=int, default=1, help="decoding default recorded for `asr transcribe`")
+    p.add_argument("--cif-weight", type=float, default=0.0, help="decoding default recorded for `asr transcribe`")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
     from asr.export import export_model
 
-    out = export_model(Path(args.model_dir), Path(args.out))
+    out = export_model(Path(args.model_dir), Path(args.out), {"beam_size": args.beam_size, "cif_weight": args.cif_weight})
     print(f"exported: {out}")
     return 0
 

