@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -421,7 +422,9 @@ def apply_lora(model, settings: LoraSettings, family: str):
         lora_dropout=settings.dropout,
         target_modules=list(targets),
     )
-    return get_peft_model(model, lora_config)
+    with warnings.catch_warnings():  # peft 0.21 asks for transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora_config)
 
 
 def load_llm(config: LlmConfig) -> LoadedLlm:
