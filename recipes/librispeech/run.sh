@@ -45,7 +45,7 @@ tag = ftype if ftype == "fbank" else f"{ftype}_{str(opts.get('model', 'packaged'
 print(f"feat_type={shlex.quote(ftype)} feat_tag={shlex.quote(tag)}")
 print(f"batch_frames={int((c.get('decode') or {}).get('batch_frames', 40000))}")
 d = l.get("decode") or {}
-print(f"beam_size={int(d.get('beam_size', 1))} batch_size={int(d.get('batch_size', 8))}")
+print(f"beam_size={int(d.get('beam_size', 1))} batch_size={int(d.get('batch_size', 8))} cif_weight={float(d.get('cif_weight', 0.0))}")
 EOF
 )
 eval "$settings"
@@ -109,10 +109,10 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
 fi
 
 if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
-  log 6 "LLM decoding (beam $beam_size)"
+  log 6 "LLM decoding (beam $beam_size, CIF weight $cif_weight)"
   for set in $test_sets; do
     asr decode-llm --model-dir "$llm_exp/final" --data-dir "$dump/$set" --out-dir "$llm_exp/decode_llm_$set" \
-      --beam-size "$beam_size" --batch-size "$batch_size"
+      --beam-size "$beam_size" --batch-size "$batch_size" --cif-weight "$cif_weight"
   done
 fi
 
@@ -127,5 +127,5 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
     done
   done
   asr results --format markdown --out "$exp/RESULTS.md" "${dirs[@]}"
-  asr export --model-dir "$llm_exp/final" --out "$llm_exp/model"
+  asr export --model-dir "$llm_exp/final" --out "$llm_exp/model" --beam-size "$beam_size" --cif-weight "$cif_weight"
 fi
