@@ -144,16 +144,17 @@ speech_llm:
   llm: {name_or_path: tiny-glm}
   adapter: {mode: MODE, hidden_dim: 32}
 train: {max_epochs: 1, max_steps: 3, lr: 0.002, warmup_steps: 1, max_frames_per_batch: 3000, checkpoint_interval: 2, log_interval: 1}
-decode: {beam_size: 2, batch_size: 4}
+decode: {beam_size: 2, batch_size: 4, cif_weight: CIF_WEIGHT}
 """
 
 
-def _run_recipe(name: str, work: Path, corpus: Path, adapter_mode: str, model_cfg: str, extra: list[str]) -> subprocess.CompletedProcess:
+def _run_recipe(name: str, work: Path, corpus: Path, adapter_mode: str, model_cfg: str, extra: list[str],
+                cif_weight: float = 0.0) -> subprocess.CompletedProcess:
     for item in ("run.sh", "path.sh", "utils", "local", "conf"):
         src = RECIPES / name / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item)
     (work / "conf" / "tiny.yaml").write_text(model_cfg)
-    (work / "conf" / "tiny_llm.yaml").write_text(TINY_LLM.replace("MODE", adapter_mode))
+    (work / "conf" / "tiny_llm.yaml").write_text(TINY_LLM.replace("MODE", adapter_mode).replace("CIF_WEIGHT", str(cif_weight)))
     cmd = ["bash", "run.sh", "--nj", "1", "--corpus-dir", str(corpus), "--config", "conf/tiny.yaml",
            "--llm-config", "conf/tiny_llm.yaml", *extra]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=ENV, timeout=900)
@@ -170,7 +171,7 @@ def libri_run(tmp_path_factory):
     # train-* subsets found automatically; one evaluation subset named (dev-clean is in the tree but left
     # out), so --test-sets auto must resolve to test_clean alone (one decoded set keeps the test short)
     return work, corpus, _run_recipe("librispeech", work, corpus, "expected_embedding", TINY_LIBRI,
-                                     ["--test-subsets", "test-clean", "--valid-set", "test_clean"])
+                                     ["--test-subsets", "test-clean", "--valid-set", "test_clean"], cif_weight=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -211,8 +212,10 @@ def _check_stages(work: Path, sets: list[str], test_sets: list[str], metric: str
             assert (d / metric.lower()).read_text().startswith(f"%{metric} ")
             assert json.loads((d / "scores.json").read_text())["unit"] == ("char" if metric == "CER" else "word")
             assert str(d.relative_to(work)) in table
-    exported = llm_exp / "model"
-    assert json.loads((exported / "export.json").read_text())["kind"] == "speech_llm"
+    exported = json.loads((llm_exp / "model" / "export.json").read_text())
+    assert exported["kind"] == "speech_llm"
+    cif_weight = json.loads((llm_exp / f"decode_llm_{test_sets[0]}" / "decode_info.json").read_text())["cif_weight"]
+    assert exported["decode"] == {"beam_size": 2, "cif_weight": cif_weight}  # the LLM config's decode section
 
 
 # ---- LibriSpeech ----------------------------------------------------------------------------------------
@@ -240,6 +243,8 @@ def test_librispeech_stage0_data_dirs(libri_run):
 def test_librispeech_all_stages(libri_run):
     work, _, proc = libri_run
     _check_stages(work, ["train", "test_clean"], ["test_clean"], "WER")
+    info = json.loads((work / "exp/tiny/tiny_llm/decode_llm_test_clean/decode_info.json").read_text())
+    assert info["cif_weight"] == 1.0  # LLM-token units: stage 6 decodes with CIF fusion
     assert not (work / "exp/tiny/decode_cif_dev_clean").exists()
     units = json.loads((work / "exp/tiny/tokenizer/units.llm/units.json").read_text())
     assert units["llm"] == "tiny-glm"

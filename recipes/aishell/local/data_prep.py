@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -42,10 +41,9 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import soundfile as sf  # noqa: E402
 
-from asr.data.datadir import DataDir, validate_data_dir  # noqa: E402
-from asr.io_utils import write_table, write_text_atomic  # noqa: E402
+from asr.data.prep import audio_durations, write_data_dir  # noqa: E402
+from asr.io_utils import write_text_atomic  # noqa: E402
 
 log = logging.getLogger("aishell_data_prep")
 
@@ -158,55 +156,6 @@ def scan_set(wav_dir: Path, name: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def _duration(path: str) -> tuple[str, float | str]:
-    try:
-        info = sf.info(path)
-        return path, info.frames / info.samplerate
-    except Exception as exc:  # noqa: BLE001 - reported per file
-        return path, f"{type(exc).__name__}: {exc}"
-
-
-def durations(paths: list[str], nj: int) -> dict[str, float | str]:
-    if nj > 1 and len(paths) > 200:
-        with mp.Pool(nj) as pool:
-            return dict(pool.imap_unordered(_duration, paths, chunksize=256))
-    return dict(map(_duration, paths))
-
-
-def write_data_dir(out: Path, audio: dict[str, tuple[str, str]], texts: dict[str, str], durs: dict) -> dict:
-    """One data dir (utterances with audio and transcript) built in a temp dir, validated, renamed."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    d = DataDir(tmp)
-    utt2dur, unreadable = {}, {}
-    for utt, (path, spk) in audio.items():
-        if utt not in texts:
-            continue
-        dur = durs[path]
-        if isinstance(dur, str) or dur <= 0:
-            unreadable[utt] = dur if isinstance(dur, str) else "no samples"
-            continue
-        d.wav_scp[utt], d.utt2spk[utt], d.text[utt] = path, spk, texts[utt]
-        utt2dur[utt] = f"{dur:.3f}"
-    if not d.utt2spk:
-        raise LayoutError(f"{out.name}: no readable utterance with a transcript")
-    d.write()
-    write_table(tmp / "utt2dur", utt2dur)
-    validate_data_dir(tmp)
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    for utt, why in sorted(unreadable.items())[:5]:
-        log.warning("%s: skipped %s: unreadable audio (%s)", out.name, utt, why)
-    hours = sum(float(v) for v in utt2dur.values()) / 3600
-    log.info("%s: %d utterances, %d speakers, %.2f h", out, len(d.utt2spk), len(set(d.utt2spk.values())), hours)
-    return {"utterances": len(d.utt2spk), "speakers": len(set(d.utt2spk.values())), "hours": round(hours, 3),
-            "audio_without_transcript": sum(1 for u in audio if u not in texts), "unreadable_audio": len(unreadable)}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus-dir", required=True, help="folder holding data_aishell/ (or data_aishell.tgz)")
@@ -227,12 +176,17 @@ def main(argv: list[str] | None = None) -> int:
         texts = read_transcript(root / TRANSCRIPT)
         audio = {name: scan_set(wav_dir, name) for name in args.sets}
         all_paths = sorted(path for found in audio.values() for path, _ in found.values())
-        durs = durations(all_paths, args.nj)
+        durs = audio_durations(all_paths, args.nj)
         summary: dict = {"corpus": str(root.resolve()), "transcript_lines": len(texts), "data_dirs": {}}
         for name in args.sets:
-            summary["data_dirs"][name] = write_data_dir(data / name, audio[name], texts, durs)
-            log.info("%s: skipped %d audio files without a transcript line", name,
-                     summary["data_dirs"][name]["audio_without_transcript"])
+            utts = {u: (path, spk, texts[u]) for u, (path, spk) in audio[name].items() if u in texts}
+            try:
+                stats = write_data_dir(data / name, utts, durs)
+            except ValueError as exc:
+                raise LayoutError(str(exc)) from None
+            stats["audio_without_transcript"] = len(audio[name]) - len(utts)
+            summary["data_dirs"][name] = stats
+            log.info("%s: skipped %d audio files without a transcript line", name, stats["audio_without_transcript"])
         if set(args.sets) == set(SETS):
             with_audio = {u for found in audio.values() for u in found}
             summary["transcript_without_audio"] = sum(1 for u in texts if u not in with_audio)

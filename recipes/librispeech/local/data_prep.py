@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -40,10 +38,9 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-import soundfile as sf  # noqa: E402
 
-from asr.data.datadir import DataDir, validate_data_dir  # noqa: E402
-from asr.io_utils import write_table, write_text_atomic  # noqa: E402
+from asr.data.prep import audio_durations, write_data_dir  # noqa: E402
+from asr.io_utils import write_text_atomic  # noqa: E402
 
 log = logging.getLogger("librispeech_data_prep")
 
@@ -140,60 +137,11 @@ def scan_subset(root: Path, subset: str, case: str) -> tuple[dict[str, tuple[str
     return utts, counts
 
 
-def _duration(path: str) -> tuple[str, float | str]:
+def _write(out: Path, utts: dict, durs: dict, spk2gender: dict | None) -> dict:
     try:
-        info = sf.info(path)
-        return path, info.frames / info.samplerate
-    except Exception as exc:  # noqa: BLE001 - reported per file
-        return path, f"{type(exc).__name__}: {exc}"
-
-
-def durations(paths: list[str], nj: int) -> dict[str, float | str]:
-    """flac path -> duration in seconds (or an error message), read from the file headers."""
-    if nj > 1 and len(paths) > 200:
-        with mp.Pool(nj) as pool:
-            return dict(pool.imap_unordered(_duration, paths, chunksize=256))
-    return dict(map(_duration, paths))
-
-
-def write_data_dir(out: Path, utts: dict[str, tuple[str, str, str]], durs: dict, genders: dict[str, str]) -> dict:
-    """Write one data dir atomically (temp dir, validate, rename); unreadable files are left out."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    d = DataDir(tmp)
-    unreadable = {}
-    utt2dur = {}
-    for utt, (path, spk, text) in utts.items():
-        dur = durs[path]
-        if isinstance(dur, str) or dur <= 0:
-            unreadable[utt] = dur if isinstance(dur, str) else "no samples"
-            continue
-        d.wav_scp[utt], d.utt2spk[utt], d.text[utt] = path, spk, text
-        utt2dur[utt] = f"{dur:.3f}"
-    if not d.utt2spk:
-        raise LayoutError(f"no readable utterance with a transcript for {out.name}")
-    d.write()
-    write_table(tmp / "utt2dur", utt2dur)
-    if genders:
-        spk_gender = {spk: genders.get(spk.split("-")[0], "") for spk in set(d.utt2spk.values())}
-        unknown = sorted(s for s, g in spk_gender.items() if not g)
-        if unknown:
-            log.warning("%s: %d speakers not in SPEAKERS.TXT (first %s): no spk2gender", out.name, len(unknown), unknown[0])
-        else:
-            write_table(tmp / "spk2gender", spk_gender)
-    validate_data_dir(tmp)
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    for utt, why in sorted(unreadable.items())[:5]:
-        log.warning("%s: skipped %s: unreadable audio (%s)", out.name, utt, why)
-    hours = sum(float(v) for v in utt2dur.values()) / 3600
-    log.info("%s: %d utterances, %d speakers, %.2f h", out, len(d.utt2spk), len(set(d.utt2spk.values())), hours)
-    return {"utterances": len(d.utt2spk), "speakers": len(set(d.utt2spk.values())), "hours": round(hours, 3),
-            "unreadable_audio": len(unreadable)}
+        return write_data_dir(out, utts, durs, spk2gender)
+    except ValueError as exc:
+        raise LayoutError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,17 +177,19 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s: %d utterances with audio and transcript; skipped: %s", subset, len(utts),
                      ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
         all_paths = sorted({path for utts in scanned.values() for path, _, _ in utts.values()})
-        durs = durations(all_paths, args.nj)
+        durs = audio_durations(all_paths, args.nj)
+        spk2gender = {spk: genders.get(spk.split("-")[0], "") for utts in scanned.values() for _, spk, _ in utts.values()} \
+            if genders else None
         train: dict[str, tuple[str, str, str]] = {}
         for subset in train_subsets:
             clash = set(train) & set(scanned[subset])
             if clash:
                 raise LayoutError(f"{root / subset}: utterance {sorted(clash)[0]!r} also in another training subset")
             train.update(scanned[subset])
-        summary["data_dirs"][args.train_name] = write_data_dir(data / args.train_name, train, durs, genders)
+        summary["data_dirs"][args.train_name] = _write(data / args.train_name, train, durs, spk2gender)
         for subset in test_subsets:
             name = subset.replace("-", "_")
-            summary["data_dirs"][name] = write_data_dir(data / name, scanned[subset], durs, genders)
+            summary["data_dirs"][name] = _write(data / name, scanned[subset], durs, spk2gender)
     except LayoutError as exc:
         print(f"data_prep.py: error: {exc}", file=sys.stderr)
         return 1
