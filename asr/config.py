@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import yaml
@@ -17,15 +18,28 @@ import yaml
 SECTIONS = ("features", "tokenizer", "model", "train", "decode", "speech_llm")
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path, sections: tuple[str, ...] = SECTIONS) -> dict:
+    """A YAML config as a dict of sections; any other top-level key is an error naming the file."""
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the config: {exc}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(config).__name__}")
-    unknown = set(config) - set(SECTIONS)
+    unknown = set(config) - set(sections)
     if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {list(SECTIONS)}")
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {list(sections)}")
     return config
+
+
+def dataclass_from_dict(cls, d: dict | None, where: str):
+    """Build dataclass ``cls`` from a dict, rejecting keys it does not have (``where`` names the section)."""
+    d = dict(d or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(known)})")
+    return cls(**d)

@@ -289,7 +289,7 @@ def test_gradient_checkpointing_reaches_the_llm(stage2):
         assert _checkpointing(model.llm) is flag
         model.train()
         assert model.llm.training is flag  # checkpointing acts in train mode only; a frozen LLM stays in eval otherwise
-        assert (model._prefix_cache(2) is None) is flag  # recomputed layers cannot use the cached prompt prefix
+        assert (model.prefix_cache(2) is None) is flag  # recomputed layers cannot use the cached prompt prefix
         data = LlmTargets(FeatureDataset(d, load_tokenizer(stage1_dir / "tokenizer.llm"), frame_divisor=2, preload=True), model)
         batch = data.collate([0, 1, 2])
         out = model(**{k: v for k, v in batch.items() if isinstance(v, torch.Tensor)})

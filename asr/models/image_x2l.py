@@ -35,21 +35,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from asr.config import dataclass_from_dict
 from asr.io_utils import save_config_and_weights
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "image_x2l.json"
 WEIGHTS_NAME = "image_x2l.pt"
-
-
-def _from_dict(cls, d: dict | None, where: str):
-    d = dict(d or {})
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(known)})")
-    return cls(**d)
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -76,7 +68,7 @@ class ImageEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ImageEncoderConfig":
-        return _from_dict(cls, d, "image encoder config")
+        return dataclass_from_dict(cls, d, "image encoder config")
 
 
 @dataclass
@@ -98,7 +90,7 @@ class QFormerConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "QFormerConfig":
-        return _from_dict(cls, d, "q-former config")
+        return dataclass_from_dict(cls, d, "q-former config")
 
 
 @dataclass
@@ -112,7 +104,7 @@ class IAdapterConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "IAdapterConfig":
-        return _from_dict(cls, d, "i-adapter config")
+        return dataclass_from_dict(cls, d, "i-adapter config")
 
 
 @dataclass
@@ -129,7 +121,7 @@ class ImageX2LConfig:
         parsers = {"encoder": ImageEncoderConfig.from_dict, "qformer": QFormerConfig.from_dict,
                    "adapter": IAdapterConfig.from_dict}
         out = {k: parsers[k](d.pop(k)) for k in list(d) if k in parsers}
-        return _from_dict(cls, {**d, **out}, "image_x2l config")
+        return dataclass_from_dict(cls, {**d, **out}, "image_x2l config")
 
 
 # ---- encoders ---------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ temporary folder and renamed into place, so concurrent first uses cannot leave a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+from asr.config import dataclass_from_dict
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -54,16 +55,6 @@ ATTENTION_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 # ---- configuration ----------------------------------------------------------------------------
-def _from_dict(cls, d: dict | None, where: str):
-    """Build dataclass ``cls`` from a dict, rejecting keys it does not have."""
-    d = dict(d or {})
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(known)})")
-    return cls(**d)
-
-
 @dataclass
 class LoraSettings:
     """LoRA on the LLM's attention projections (peft). Off by default: the LLM stays frozen."""
@@ -88,7 +79,7 @@ class LlmConfig:
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
-            self.lora = _from_dict(LoraSettings, self.lora, "llm.lora config")
+            self.lora = dataclass_from_dict(LoraSettings, self.lora, "llm.lora config")
         if self.dtype not in DTYPES:
             raise ValueError(f"llm dtype {self.dtype!r} not supported (use one of {', '.join(DTYPES)})")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
@@ -97,7 +88,7 @@ class LlmConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "LlmConfig":
         """From a YAML/JSON mapping (``lora`` may be a nested mapping); unknown keys are errors."""
-        return _from_dict(cls, d, "llm config")
+        return dataclass_from_dict(cls, d, "llm config")
 
     def resolved_device(self) -> torch.device:
         """``auto`` -> cuda when available, else cpu."""

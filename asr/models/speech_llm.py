@@ -17,8 +17,6 @@ LLM-token units the stage-1 classifier can vote on each output token (``cif_weig
 
 from __future__ import annotations
 
-import copy
-import inspect
 import json
 import math
 import re
@@ -28,9 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asr.models.cif_fusion import CifFusion, unit_llm_id_table
 from asr.io_utils import save_config_and_weights
 from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
+from asr.models.cif_fusion import CifFusion, unit_llm_id_table
+from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.s_adapter import SAdapter, SAdapterConfig
 from asr.tokenizer import load_tokenizer
@@ -144,7 +143,7 @@ def strip_repetition(ids: list[int], max_ngram: int = 20) -> list[int]:
     return ids
 
 
-class SpeechLlm(nn.Module):
+class SpeechLlm(FrozenLlmMixin, nn.Module):
     """Frozen stage-1 model + trainable S-Adapter + frozen LLM (LoRA optional)."""
 
     def __init__(self, config: SpeechLlmConfig, stage1: CifAsrModel, llm: LoadedLlm):
@@ -161,11 +160,8 @@ class SpeechLlm(nn.Module):
             table = None  # stage 1 was tied to another LLM: its table is no use here
         self.adapter = SAdapter(config.adapter, stage1.config.d_model, llm.hidden_size, unit_embeddings=table)
         self.device = next(self.llm.parameters()).device
-        self.cache_prefix = True  # reuse the prompt prefix's keys/values in training (frozen LLM only)
-        self._prefix_kv = None
         self.unit_llm_ids: torch.Tensor | None = None  # (U,) LLM token id per stage-1 unit, for CIF fusion
-        # transformers renamed forward's `past_key_values` to `cache` (5.2x); use what this version takes
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        self.init_frozen_llm()
         self.stage1.to(self.device)
         self.adapter.to(self.device)
 
@@ -175,17 +171,6 @@ class SpeechLlm(nn.Module):
         if not any(p.requires_grad for p in self.llm.parameters()) and not _checkpointing(self.llm):
             self.llm.eval()  # frozen: no dropout (gradient checkpointing needs train mode to act)
         return self
-
-    # ---- what is trained is what is saved ------------------------------------------------------
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in names}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(state)
-        if missing:
-            raise ValueError(f"checkpoint lacks trainable tensors: {sorted(missing)[:5]}...")
-        self.load_state_dict(state, strict=False)
 
     def set_units(self, units) -> None:
         """Stage-1 units that are LLM tokens (:class:`asr.tokenizer.LlmUnits`) make CIF fusion possible;
@@ -210,31 +195,23 @@ class SpeechLlm(nn.Module):
         speech, _ = self.speech_embeddings(feats, feat_lengths)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]  # (L_i,)
         embed = self.llm.get_input_embeddings()
-        cache = self._prefix_cache(len(speech))
+        cache = self.prefix_cache(len(speech))
         batch = assemble(embed, self.prompt, speech, targets, left_pad=False, with_prefix=cache is None)
         mask = batch.attention_mask
         if cache is not None:  # the prompt prefix is the same for every utterance: its keys/values are cached
             mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
-                       labels=batch.labels, use_cache=cache is not None, **({self._cache_arg: cache} if cache is not None else {}))
+                       labels=batch.labels, use_cache=cache is not None, **self.cache_kwargs(cache))
         pred = out.logits[:, :-1].argmax(-1)
         gold = batch.labels[:, 1:]
         valid = gold != IGNORE_ID
         acc = ((pred == gold) & valid).sum().float() / valid.sum().clamp(min=1)
         return {"loss": out.loss, "acc": acc.detach(), "positions": mask.sum().float()}  # LLM positions in the batch
 
-    def _prefix_cache(self, batch_size: int):
-        """Keys/values of the prompt prefix, repeated for the batch; None where they cannot be constant
-        (LoRA or another trained LLM part changes them; activation checkpointing recomputes layers)."""
-        if not self.cache_prefix or any(p.requires_grad for p in self.llm.parameters()) or _checkpointing(self.llm):
-            return None
-        if self._prefix_kv is None:
-            with torch.no_grad():
-                ids = torch.tensor([self.prompt.prefix], device=self.device)
-                self._prefix_kv = self.llm(input_ids=ids, use_cache=True).past_key_values
-        cache = copy.deepcopy(self._prefix_kv)
-        cache.batch_repeat_interleave(batch_size)
-        return cache
+    def prefix_cache_allowed(self) -> bool:
+        """The prefix's keys/values are constant only with the whole LLM frozen (LoRA changes them) and
+        without activation checkpointing (which recomputes layers)."""
+        return self.cache_prefix and not any(p.requires_grad for p in self.llm.parameters()) and not _checkpointing(self.llm)
 
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()

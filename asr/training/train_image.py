@@ -30,9 +30,7 @@ caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes t
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import inspect
 import json
 import logging
 import random
@@ -42,12 +40,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from asr.config import dataclass_from_dict, load_config
 from asr.data.datadir import DataDirError, read_table
 from asr.io_utils import write_text_atomic
+from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces
@@ -63,11 +62,7 @@ def image_prompt_config(d: dict | None = None) -> PromptConfig:
     """The speech prompt's fields, with image defaults (``speech_start/end`` hold the image markers)."""
     base = {"instruction": "Describe the picture.", "system": "You describe pictures.",
             "speech_start": "<image>", "speech_end": "</image>"}
-    d = dict(d or {})
-    unknown = set(d) - {f.name for f in dataclasses.fields(PromptConfig)}
-    if unknown:
-        raise ValueError(f"unknown prompt key(s) {sorted(unknown)} (known: {[f.name for f in dataclasses.fields(PromptConfig)]})")
-    return PromptConfig(**{**base, **d})
+    return dataclass_from_dict(PromptConfig, {**base, **(d or {})}, "prompt config")
 
 
 @dataclass
@@ -96,16 +91,7 @@ class ImageStageConfig:
 
 def load_image_config(path: str | Path) -> dict:
     """The stage's YAML as a dict of sections; errors name the file."""
-    path = Path(path)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the image-stage config: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping of sections")
-    unknown = set(cfg) - set(SECTIONS)
-    if unknown:
-        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; known: {list(SECTIONS)}")
+    cfg = load_config(path, sections=SECTIONS)
     try:
         ImageStageConfig.from_sections(cfg)  # validate every section now, not after minutes of loading
     except (ValueError, TypeError) as exc:
@@ -114,7 +100,7 @@ def load_image_config(path: str | Path) -> dict:
 
 
 # ---- the model of this stage ------------------------------------------------------------------
-class ImageCaptionModel(nn.Module):
+class ImageCaptionModel(FrozenLlmMixin, nn.Module):
     """Trainable ImageX2L (+ contrastive head) in front of a frozen LLM; forward gives the caption loss."""
 
     def __init__(self, config: ImageStageConfig, llm: LoadedLlm, x2l: ImageX2L | None = None):
@@ -136,10 +122,7 @@ class ImageCaptionModel(nn.Module):
             self.itc_text_proj = nn.Linear(llm.hidden_size, 256)  # mean frozen LLM embedding of the caption
             self.itc_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
         self.device = next(self.llm.parameters()).device
-        self.cache_prefix = True  # reuse the prompt prefix's keys/values in training
-        self._prefix_kv = None
-        # transformers renamed forward's `past_key_values` to `cache` (5.2x); use what this version takes
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        self.init_frozen_llm()
         self.x2l.to(self.device)
         if config.contrastive_weight > 0:
             self.itc_proj.to(self.device)
@@ -149,29 +132,6 @@ class ImageCaptionModel(nn.Module):
         super().train(mode)
         self.llm.eval()  # frozen: no dropout
         return self
-
-    def _prefix_cache(self, batch_size: int):
-        """Keys/values of the prompt prefix (constant: the LLM is frozen), repeated for the batch;
-        None when switched off (``cache_prefix = False``). The same scheme as SpeechLlm's."""
-        if not self.cache_prefix:
-            return None
-        if self._prefix_kv is None:
-            with torch.no_grad():
-                ids = torch.tensor([self.prompt.prefix], device=self.device)
-                self._prefix_kv = self.llm(input_ids=ids, use_cache=True).past_key_values
-        cache = copy.deepcopy(self._prefix_kv)
-        cache.batch_repeat_interleave(batch_size)
-        return cache
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        names = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in names}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = {n for n, p in self.named_parameters() if p.requires_grad} - set(state)
-        if missing:
-            raise ValueError(f"checkpoint lacks trainable tensors: {sorted(missing)[:5]}...")
-        self.load_state_dict(state, strict=False)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, Q, H) in the LLM's dtype."""
@@ -199,14 +159,14 @@ class ImageCaptionModel(nn.Module):
     def caption_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen LLM's next-token loss on the captions after the image positions, and its token accuracy."""
         embed = self.llm.get_input_embeddings()
-        cache = self._prefix_cache(emb.shape[0])
+        cache = self.prefix_cache(emb.shape[0])
         batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False, with_prefix=cache is None)
         mask = batch.attention_mask
         if cache is not None:  # the prompt prefix is the same for every picture: its keys/values are cached
             mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
                        labels=batch.labels, use_cache=cache is not None,
-                       **({self._cache_arg: cache} if cache is not None else {}))
+                       **self.cache_kwargs(cache))
         gold = batch.labels[:, 1:]
         valid = gold != IGNORE_ID
         acc = ((out.logits[:, :-1].argmax(-1) == gold) & valid).sum().float() / valid.sum().clamp(min=1)
