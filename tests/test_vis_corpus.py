@@ -7,6 +7,7 @@ the pictures, the SNR of the noisy copies, the masked spans and that a second ru
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import shutil
@@ -35,6 +36,17 @@ CATEGORY_WORDS = {
     "position": {"left", "right", "top", "bottom", "center"},
     "relation": {"left", "right", "above", "below"},
 }
+
+
+def _make_corpus():
+    """recipes/mini_vis/local/make_corpus.py, loaded by path under its own name: other recipes have a
+    local/make_corpus.py too, and whichever local/ dir is first on sys.path would win a plain import."""
+    if "mini_vis_make_corpus" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("mini_vis_make_corpus", RECIPE / "local" / "make_corpus.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["mini_vis_make_corpus"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["mini_vis_make_corpus"]
 
 
 def test_sentences_and_captions_match_their_scenes():
@@ -133,7 +145,7 @@ SETS = ("train", "dev", "test_clean", "test_10db", "test_5db", "test_0db", "test
 def corpus(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    import make_corpus
+    make_corpus = _make_corpus()
 
     root = tmp_path_factory.mktemp("mini_vis")
     (root / "tiny.yaml").write_text(TINY)
@@ -224,7 +236,7 @@ def test_masked_spans_cover_the_recorded_words(corpus):
 
 
 def test_second_run_is_a_no_op(corpus, capsys):
-    import make_corpus
+    make_corpus = _make_corpus()
 
     data = corpus / "data"
     wavs = sorted((data / "wav").rglob("*.wav"))
@@ -239,7 +251,7 @@ def test_second_run_is_a_no_op(corpus, capsys):
 
 
 def test_config_errors_name_the_file(tmp_path):
-    import make_corpus
+    make_corpus = _make_corpus()
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY + "colours: [red]\n")
