@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
-from asr.tokenizer import load_tokenizer
 from asr.training.data import FrameBatchSampler, pad_features
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
@@ -33,7 +32,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     model_dir, dump_dir, out_dir = Path(model_dir), Path(dump_dir), Path(out_dir)
     model = load_speech_llm(model_dir, device=device)
     stage1_dir = stage1_dir_of(model_dir)
-    units = load_tokenizer(stage1_dir / "tokenizer")
+    units = model.stage1_units()  # loaded with the model
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]

@@ -16,7 +16,6 @@ import torch
 from asr.decoding.hypothesis import Hypothesis, align_words
 from asr.decoding.transcribe import timed_cif_hypothesis, wave_features
 from asr.features.extractors import build_extractor
-from asr.tokenizer import load_tokenizer
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
 
@@ -27,7 +26,7 @@ class SpeechLlmRecognizer:
         model_dir = Path(model_dir)
         self.model = load_speech_llm(model_dir, device=device).eval()
         stage1 = stage1_dir_of(model_dir)
-        self.units = load_tokenizer(stage1 / "tokenizer")
+        self.units = self.model.stage1_units()  # loaded with the model
         feat_info = json.loads((stage1 / "feat_info.json").read_text())
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
         self.frame_seconds = getattr(self.model.stage1.encoder, "frame_rate_divisor", 1) / feat_info["frame_rate_hz"]

@@ -160,6 +160,7 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
             table = None  # stage 1 was tied to another LLM: its table is no use here
         self.adapter = SAdapter(config.adapter, stage1.config.d_model, llm.hidden_size, unit_embeddings=table)
         self.device = next(self.llm.parameters()).device
+        self.units = None  # the stage-1 units (set_units): decoders turn CIF tokens into text with them
         self.unit_llm_ids: torch.Tensor | None = None  # (U,) LLM token id per stage-1 unit, for CIF fusion
         self.init_frozen_llm()
         self.stage1.to(self.device)
@@ -172,9 +173,17 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
             self.llm.eval()  # frozen: no dropout (gradient checkpointing needs train mode to act)
         return self
 
+    def stage1_units(self):
+        """The stage-1 units; a clear error where the stage-1 dir had none."""
+        if self.units is None:
+            raise FileNotFoundError("the stage-1 model dir of this speech LLM has no tokenizer (tokenizer.model or "
+                                    "tokenizer.llm/): CIF tokens cannot be written as text")
+        return self.units
+
     def set_units(self, units) -> None:
         """Stage-1 units that are LLM tokens (:class:`asr.tokenizer.LlmUnits`) make CIF fusion possible;
         other units (sentencepiece) leave it off."""
+        self.units = units
         self.unit_llm_ids = unit_llm_id_table(units) if hasattr(units, "llm_ids") else None
 
     # ---- speech -> LLM input embeddings --------------------------------------------------------
@@ -265,8 +274,8 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
         try:
             model.set_units(load_tokenizer(Path(stage1_dir) / "tokenizer"))
-        except FileNotFoundError:  # a bare stage-1 dir: decoding works, CIF fusion does not
-            model.unit_llm_ids = None
+        except FileNotFoundError:  # a bare stage-1 dir: the LLM decodes, but no CIF text or fusion
+            pass
         return model.eval()
 
 
