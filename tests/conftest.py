@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,25 @@ BAD_UTTS = {"carol-bad": "corrupt.wav", "carol-empty": "empty.wav"}
 
 
 @pytest.fixture(scope="session")
+def recipe_script():
+    """``recipe_script("mini", "make_corpus")``: recipes/<recipe>/local/<name>.py, loaded by path as module
+    ``<recipe>_<name>``. Recipes have local scripts of the same name, and whichever local/ dir is first
+    on sys.path would win a plain import."""
+    root = Path(__file__).resolve().parents[1] / "recipes"
+
+    def load(recipe: str, name: str):
+        key = f"{recipe}_{name}"
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, root / recipe / "local" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+        return sys.modules[key]
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def espeak_dir(tmp_path_factory) -> Path:
     """A valid data dir (wav.scp, text, utt2spk, spk2utt) of 6 espeak-ng utterances, 22.05 kHz wav."""
     for tool in ("espeak-ng", "sox"):
@@ -42,6 +63,25 @@ def espeak_dir(tmp_path_factory) -> Path:
         data.utt2spk[utt] = spk
     data.write()
     return data.path
+
+
+@pytest.fixture(scope="session")
+def recipe_script():
+    """``recipe_script("mini", "make_corpus")``: recipes/<recipe>/local/<name>.py, loaded by path as module
+    ``<recipe>_<name>``. Recipes have local scripts of the same name, and whichever local/ dir is first
+    on sys.path would win a plain import."""
+    root = Path(__file__).resolve().parents[1] / "recipes"
+
+    def load(recipe: str, name: str):
+        key = f"{recipe}_{name}"
+        if key not in sys.modules:
+            spec = importlib.util.spec_from_file_location(key, root / recipe / "local" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+        return sys.modules[key]
+
+    return load
 
 
 @pytest.fixture(scope="session")

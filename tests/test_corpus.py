@@ -7,7 +7,6 @@ dirs, the audio, the splits and that the second run is a no-op.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -25,16 +24,6 @@ import voices as V  # noqa: E402
 
 sf = pytest.importorskip("soundfile")
 
-
-def _make_corpus():
-    """recipes/mini/local/make_corpus.py, loaded by path under its own name: other recipes have a
-    local/make_corpus.py too, and whichever local/ dir is first on sys.path would win a plain import."""
-    if "mini_make_corpus" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("mini_make_corpus", RECIPE / "local" / "make_corpus.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["mini_make_corpus"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["mini_make_corpus"]
 
 
 # ---------------------------------------------------------------- sentences
@@ -109,8 +98,8 @@ def test_voice_names_and_identity():
         V.Voice.parse("mbrola:us1")
 
 
-def test_unseen_check_refuses_same_speaker():
-    make_corpus = _make_corpus()
+def test_unseen_check_refuses_same_speaker(recipe_script):
+    make_corpus = recipe_script("mini", "make_corpus")
 
     with pytest.raises(SystemExit):
         make_corpus.check_unseen([V.Voice.parse("flite:slt")], [V.Voice.parse("festival:cmu_us_slt_arctic_hts")])
@@ -120,8 +109,8 @@ def test_unseen_check_refuses_same_speaker():
 
 
 @pytest.mark.skipif(not V.engine_available("espeak"), reason="espeak-ng not installed")
-def test_failed_synthesis_is_reported_not_raised(tmp_path, monkeypatch):
-    make_corpus = _make_corpus()
+def test_failed_synthesis_is_reported_not_raised(tmp_path, monkeypatch, recipe_script):
+    make_corpus = recipe_script("mini", "make_corpus")
 
     monkeypatch.setattr(make_corpus, "_TMP", tmp_path / "tmp")  # what a pool worker's initializer sets
     wav = tmp_path / "bad.wav"

@@ -7,7 +7,6 @@ the pictures, the SNR of the noisy copies, the masked spans and that a second ru
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import shutil
@@ -37,16 +36,6 @@ CATEGORY_WORDS = {
     "relation": {"left", "right", "above", "below"},
 }
 
-
-def _make_corpus():
-    """recipes/mini_vis/local/make_corpus.py, loaded by path under its own name: other recipes have a
-    local/make_corpus.py too, and whichever local/ dir is first on sys.path would win a plain import."""
-    if "mini_vis_make_corpus" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("mini_vis_make_corpus", RECIPE / "local" / "make_corpus.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["mini_vis_make_corpus"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["mini_vis_make_corpus"]
 
 
 def test_sentences_and_captions_match_their_scenes():
@@ -142,10 +131,10 @@ SETS = ("train", "dev", "test_clean", "test_10db", "test_5db", "test_0db", "test
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, recipe_script):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    make_corpus = _make_corpus()
+    make_corpus = recipe_script("mini_vis", "make_corpus")
 
     root = tmp_path_factory.mktemp("mini_vis")
     (root / "tiny.yaml").write_text(TINY)
@@ -235,8 +224,8 @@ def test_masked_spans_cover_the_recorded_words(corpus):
         assert np.max(np.abs(x[~covered] - c[~covered])) < 2e-4
 
 
-def test_second_run_is_a_no_op(corpus, capsys):
-    make_corpus = _make_corpus()
+def test_second_run_is_a_no_op(corpus, capsys, recipe_script):
+    make_corpus = recipe_script("mini_vis", "make_corpus")
 
     data = corpus / "data"
     wavs = sorted((data / "wav").rglob("*.wav"))
@@ -250,8 +239,8 @@ def test_second_run_is_a_no_op(corpus, capsys):
     assert {p: p.stat().st_mtime_ns for p in (data / "images").rglob("*.png")} == pngs
 
 
-def test_config_errors_name_the_file(tmp_path):
-    make_corpus = _make_corpus()
+def test_config_errors_name_the_file(tmp_path, recipe_script):
+    make_corpus = recipe_script("mini_vis", "make_corpus")
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY + "colours: [red]\n")
