@@ -39,11 +39,15 @@ def frame_energies_db(wave: torch.Tensor, frame: int) -> np.ndarray:
     return 10.0 * np.log10(power.reshape(count, frame).sum(1) / sizes + 1e-10)
 
 
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and (exclusive) ends of the runs of True in ``mask`` (F,)."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
 def _quietest_run_middle(energy_db: np.ndarray, tolerance_db: float) -> int:
     """Index (into ``energy_db``) of the middle of the longest run of frames within ``tolerance_db`` of the minimum."""
-    quiet = (energy_db <= energy_db.min() + tolerance_db).astype(np.int8)
-    edges = np.diff(np.concatenate([[0], quiet, [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    starts, ends = _runs(energy_db <= energy_db.min() + tolerance_db)
     longest = int(np.argmax(ends - starts))
     return int((starts[longest] + ends[longest]) // 2)
 
@@ -78,8 +82,8 @@ def speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0,
     """Sample spans ``[(start, end), ...]`` of ``wave`` (N,) left after removing pauses.
 
     A frame is quiet when its energy is under both ``quiet_dbfs`` and the file's 95th-percentile
-    frame energy minus ``below_loud_db``, or under -90 dBFS (digital silence); runs of quiet frames of at least ``min_pause`` seconds are
-    pauses. Each region keeps ``pad`` seconds of its pauses on either side. A wave without any
+    frame energy minus ``below_loud_db``, or under -90 dBFS (digital silence); runs of quiet frames
+    of at least ``min_pause`` seconds are pauses. Each region keeps ``pad`` seconds of its pauses on either side. A wave without any
     pause is one region; a wave that is all pause has none.
     """
     n = wave.shape[0]
@@ -88,9 +92,7 @@ def speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0,
     if not len(energy):
         return []
     threshold = min(quiet_dbfs, float(np.percentile(energy, 95)) - below_loud_db)
-    quiet = (energy < threshold) | (energy < DIGITAL_SILENCE_DBFS)
-    edges = np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # quiet runs, in frames
+    starts, ends = _runs((energy < threshold) | (energy < DIGITAL_SILENCE_DBFS))  # quiet runs, in frames
     min_frames, pad_samples = max(1, int(round(min_pause * 1000 / frame_ms))), int(pad * sample_rate)
     regions, start = [], 0
     for qs, qe in zip(starts, ends):

@@ -207,7 +207,7 @@ def transcribe_inputs(recognizer: Recognizer, inputs: list[AudioInput], batch_si
         except AudioError as exc:
             yield item, exc
             continue
-        pool.append(_Pending(item, wave, speech_chunks(wave, rate, chunk_seconds, min(1.0, chunk_seconds))))
+        pool.append(_Pending(item, wave, speech_chunks(wave, rate, chunk_seconds)))
         if progress is not None:
             progress.total += len(pool[-1].spans)
             progress.refresh()
