@@ -66,25 +66,6 @@ def espeak_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def recipe_script():
-    """``recipe_script("mini", "make_corpus")``: recipes/<recipe>/local/<name>.py, loaded by path as module
-    ``<recipe>_<name>``. Recipes have local scripts of the same name, and whichever local/ dir is first
-    on sys.path would win a plain import."""
-    root = Path(__file__).resolve().parents[1] / "recipes"
-
-    def load(recipe: str, name: str):
-        key = f"{recipe}_{name}"
-        if key not in sys.modules:
-            spec = importlib.util.spec_from_file_location(key, root / recipe / "local" / f"{name}.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[key] = module
-            spec.loader.exec_module(module)
-        return sys.modules[key]
-
-    return load
-
-
-@pytest.fixture(scope="session")
 def espeak_dir_with_bad(espeak_dir, tmp_path_factory) -> Path:
     """``espeak_dir`` plus two utterances whose audio cannot be read: random bytes and a 0-byte file."""
     root = tmp_path_factory.mktemp("espeak_bad")

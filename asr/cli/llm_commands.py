@@ -32,8 +32,10 @@ def run_train_llm(args) -> int:
 
 # ---- decode-llm ---------------------------------------------------------------------------------
 def add_decode_llm(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-dir", required=True, help="stage-2 model dir (exp/<tag>/final)")
+    p.add_argument("--model-dir", required=True, help="stage-2 or stage-3 (multimodal) model dir (exp/<tag>/final)")
     p.add_argument("--data-dir", required=True, help="dump dir (feats.scp, utt2num_frames, text)")
+    p.add_argument("--image-table", help="stage-3 models: the dump dir's table of pictures to show with the speech "
+                   "(utt2image: the true ones, utt2image_mismatch: another scene's); default: no picture")
     p.add_argument("--out-dir", required=True, help="decode dir to write hyp, hyp_cif, ref, decode_info.json")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
@@ -47,7 +49,8 @@ def run_decode_llm(args) -> int:
     from asr.decoding.llm_decode import decode_dump_dir
 
     info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, beam_size=args.beam_size,
-                           batch_size=args.batch_size, device=args.device, cif_weight=args.cif_weight)
+                           batch_size=args.batch_size, device=args.device, cif_weight=args.cif_weight,
+                           image_table=args.image_table)
     print(json.dumps(info))
     return 0
 

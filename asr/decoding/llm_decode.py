@@ -9,6 +9,10 @@ Batched over a dump dir like stage-1 decoding, into a Kaldi-style decode dir:
                               encoder frames, beam size, empty outputs and repetition cuts
 
 An empty LLM output falls back to the CIF transcript (counted in decode_info.json).
+
+A stage-3 (multimodal) model dir decodes with a picture per utterance when ``image_table`` names a
+table of the dump dir (``utt2image``: the true picture, ``utt2image_mismatch``: another scene's),
+and from the speech alone (the stage-2 prompt) without one; decode_info.json records which.
 """
 
 from __future__ import annotations
@@ -23,19 +27,37 @@ from tqdm import tqdm
 
 from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
+from asr.models.multimodal_llm import is_multimodal_dir
 from asr.training.data import FrameBatchSampler, pad_features
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
 
 def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, beam_size: int = 1,
-                    batch_size: int = 8, device: str | None = None, cif_weight: float = 0.0) -> dict:
+                    batch_size: int = 8, device: str | None = None, cif_weight: float = 0.0,
+                    image_table: str | None = None) -> dict:
     model_dir, dump_dir, out_dir = Path(model_dir), Path(dump_dir), Path(out_dir)
-    model = load_speech_llm(model_dir, device=device)
-    stage1_dir = stage1_dir_of(model_dir)
-    units = model.stage1_units()  # loaded with the model
+    pictures = None
+    if is_multimodal_dir(model_dir):
+        from asr.training.train_multimodal import PictureTable, load_multimodal
+
+        model = load_multimodal(model_dir, device=device)
+        stage1_dir = model.stage1_dir
+        units = model.speech.stage1_units()
+        if image_table:
+            pictures = PictureTable(dump_dir / image_table)
+    else:
+        if image_table:
+            raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture ({image_table})")
+        model = load_speech_llm(model_dir, device=device)
+        stage1_dir = stage1_dir_of(model_dir)
+        units = model.stage1_units()  # loaded with the model
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]
+    if pictures is not None:
+        missing = [u for u in ids if u not in pictures.index_of]
+        if missing:
+            raise ValueError(f"{dump_dir / image_table}: no picture for {len(missing)} utterance(s), e.g. {missing[0]!r}")
     sampler = FrameBatchSampler([num_frames[u] for u in ids], max_frames=10**9, shuffle=False, max_batch_size=batch_size)
     hyps, cif_hyps = {}, {}
     stats = {"empty_fallbacks": 0, "repetition_cuts": 0, "speech_positions": 0, "encoder_frames": 0}
@@ -43,7 +65,8 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     for batch in tqdm(sampler.batches, desc=f"llm decode {dump_dir.name}", mininterval=10):
         utts = [ids[i] for i in batch]
         feats, lengths = pad_features([kaldiio.load_mat(feats_scp[u]) for u in utts])
-        for utt, res in zip(utts, model.generate(feats, lengths, num_beams=beam_size, cif_weight=cif_weight)):
+        extra = {"images": pictures.pictures(utts)} if pictures is not None else {}
+        for utt, res in zip(utts, model.generate(feats, lengths, num_beams=beam_size, cif_weight=cif_weight, **extra)):
             cif_text = units.decode(res["cif_tokens"])
             cif_hyps[utt] = cif_text
             stats["speech_positions"] += max(1, len(res["cif_tokens"]))
@@ -59,7 +82,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     write_refs(dump_dir, out_dir, list(hyps))
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
-        "model_dir": str(model_dir), "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
+        "model_dir": str(model_dir), "image": image_table or "none", "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
         "audio_seconds": round(audio_s, 2), "decode_seconds": round(elapsed, 2),
         "rtf": round(elapsed / max(audio_s, 1e-9), 4),
         "llm_positions_per_second": round(stats["speech_positions"] / max(audio_s, 1e-9), 3),

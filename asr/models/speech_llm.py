@@ -35,7 +35,15 @@ from asr.models.s_adapter import SAdapter, SAdapterConfig
 from asr.tokenizer import load_tokenizer
 
 IGNORE_ID = -100
-SPEECH_SLOT = "\x00SPEECH\x00"  # where the speech embeddings go in the rendered prompt
+
+
+def slot(name: str) -> str:
+    """The marker where a slot's embeddings go in a rendered prompt (``slot("speech")``)."""
+    return f"\x00{name.upper()}\x00"
+
+
+SPEECH_SLOT = slot("speech")  # where the speech embeddings go in the rendered prompt
+_SLOT_RE = re.compile("\x00([A-Z_]+)\x00")
 
 
 @dataclass
@@ -61,28 +69,46 @@ class SpeechLlmConfig:
         return cls(**{k: known[k](v) for k, v in d.items()})
 
 
-class Prompt:
-    """Token ids around the speech: ``prefix + <speech> | speech | </speech> + suffix``."""
+class SlotPrompt:
+    """A user turn with named slots for embeddings, rendered once into token ids.
 
-    def __init__(self, tokenizer, config: PromptConfig):
-        content = f"{config.instruction}\n{config.speech_start}{SPEECH_SLOT}{config.speech_end}"
+    ``content`` holds :func:`slot` markers (``f"{slot('image')} Transcribe {slot('speech')}"``);
+    ``pieces`` is the rendered prompt as token-id lists and slot names in order, e.g.
+    ``[ids, "image", ids, "speech", ids]``: everything before the first slot, between slots and
+    after the last one (the assistant turn's start) is text. The tokenizer's chat template is used
+    where it has one, else plain text ending in ``Transcript:``.
+    """
+
+    def __init__(self, tokenizer, content: str, system: str | None):
         if getattr(tokenizer, "chat_template", None):
-            messages = ([{"role": "system", "content": config.system}] if config.system else [])
+            messages = ([{"role": "system", "content": system}] if system else [])
             messages.append({"role": "user", "content": content})
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             text = f"{content}\nTranscript:"
             if tokenizer.bos_token:
                 text = tokenizer.bos_token + text
-        prefix, suffix = text.split(SPEECH_SLOT)
-        self.prefix: list[int] = tokenizer.encode(prefix, add_special_tokens=False)
-        self.suffix: list[int] = tokenizer.encode(suffix, add_special_tokens=False)
+        parts = _SLOT_RE.split(text)  # text, NAME, text, NAME, ..., text
+        self.pieces: list[list[int] | str] = []
+        for i, part in enumerate(parts):
+            self.pieces.append(part.lower() if i % 2 else tokenizer.encode(part, add_special_tokens=False))
+        self.slots: list[str] = [p for p in self.pieces if isinstance(p, str)]
         self.eos_id: int = tokenizer.eos_token_id
         self.tokenizer = tokenizer
 
     def target_ids(self, text: str) -> list[int]:
         """The transcript as the assistant's answer, ended by eos."""
         return self.tokenizer.encode(text, add_special_tokens=False) + [self.eos_id]
+
+
+class Prompt(SlotPrompt):
+    """Token ids around the speech: ``prefix + <speech> | speech | </speech> + suffix``."""
+
+    def __init__(self, tokenizer, config: PromptConfig):
+        super().__init__(tokenizer, f"{config.instruction}\n{config.speech_start}{SPEECH_SLOT}{config.speech_end}",
+                         config.system)
+        self.prefix: list[int] = self.pieces[0]
+        self.suffix: list[int] = self.pieces[2]
 
 
 @dataclass
@@ -101,16 +127,33 @@ def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], ta
     tokens only, so left padding does not shift them. ``with_prefix`` False leaves the prompt
     prefix out (its keys/values come from a cache) and starts the position ids after it.
     """
-    device = speech[0].device
-    prefix = embed(torch.tensor(prompt.prefix, device=device))
-    suffix = embed(torch.tensor(prompt.suffix, device=device))
+    if with_prefix:
+        return assemble_slots(embed, prompt, [{"speech": sp} for sp in speech], targets, left_pad)
+    bare = [[], "speech", prompt.suffix]  # the prefix comes from the cache
+    return assemble_slots(embed, prompt, [{"speech": sp} for sp in speech], targets, left_pad,
+                          pieces=bare, position_offset=len(prompt.prefix))
+
+
+def assemble_slots(embed: nn.Embedding, prompt: SlotPrompt, slots: list[dict[str, torch.Tensor]],
+                   targets: list[list[int]] | None, left_pad: bool, pieces: list | None = None,
+                   position_offset: int = 0) -> AssembledBatch:
+    """One row per example: the prompt's text pieces embedded, each slot filled with that example's
+    (N, H) embeddings (a slot may hold zero rows), then the target; rows padded to one length."""
+    some = next(t for row in slots for t in row.values())
+    device, dtype = some.device, embed.weight.dtype
+    pieces = prompt.pieces if pieces is None else pieces
+    text = {i: embed(torch.tensor(p, dtype=torch.long, device=device)) for i, p in enumerate(pieces)
+            if not isinstance(p, str)}
     rows, label_rows = [], []
-    for i, sp in enumerate(speech):
-        parts = [prefix, sp.to(prefix.dtype), suffix] if with_prefix else [sp.to(prefix.dtype), suffix]
-        labels = [IGNORE_ID] * ((len(prompt.prefix) if with_prefix else 0) + sp.shape[0] + len(prompt.suffix))
+    for b, filled in enumerate(slots):
+        missing = [p for p in pieces if isinstance(p, str) and p not in filled]
+        if missing:
+            raise ValueError(f"example {b}: no embeddings for prompt slot(s) {missing}")
+        parts = [text[i] if i in text else filled[p].to(dtype) for i, p in enumerate(pieces)]
+        labels = [IGNORE_ID] * sum(x.shape[0] for x in parts)
         if targets is not None:
-            parts.append(embed(torch.tensor(targets[i], device=device)))
-            labels += targets[i]
+            parts.append(embed(torch.tensor(targets[b], device=device)))
+            labels += targets[b]
         rows.append(torch.cat(parts))
         label_rows.append(labels)
     S = max(r.shape[0] for r in rows)
@@ -122,7 +165,7 @@ def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], ta
         sl = slice(S - r.shape[0], S) if left_pad else slice(0, r.shape[0])
         x[b, sl], mask[b, sl] = r, 1
         lab[b, sl] = torch.tensor(lbl, device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0) + (0 if with_prefix else len(prompt.prefix))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0) + position_offset
     return AssembledBatch(x, mask, lab if targets is not None else None, positions)
 
 
@@ -232,6 +275,12 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         position (needs LLM-token units: :meth:`set_units`)."""
         speech, rec = self.speech_embeddings(feats, feat_lengths)
         batch = assemble(self.llm.get_input_embeddings(), self.prompt, speech, None, left_pad=True)
+        return self.generate_from(batch, rec, num_beams, max_new_factor, max_new_extra, cif_weight)
+
+    @torch.no_grad()
+    def generate_from(self, batch: AssembledBatch, rec: dict, num_beams: int = 1, max_new_factor: float = 1.5,
+                      max_new_extra: int = 8, cif_weight: float = 0.0) -> list[dict]:
+        """:meth:`generate` from an assembled prompt batch (any prompt holding the speech) and its stage-1 result."""
         # each utterance's token budget follows its own CIF count; the batch runs to the largest
         budgets = [int(math.ceil(max_new_factor * int(n))) + max_new_extra for n in rec["token_lengths"]]
         budget = max(budgets)

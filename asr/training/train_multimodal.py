@@ -1,0 +1,314 @@
+"""X-LLM stage 3: speech + image instruction training, mixed with speech-only ASR and captioning.
+
+    python -m asr.training.train_multimodal --config conf/joint_quick.yaml \\
+        --speech-llm ../mini/exp/<stage 1>/<stage 2>/final --image-model exp/image_smollm2_quick/final \\
+        --joint-dir dump/whisper_encoder/train --speech-dirs dump/whisper_encoder/train ../mini/dump/whisper_encoder/train \\
+        --captions data/captions --valid-dir dump/whisper_encoder/dev --exp-dir exp/joint_quick
+
+Starts from a stage-2 speech LLM (its frozen stage-1 model, S-Adapter, LoRA) and an image-stage
+interface (frozen encoder, Q-Former, I-Adapter) aligned to the same LLM. Every step is one batch of
+one kind, drawn with the ``mix`` weights from three sources:
+
+    joint    dump dirs with ``utt2image`` (utterance -> PNG): the joint prompt, picture + speech
+    speech   dump dirs: the stage-2 prompt, speech only (so nothing of stage 2 is lost, and the
+             no-image baseline has seen the same speech as the joint prompt)
+    caption  a captions dir (images.scp + text): the image stage's prompt
+
+Batch order: per epoch, ``steps_per_epoch`` draws of a source with ``seed + epoch``; each source
+walks through its own shuffled batches and starts over when they run out. The whole order is a
+function of the seed and the epoch, so resuming in the middle of an epoch is exact.
+
+Config (YAML), sections: ``multimodal`` (:class:`MultimodalConfig`), ``mix`` (``joint``,
+``speech``, ``caption`` weights, ``steps_per_epoch``, ``caption_batch_size``), ``train``
+(:class:`TrainConfig`), ``decode`` (read by the recipe). ``final/`` holds ``multimodal.json``,
+``image_x2l/`` and ``speech_llm/`` (loadable on its own as a stage-2 model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr.config import dataclass_from_dict, load_config
+from asr.data.datadir import DataDirError, read_table
+from asr.models.image_x2l import ImageX2L
+from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
+from asr.models.speech_llm import IGNORE_ID, PromptConfig
+from asr.tokenizer import load_tokenizer
+from asr.training import distributed as dist
+from asr.training.data import FeatureDataset, FrameBatchSampler, Batches
+from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler, load_png
+from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
+from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
+
+log = logging.getLogger(__name__)
+SECTIONS = ("multimodal", "mix", "train", "decode")
+
+
+@dataclass
+class MixConfig:
+    joint: float = 0.5
+    speech: float = 0.3
+    caption: float = 0.2
+    steps_per_epoch: int = 500
+    caption_batch_size: int = 8
+
+    def __post_init__(self):
+        if min(self.joint, self.speech, self.caption) < 0 or self.joint <= 0:
+            raise ValueError(f"mix weights must be >= 0 and joint > 0 (joint {self.joint}, speech {self.speech}, "
+                             f"caption {self.caption})")
+
+
+# ---- data -------------------------------------------------------------------------------------
+class PictureTable:
+    """``utt2image`` of a dump dir: each distinct PNG loaded once (uint8), looked up per utterance."""
+
+    def __init__(self, table_path: Path):
+        try:
+            table = read_table(table_path)
+        except DataDirError as exc:
+            raise ValueError(str(exc)) from None
+        paths = sorted(set(table.values()))
+        arrays = []
+        for p in paths:
+            try:
+                arrays.append(load_png(p))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"{table_path}: cannot read picture {p}: {exc}") from None
+        if len({a.shape for a in arrays}) > 1:
+            raise ValueError(f"{table_path}: the pictures differ in size; all must have one size")
+        self.images = torch.from_numpy(np.stack(arrays))  # (P, 3, h, w) uint8
+        index = {p: i for i, p in enumerate(paths)}
+        self.index_of = {utt: index[p] for utt, p in table.items()}
+
+    def pictures(self, utts: list[str]) -> torch.Tensor:
+        return self.images[[self.index_of[u] for u in utts]].float() / 255.0  # (B, 3, h, w)
+
+
+class SpeechSet:
+    """The usable utterances of one or more dump dirs with LLM targets; with ``pictures`` (each dir's
+    ``utt2image``), each utterance's picture too (utterances without one are left out, with a logged count)."""
+
+    def __init__(self, dump_dirs: list[str | Path], units, model: MultimodalLlm, frame_divisor: int, preload: bool,
+                 with_pictures: bool = False):
+        parts = [FeatureDataset(d, units, frame_divisor=frame_divisor, preload=preload) for d in dump_dirs]
+        self.data = parts[0]  # holds every dir's utterances (features are read by ark reference or from the cache)
+        for extra in parts[1:]:
+            self.data.utts += extra.utts
+            if self.data._cache is not None:
+                self.data._cache.update(extra._cache)
+        ids = [u.utt_id for u in self.data.utts]
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"{[str(d) for d in dump_dirs]}: an utterance id occurs in more than one dir")
+        self.pictures = None
+        if with_pictures:
+            tables = [PictureTable(Path(d) / "utt2image") for d in dump_dirs]
+            self.pictures = tables[0] if len(tables) == 1 else _merge_tables(tables)
+            before = len(self.data.utts)
+            self.data.utts = [u for u in self.data.utts if u.utt_id in self.pictures.index_of]
+            if len(self.data.utts) < before:
+                log.warning("%s: %d utterance(s) have no picture in utt2image: left out",
+                            dump_dirs, before - len(self.data.utts))
+            if not self.data.utts:
+                raise ValueError(f"{dump_dirs}: no utterance has a picture in utt2image")
+        self.kind = JOINT if with_pictures else SPEECH
+        self.targets = [model.prompt.target_ids(u.text) for u in self.data.utts]
+
+    def __len__(self) -> int:
+        return len(self.data.utts)
+
+    def lengths(self) -> list[int]:
+        return [u.num_frames for u in self.data.utts]
+
+    def collate(self, indices: list[int]) -> dict:
+        batch = self.data.collate(indices)
+        out = {"utt_ids": batch["utt_ids"], "feats": batch["feats"], "feat_lengths": batch["feat_lengths"],
+               "kind": torch.tensor(self.kind), **_padded_targets([self.targets[i] for i in indices])}
+        if self.pictures is not None:
+            out["images"] = self.pictures.pictures(batch["utt_ids"])
+        return out
+
+
+def _merge_tables(tables: list[PictureTable]) -> PictureTable:
+    merged = tables[0]
+    for t in tables[1:]:
+        if t.images.shape[1:] != merged.images.shape[1:]:
+            raise ValueError("the pictures of the joint dirs differ in size; all must have one size")
+        base = merged.images.shape[0]
+        merged.images = torch.cat([merged.images, t.images])
+        merged.index_of.update({u: base + i for u, i in t.index_of.items()})
+    return merged
+
+
+def _padded_targets(targets: list[list[int]]) -> dict:
+    lengths = torch.tensor([len(t) for t in targets])
+    ids = torch.full((len(targets), int(lengths.max())), IGNORE_ID, dtype=torch.long)
+    for b, t in enumerate(targets):
+        ids[b, : len(t)] = torch.tensor(t)
+    return {"target_ids": ids, "target_lengths": lengths}
+
+
+class Source:
+    """One data source of the mix: its collate, its batch sampler, its weight, its index offset."""
+
+    def __init__(self, name: str, collate, sampler, weight: float):
+        self.name, self.collate, self.sampler, self.weight, self.offset = name, collate, sampler, weight, 0
+
+
+class MixedBatchSampler:
+    """``steps_per_epoch`` batches per epoch, each from one source drawn by weight (the Trainer's sampler
+    interface). Batches hold global indices (source offset + index), so one collate serves all."""
+
+    def __init__(self, sources: list[Source], steps_per_epoch: int, seed: int = 0):
+        self.sources = [s for s in sources if s.weight > 0]
+        offset = 0
+        for s in self.sources:
+            s.offset, offset = offset, offset + 10**9  # far apart: the source of an index is index // 10**9
+        self.steps, self.seed, self.epoch = steps_per_epoch, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        picks = rng.choices(range(len(self.sources)), weights=[s.weight for s in self.sources], k=self.steps)
+        walks: dict[int, list[list[int]]] = {}
+        passes: dict[int, int] = {}
+        out = []
+        for k in picks:
+            if not walks.get(k):  # this source's next pass over its batches
+                src = self.sources[k]
+                src.sampler.set_epoch(self.epoch * 1000 + passes.get(k, 0))
+                passes[k] = passes.get(k, 0) + 1
+                walks[k] = list(reversed(src.sampler.epoch_order()))
+            out.append([self.sources[k].offset + i for i in walks[k].pop()])
+        return out
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return iter(self.epoch_order())
+
+    def collate(self, indices: list[int]) -> dict:
+        src = self.sources[indices[0] // 10**9]
+        return src.collate([i - src.offset for i in indices])
+
+
+# ---- model ------------------------------------------------------------------------------------
+def build_multimodal(config: MultimodalConfig, speech_llm_dir: str | Path, image_dir: str | Path,
+                     device: str | None = None) -> MultimodalLlm:
+    """A stage-2 speech LLM + an image-stage interface -> the stage-3 model (checks they share an LLM)."""
+    speech_llm_dir, image_dir = Path(speech_llm_dir), Path(image_dir)
+    speech = load_speech_llm(speech_llm_dir, device=device)
+    stage_file = image_dir / STAGE_CONFIG_NAME
+    if not stage_file.is_file():
+        raise FileNotFoundError(f"{stage_file} is missing: --image-model must be an image-stage final/ dir")
+    import json
+
+    image_stage = json.loads(stage_file.read_text(encoding="utf-8"))
+    if image_stage["llm"]["name_or_path"] != speech.config.llm.name_or_path:
+        raise ValueError(f"the image interface was aligned to {image_stage['llm']['name_or_path']!r}, the speech LLM "
+                         f"uses {speech.config.llm.name_or_path!r}: stage 3 needs both on one LLM")
+    image = ImageX2L.from_pretrained(image_dir, freeze_encoder=True)
+    return MultimodalLlm(config, speech, image, PromptConfig(**image_stage["prompt"]),
+                         stage1_dir=stage1_dir_of(speech_llm_dir).resolve())
+
+
+def load_multimodal(model_dir: str | Path, device: str | None = None) -> MultimodalLlm:
+    """A stage-3 ``final/`` -> MultimodalLlm."""
+    model_dir = Path(model_dir)
+    speech_dir = model_dir / "speech_llm"
+    speech = load_speech_llm(speech_dir, device=device)
+    return MultimodalLlm.from_parts(model_dir, speech, stage1_dir_of(speech_dir))
+
+
+def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | Path, joint_dirs: list[str],
+          speech_dirs: list[str], captions: str | Path | None, valid_dir: str | Path | None, exp_dir: str | Path,
+          overrides: dict | None = None) -> Path:
+    cfg = load_config(config_path, sections=SECTIONS)
+    try:
+        mm_cfg = MultimodalConfig.from_dict(cfg.get("multimodal"))
+        mix = dataclass_from_dict(MixConfig, cfg.get("mix") or {}, "mix config")
+        train_cfg = TrainConfig.from_dict({**(cfg.get("train") or {}), **(overrides or {})})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{config_path}: {exc}") from None
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    owns_group = not dist.is_initialized()
+    device = dist.init_distributed(train_cfg.device)
+    seed_everything(train_cfg.seed)
+    model = build_multimodal(mm_cfg, speech_llm_dir, image_dir, device=str(device))
+    units = model.speech.stage1_units()
+    divisor = getattr(model.speech.stage1.encoder, "frame_rate_divisor", 1)
+
+    def speech_source(name, dirs, weight, with_pictures):
+        data = SpeechSet(dirs, units, model, divisor, train_cfg.preload, with_pictures)
+        sampler = FrameBatchSampler(data.lengths(), train_cfg.max_frames_per_batch, shuffle=True,
+                                    seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+        return Source(name, data.collate, sampler, weight), data
+
+    sources, sizes = [], {}
+    src, data = speech_source("joint", joint_dirs, mix.joint, True)
+    sources.append(src)
+    sizes["joint"] = len(data)
+    if speech_dirs and mix.speech > 0:
+        src, data = speech_source("speech", speech_dirs, mix.speech, False)
+        sources.append(src)
+        sizes["speech"] = len(data)
+    if captions is not None and mix.caption > 0:
+        caps = CaptionSet(captions, model.caption_prompt)
+        collate = lambda idx, _c=caps: {**_c.collate(idx), "kind": torch.tensor(CAPTION)}  # noqa: E731
+        sources.append(Source("caption", collate, FixedBatchSampler(len(caps), mix.caption_batch_size, seed=train_cfg.seed),
+                              mix.caption))
+        sizes["caption"] = len(caps)
+    sampler = MixedBatchSampler(sources, mix.steps_per_epoch, seed=train_cfg.seed)
+    valid_fn = None
+    if valid_dir is not None:
+        valid = SpeechSet([valid_dir], units, model, divisor, train_cfg.preload, with_pictures=True)
+        valid_batches = FrameBatchSampler(valid.lengths(), train_cfg.max_frames_per_batch,
+                                          shuffle=False, max_batch_size=train_cfg.max_batch_size)
+        valid_fn = lambda: Batches(list(valid_batches), valid.collate)  # noqa: E731
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info("stage 3: %.2fM trainable parameters; sources %s, weights %s, %d steps per epoch",
+             sum(p.numel() for p in trainable) / 1e6, sizes, {s.name: s.weight for s in sampler.sources}, len(sampler))
+    Trainer(model, sampler, sampler.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
+    final = publish_final(Path(exp_dir), model, lambda d: None)
+    if owns_group:
+        dist.cleanup()
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m asr.training.train_multimodal", description=__doc__.split("\n")[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--speech-llm", required=True, help="stage-2 model dir (final/ of train-llm)")
+    p.add_argument("--image-model", required=True, help="image-stage model dir (final/ of train_image)")
+    p.add_argument("--joint-dirs", nargs="+", required=True, help="dump dirs with utt2image")
+    p.add_argument("--speech-dirs", nargs="*", default=[], help="dump dirs for speech-only batches")
+    p.add_argument("--captions", help="captions dir (images.scp, text) for caption batches")
+    p.add_argument("--valid-dir", help="dump dir with utt2image for validation")
+    p.add_argument("--exp-dir", required=True)
+    p.add_argument("--max-steps", type=int)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
+    try:
+        final = train(args.config, args.speech_llm, args.image_model, args.joint_dirs, args.speech_dirs, args.captions,
+                      args.valid_dir, args.exp_dir, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

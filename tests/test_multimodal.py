@@ -1,0 +1,229 @@
+"""X-LLM stage 3 (asr/models/multimodal_llm.py, asr/training/train_multimodal.py) on tiny random models.
+
+A tiny GLM, a random stage-1 CIF model over random "frozen-encoder features", a stage-2 speech LLM
+with LoRA and a small-CNN image interface: what is checked is the plumbing (slots, labels, what is
+trained, mixing, resume, persistence, decoding with/without a picture), not accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from asr.io_utils import write_table
+from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
+from asr.models.llm import LlmConfig, LoraSettings, load_llm
+from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
+from asr.models.s_adapter import SAdapterConfig
+from asr.models.speech_llm import IGNORE_ID, SlotPrompt, SpeechLlm, SpeechLlmConfig, assemble_slots, slot
+from asr.tokenizer import build_llm_units, load_tokenizer
+from asr.training.train_cif import finalize_model_dir
+from asr.training.train_image import STAGE_CONFIG_NAME, image_prompt_config
+from asr.training.train_speech_llm import write_stage1_link
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes" / "mini_vis" / "local"))
+import scenes as SC  # noqa: E402
+
+WORDS = "two red circles blue squares on the left right top".split()
+FEAT_DIM = 24
+TINY_IMAGE = ImageX2LConfig(encoder=ImageEncoderConfig(type="small_cnn", image_size=32, channels=[8, 16], dim=32,
+                                                       num_layers=1, num_heads=4),
+                            qformer=QFormerConfig(num_queries=4, hidden_size=32, num_layers=1, num_heads=4),
+                            adapter=IAdapterConfig(type="linear"))
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    return load_llm(LlmConfig(name_or_path="tiny-glm"))
+
+
+def _dump(d: Path, prefix: str, n: int, pictures: Path | None, rng) -> None:
+    d.mkdir(parents=True)
+    texts, frames, images = {}, {}, {}
+    with kaldiio.WriteHelper(f"ark,scp:{d}/feats.ark,{d}/feats.scp") as w:
+        for i in range(n):
+            utt = f"{prefix}-{i:03d}"
+            k = int(rng.integers(60, 90))
+            w(utt, rng.standard_normal((k, FEAT_DIM)).astype(np.float32))
+            texts[utt], frames[utt] = " ".join(rng.choice(WORDS, size=rng.integers(2, 5))), str(k)
+            if pictures is not None:
+                images[utt] = str(pictures / f"scene{i % 4}.png")
+    write_table(d / "text", texts)
+    write_table(d / "utt2num_frames", frames)
+    if pictures is not None:
+        write_table(d / "utt2image", images)
+        write_table(d / "utt2image_mismatch", {u: str(pictures / f"scene{(i + 1) % 4}.png")
+                                               for i, u in enumerate(images)})
+    (d / "feat_info.json").write_text(json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM,
+                                                  "frame_rate_hz": 50.0}))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_llm):
+    """Dump dirs (joint with pictures, speech only), captions, a stage-1 dir, a stage-2 final/ (with LoRA)
+    and an image-stage final/, all on the tiny GLM."""
+    root = tmp_path_factory.mktemp("stage3")
+    rng = np.random.default_rng(0)
+    pics = root / "pictures"
+    pics.mkdir()
+    for i in range(4):
+        SC.render(SC.random_scene(random.Random(i), f"s{i}", image_size=32)).save(pics / f"scene{i}.png")
+    _dump(root / "joint", "vis", 12, pics, rng)
+    _dump(root / "joint_dev", "visdev", 4, pics, rng)
+    _dump(root / "speech", "spk", 10, None, rng)
+    caps = root / "captions"
+    caps.mkdir()
+    write_table(caps / "images.scp", {f"cap{i}": str(pics / f"scene{i}.png") for i in range(4)})
+    write_table(caps / "text", {f"cap{i}": " ".join(WORDS[i: i + 3]) for i in range(4)})
+    # stage 1: random CIF model tied to the tiny GLM's units
+    units = load_tokenizer(build_llm_units(root / "joint" / "text", "tiny-glm", root / "units", hf_tokenizer=tiny_llm.tokenizer))
+    torch.manual_seed(0)
+    cfg = CifAsrConfig(vocab_size=len(units), feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2, d_model=32,
+                       cformer_layers=1, cformer_heads=2, cformer_ffn=64, ctc_weight=0.0, classifier="tied",
+                       tied_dim=tiny_llm.hidden_size)
+    stage1 = CifAsrModel(cfg)
+    stage1.classifier.set_embeddings(tiny_llm.input_embeddings().weight.detach()[torch.tensor(units.llm_ids)])
+    stage1.save_pretrained(root / "stage1")
+    finalize_model_dir(root / "stage1", units, json.loads((root / "joint" / "feat_info.json").read_text()))
+    # stage 2: S-Adapter + LoRA (random: the plumbing is what is tested)
+    sl_cfg = SpeechLlmConfig(llm=LlmConfig(name_or_path="tiny-glm", lora=LoraSettings(enabled=True, r=4, alpha=8)),
+                             adapter=SAdapterConfig(hidden_dim=32, mode="mlp"))
+    speech = SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(root / "stage1"), load_llm(sl_cfg.llm))
+    speech.save_pretrained(root / "stage2")
+    write_stage1_link(root / "stage2", str((root / "stage1").resolve()))
+    # image stage: a random interface aligned to the same LLM
+    ImageX2L(TINY_IMAGE, llm_hidden_size=tiny_llm.hidden_size).save_pretrained(root / "image")
+    (root / "image" / STAGE_CONFIG_NAME).write_text(json.dumps({"llm": asdict(LlmConfig(name_or_path="tiny-glm")),
+                                                                "prompt": asdict(image_prompt_config())}))
+    return root
+
+
+def test_joint_prompt_slots_and_labels_token_by_token(tiny_llm):
+    cfg = MultimodalConfig(system=None)
+    prompt = SlotPrompt(tiny_llm.tokenizer, cfg.content(), cfg.system)
+    assert prompt.slots == ["image", "speech"] and [isinstance(p, list) for p in prompt.pieces] == [True, False, True, False, True]
+    text = tiny_llm.tokenizer.decode(prompt.pieces[2])
+    assert text.startswith("</image>") and cfg.instruction in text and text.rstrip().endswith("<speech>")
+    assert tiny_llm.tokenizer.decode(prompt.pieces[4]).startswith("</speech>")
+    embed = tiny_llm.input_embeddings()
+    H = embed.weight.shape[1]
+    rows = [{"image": torch.randn(4, H), "speech": torch.randn(n, H)} for n in (3, 6)]
+    targets = [[5, 6, prompt.eos_id], [7, prompt.eos_id]]
+    for left in (False, True):
+        batch = assemble_slots(embed, prompt, rows, targets, left_pad=left)
+        n_text = sum(len(p) for p in prompt.pieces if isinstance(p, list))
+        for b, row in enumerate(rows):
+            n = n_text + 4 + row["speech"].shape[0] + len(targets[b])
+            S = batch.inputs_embeds.shape[1]
+            sl = slice(S - n, S) if left else slice(0, n)
+            x, lab = batch.inputs_embeds[b, sl], batch.labels[b, sl]
+            assert int(batch.attention_mask[b].sum()) == n and batch.position_ids[b, sl].tolist() == list(range(n))
+            i = len(prompt.pieces[0])
+            torch.testing.assert_close(x[i: i + 4], row["image"])
+            j = i + 4 + len(prompt.pieces[2])
+            torch.testing.assert_close(x[j: j + row["speech"].shape[0]], row["speech"])
+            assert (lab[: n - len(targets[b])] == IGNORE_ID).all() and lab[n - len(targets[b]):].tolist() == targets[b]
+    with pytest.raises(ValueError, match=r"example 0: no embeddings for prompt slot\(s\) \['image'\]"):
+        assemble_slots(embed, prompt, [{"speech": torch.randn(2, H)}], None, left_pad=True)
+    assert slot("image") in cfg.content() and slot("speech") in cfg.content()
+
+
+def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without_pictures(setup, tmp_path):
+    from asr.decoding.llm_decode import decode_dump_dir
+    from asr.training.train_multimodal import load_multimodal, train
+
+    root = setup
+    config = tmp_path / "joint.yaml"
+    config.write_text("multimodal: {train_qformer: true, train_lora: true, train_speech_adapter: false}\n"
+                      "mix: {joint: 0.5, speech: 0.3, caption: 0.2, steps_per_epoch: 6, caption_batch_size: 2}\n"
+                      "train: {max_epochs: 1, max_steps: 4, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 400,"
+                      " max_batch_size: 4, checkpoint_interval: 2, log_interval: 1, seed: 3}\n")
+    exp = tmp_path / "exp"
+    args = (config, root / "stage2", root / "image", [str(root / "joint")], [str(root / "speech")], root / "captions",
+            root / "joint_dev", exp)
+    final = train(*args)
+    ckpt = torch.load(sorted((exp / "checkpoints").glob("step_*.pt"))[-1], weights_only=False)
+    names = set(ckpt["model"])
+    assert ckpt["step"] == 4 and names and all("lora_" in k or k.startswith(("x2l.qformer.", "x2l.adapter.")) for k in names)
+    assert any("lora_" in k for k in names) and any(k.startswith("x2l.qformer.") for k in names)
+    # the S-Adapter and the image encoder were not touched
+    s2 = torch.load(root / "stage2" / "adapter.pt")
+    s3 = torch.load(final / "speech_llm" / "adapter.pt")
+    assert all(torch.equal(s2[k], s3[k]) for k in s2 if k.startswith("adapter."))
+    assert any(not torch.equal(s2[k], s3[k]) for k in s2 if "lora_" in k)
+    img0, img3 = ImageX2L.from_pretrained(root / "image"), ImageX2L.from_pretrained(final / "image_x2l")
+    assert all(torch.equal(a, b) for a, b in zip(img0.encoder.state_dict().values(), img3.encoder.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(img0.qformer.state_dict().values(), img3.qformer.state_dict().values()))
+    # every kind of batch came up: the mix is a function of the seed
+    from asr.training.train_multimodal import MixedBatchSampler, Source
+
+    class Fake:
+        def __init__(self, n): self.n, self.e = n, 0
+        def set_epoch(self, e): self.e = e
+        def epoch_order(self): return [[i] for i in random.Random(self.e).sample(range(self.n), self.n)]
+    srcs = lambda: [Source("a", None, Fake(3), 0.5), Source("b", None, Fake(2), 0.3), Source("c", None, Fake(5), 0.2)]  # noqa: E731
+    mixed = MixedBatchSampler(srcs(), 40, seed=1)
+    order = mixed.epoch_order()
+    assert order == MixedBatchSampler(srcs(), 40, seed=1).epoch_order() and len(order) == 40
+    assert {b[0] // 10**9 for b in order} == {0, 1, 2}
+    mixed.set_epoch(1)
+    assert mixed.epoch_order() != order
+    # resume: 4 more steps continue the log
+    train(*args, overrides={"max_steps": 6})
+    steps = [int(line.split(",")[0]) for line in (exp / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # load and decode: true picture, another scene's picture, no picture
+    model = load_multimodal(final)
+    assert isinstance(model, MultimodalLlm) and model.x2l.config.freeze_encoder
+    out = {}
+    for table in ("utt2image", "utt2image_mismatch", None):
+        d = tmp_path / f"decode_{table}"
+        info = decode_dump_dir(final, root / "joint_dev", d, beam_size=2, batch_size=2, image_table=table)
+        assert info["image"] == (table or "none") and info["utts"] == 4
+        out[table] = (d / "hyp").read_text().splitlines()
+        assert [line.split()[0] for line in out[table]] == [f"visdev-{i:03d}" for i in range(4)]
+    feats = torch.randn(2, 70, FEAT_DIM)
+    lengths = torch.tensor([70, 50])
+    with torch.no_grad():
+        pics = torch.rand(2, 3, 32, 32)
+        a = model.generate(feats, lengths, images=pics)
+        b = [model.generate(feats[i: i + 1, : int(lengths[i])], lengths[i: i + 1], images=pics[i: i + 1])[0] for i in range(2)]
+    assert [r["llm_ids"] for r in a] == [r["llm_ids"] for r in b]  # batched with pictures = one by one
+    # the loss depends on the picture: the image positions reach the LLM
+    batch = {"kind": torch.tensor(JOINT), "feats": feats, "feat_lengths": lengths,
+             "target_ids": torch.tensor([[5, 6, 2], [7, 2, IGNORE_ID]]), "target_lengths": torch.tensor([3, 2])}
+    with torch.no_grad():
+        l1 = model(images=pics, **batch)["loss"]
+        l2 = model(images=pics.flip(0), **batch)["loss"]
+        l3 = model(**{**batch, "kind": torch.tensor(SPEECH)})["loss"]
+        lc = model(kind=torch.tensor(CAPTION), images=pics, target_ids=batch["target_ids"], target_lengths=batch["target_lengths"])["loss"]
+    assert l1 != l2 and l1 != l3 and torch.isfinite(lc)
+    with pytest.raises(ValueError, match="speech-only"):
+        decode_dump_dir(root / "stage2", root / "joint_dev", tmp_path / "bad", image_table="utt2image")
+
+
+def test_stage3_refuses_an_image_interface_of_another_llm(setup, tmp_path):
+    import shutil
+
+    from asr.training.train_multimodal import build_multimodal
+
+    other = tmp_path / "image_other"
+    shutil.copytree(setup / "image", other)
+    d = json.loads((other / STAGE_CONFIG_NAME).read_text())
+    d["llm"]["name_or_path"] = "tiny-glm4"
+    (other / STAGE_CONFIG_NAME).write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="aligned to 'tiny-glm4'"):
+        build_multimodal(MultimodalConfig(), setup / "stage2", other)
+    with pytest.raises(ValueError, match="trains nothing"):
+        build_multimodal(MultimodalConfig(train_qformer=False, train_image_adapter=False, train_lora=False), setup / "stage2",
+                         setup / "image")
