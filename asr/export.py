@@ -8,6 +8,8 @@
     <out>/speech_llm.json    (speech_llm) adapter, prompt and LLM configs
     <out>/adapter.pt         (speech_llm) the trained adapter (+ LoRA) tensors
     <out>/stage1.json        (speech_llm) {"stage1": "stage1"}: the stage-1 dir, relative to <out>
+    multimodal (a stage-3 dir): <out>/multimodal.json, <out>/image_x2l/ (the image interface) and
+    <out>/speech_llm/ (speech_llm.json, adapter.pt, stage1.json -> "../stage1") next to <out>/stage1/
 
 The LLM itself is referenced (embedded name, hub id or local dir), not copied. The dir is built
 next to ``out`` and renamed into place: an interrupted export never leaves a half-written model.
@@ -36,7 +38,19 @@ def export_model(model_dir: Path, out: Path, decode: dict | None = None) -> Path
         raise ValueError(f"unknown decoding options {sorted(unknown)}; known: {sorted(DECODE_DEFAULTS)}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if (model_dir / "speech_llm.json").is_file():
+    if (model_dir / "multimodal.json").is_file():
+        tmp.mkdir(parents=True)
+        speech = model_dir / "speech_llm"
+        shutil.copytree(stage1_dir_of(speech), tmp / "stage1")
+        shutil.copytree(model_dir / "image_x2l", tmp / "image_x2l")
+        (tmp / "speech_llm").mkdir()
+        for name in ("speech_llm.json", "adapter.pt"):
+            shutil.copyfile(speech / name, tmp / "speech_llm" / name)
+        write_stage1_link(tmp / "speech_llm", "../stage1")
+        shutil.copyfile(model_dir / "multimodal.json", tmp / "multimodal.json")
+        llm = json.loads((speech / "speech_llm.json").read_text())["llm"]["name_or_path"]
+        doc = {"kind": "multimodal", "llm": llm, "format": FORMAT, "decode": decode}
+    elif (model_dir / "speech_llm.json").is_file():
         tmp.mkdir(parents=True)
         shutil.copytree(stage1_dir_of(model_dir), tmp / "stage1")
         for name in ("speech_llm.json", "adapter.pt"):
@@ -48,7 +62,8 @@ def export_model(model_dir: Path, out: Path, decode: dict | None = None) -> Path
         shutil.copytree(model_dir, tmp)
         doc = {"kind": "cif", "llm": None, "format": FORMAT}
     else:
-        raise FileNotFoundError(f"{model_dir}: neither a stage-2 model dir (speech_llm.json) nor a stage-1 one (model.pt, feat_info.json)")
+        raise FileNotFoundError(f"{model_dir}: not a stage-3 model dir (multimodal.json), a stage-2 one (speech_llm.json) "
+                                "or a stage-1 one (model.pt, feat_info.json)")
     write_text_atomic(tmp / EXPORT_FILE, json.dumps(doc, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

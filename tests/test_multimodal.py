@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "recipes" / "mini_vis" / "local"))
 import scenes as SC  # noqa: E402
 
 WORDS = "two red circles blue squares on the left right top".split()
-FEAT_DIM = 24
+FEAT_DIM = 80  # fbank-sized, so that `asr transcribe` can run the exported model on real audio
 TINY_IMAGE = ImageX2LConfig(encoder=ImageEncoderConfig(type="small_cnn", image_size=32, channels=[8, 16], dim=32,
                                                        num_layers=1, num_heads=4),
                             qformer=QFormerConfig(num_queries=4, hidden_size=32, num_layers=1, num_heads=4),
@@ -64,8 +64,8 @@ def _dump(d: Path, prefix: str, n: int, pictures: Path | None, rng) -> None:
         write_table(d / "utt2image", images)
         write_table(d / "utt2image_mismatch", {u: str(pictures / f"scene{(i + 1) % 4}.png")
                                                for i, u in enumerate(images)})
-    (d / "feat_info.json").write_text(json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM,
-                                                  "frame_rate_hz": 50.0}))
+    (d / "feat_info.json").write_text(json.dumps({"feature_type": "fbank", "options": {}, "dim": FEAT_DIM,
+                                                  "frame_rate_hz": 100.0}))
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +227,41 @@ def test_stage3_refuses_an_image_interface_of_another_llm(setup, tmp_path):
     with pytest.raises(ValueError, match="trains nothing"):
         build_multimodal(MultimodalConfig(train_qformer=False, train_image_adapter=False, train_lora=False), setup / "stage2",
                          setup / "image")
+
+
+def test_export_and_transcribe_with_a_picture(setup, espeak_dir, tmp_path):
+    """A stage-3 dir exports into one movable dir; `asr transcribe --image` reads the picture (a different
+    picture can change the words, the same one gives the same words); bad uses are refused clearly."""
+    import shutil
+    import subprocess
+
+    from asr.export import export_model
+    from asr.training.train_multimodal import build_multimodal
+
+    model = build_multimodal(MultimodalConfig(), setup / "stage2", setup / "image")
+    model.save_pretrained(tmp_path / "final")
+    exported = export_model(tmp_path / "final", tmp_path / "model")
+    moved = tmp_path / "moved"
+    shutil.move(exported, moved)  # relative links only
+    assert json.loads((moved / "export.json").read_text())["kind"] == "multimodal"
+    wav = next(p for p in (espeak_dir / "wav.scp").read_text().split() if p.endswith(".wav"))
+    asr = str(Path(sys.executable).parent / "asr")
+
+    def run(*extra):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        proc = subprocess.run([asr, "transcribe", "--model", str(moved), "-o", str(out), "-f", "json", *extra, wav],
+                              capture_output=True, text=True)
+        return proc, out
+
+    texts = []
+    for pic in ("scene0.png", "scene0.png", None):
+        proc, out = run(*(["--image", str(setup / "pictures" / pic)] if pic else []))
+        assert proc.returncode == 0, proc.stderr
+        texts.append(json.loads((out / f"{Path(wav).stem}.json").read_text())["text"])
+    assert texts[0] == texts[1]
+    proc, _ = run("--image", str(tmp_path / "missing.png"))
+    assert proc.returncode != 0 and "missing.png: cannot read the picture" in proc.stderr
+    stage2 = export_model(setup / "stage2", tmp_path / "model2")
+    proc = subprocess.run([asr, "transcribe", "--model", str(stage2), "-o", str(tmp_path / "o2"), "--image",
+                           str(setup / "pictures" / "scene0.png"), wav], capture_output=True, text=True)
+    assert proc.returncode != 0 and "speech-only model: --image needs a stage-3" in proc.stderr

@@ -205,6 +205,10 @@ def add_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("decode_dirs", nargs="+", help="scored decode dirs")
     p.add_argument("--format", choices=["markdown", "plain"], default="plain")
     p.add_argument("--out", help="also write the table to this file")
+    p.add_argument("--by-image", action="store_true",
+                   help="stage-3 decode dirs: WER per condition with the true picture, another scene's and none "
+                        "(+ masked words recovered), markdown")
+    p.add_argument("--plot", help="with --by-image: also draw WER per condition and picture to this PNG")
     p.set_defaults(func=run_results)
 
 
@@ -212,7 +216,17 @@ def run_results(args) -> int:
     from asr.io_utils import write_text_atomic
     from evaluation.summary import format_table, summarize
 
-    table = format_table(summarize(args.decode_dirs), fmt=args.format)
+    if args.by_image:
+        from evaluation import image_conditions
+
+        rows = image_conditions.collect(args.decode_dirs)
+        if not rows:
+            raise ValueError("none of the given dirs has been decoded and scored")
+        table = image_conditions.format_table(rows)
+        if args.plot:
+            image_conditions.plot(rows, args.plot)
+    else:
+        table = format_table(summarize(args.decode_dirs), fmt=args.format)
     print(table)
     if args.out:
         write_text_atomic(args.out, table + "\n")
@@ -233,6 +247,7 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam-size", type=int, help="beam size of the speech LLM (default: the export's); CIF decoding is greedy")
     p.add_argument("--cif-weight", type=float,
                    help="weight of the stage-1 CIF vote on each LLM token (default: the export's; 0: the LLM alone)")
+    p.add_argument("--image", help="a picture that goes with the audio (stage-3 multimodal exports: image-conditioned ASR)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
     p.add_argument("--verbose", dest="print_transcripts", action="store_true", help="print each transcript as it is done")
@@ -254,7 +269,8 @@ def run_transcribe(args) -> int:
     if args.batch_size < 1 or args.chunk_seconds <= 0:
         raise ValueError("--batch-size and --chunk-seconds must be positive")
     inputs = collect_inputs(args.audio, args.wav_scp)
-    recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size, cif_weight=args.cif_weight)
+    recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size, cif_weight=args.cif_weight,
+                                 image=args.image)
     start, audio_seconds, failed = time.perf_counter(), 0.0, 0
     with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1) as bar:
         for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar):

@@ -41,6 +41,7 @@ def add_decode_llm(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cif-weight", type=float, default=0.0,
                    help="weight of the stage-1 CIF classifier's vote on each LLM token (0: the LLM alone)")
+    p.add_argument("--max-utts", type=int, help="decode only this many utterances, evenly spaced over the sorted ids")
     p.add_argument("--device", help="cpu | cuda (default: the config's)")
     p.set_defaults(func=run_decode_llm)
 
@@ -50,7 +51,7 @@ def run_decode_llm(args) -> int:
 
     info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, beam_size=args.beam_size,
                            batch_size=args.batch_size, device=args.device, cif_weight=args.cif_weight,
-                           image_table=args.image_table)
+                           image_table=args.image_table, max_utts=args.max_utts)
     print(json.dumps(info))
     return 0
 

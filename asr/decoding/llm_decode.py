@@ -34,7 +34,8 @@ from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
 def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, beam_size: int = 1,
                     batch_size: int = 8, device: str | None = None, cif_weight: float = 0.0,
-                    image_table: str | None = None) -> dict:
+                    image_table: str | None = None, max_utts: int | None = None) -> dict:
+    """Decode a dump dir (``max_utts``: only that many utterances, evenly spaced over the sorted ids)."""
     model_dir, dump_dir, out_dir = Path(model_dir), Path(dump_dir), Path(out_dir)
     pictures = None
     if is_multimodal_dir(model_dir):
@@ -54,6 +55,8 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]
+    if max_utts is not None and 0 < max_utts < len(ids):
+        ids = [ids[i * len(ids) // max_utts] for i in range(max_utts)]
     if pictures is not None:
         missing = [u for u in ids if u not in pictures.index_of]
         if missing:
@@ -82,7 +85,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     write_refs(dump_dir, out_dir, list(hyps))
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
-        "model_dir": str(model_dir), "image": image_table or "none", "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
+        "model_dir": str(model_dir), "data_dir": str(dump_dir.resolve()), "image": image_table or "none", "max_utts": max_utts, "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
         "audio_seconds": round(audio_s, 2), "decode_seconds": round(elapsed, 2),
         "rtf": round(elapsed / max(audio_s, 1e-9), 4),
         "llm_positions_per_second": round(stats["speech_positions"] / max(audio_s, 1e-9), 3),

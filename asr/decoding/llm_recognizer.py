@@ -11,21 +11,54 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr.decoding.hypothesis import Hypothesis, align_words
 from asr.decoding.transcribe import timed_cif_hypothesis, wave_features
 from asr.features.extractors import build_extractor
+from asr.models.multimodal_llm import is_multimodal_dir
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 
 
+def load_picture(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """An image file -> (1, 3, h, w) float in [0, 1], RGB, resized to ``size`` x ``size`` where given."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size and im.size != (size, size):
+                im = im.resize((size, size), Image.BICUBIC)
+            array = np.asarray(im).transpose(2, 0, 1).copy()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"{path}: cannot read the picture: {exc}") from None
+    return torch.from_numpy(array).unsqueeze(0).float() / 255.0
+
+
 class SpeechLlmRecognizer:
+    """A stage-2 (speech LLM) or stage-3 (multimodal) dir; the latter with ``image``, a picture that goes
+    with every chunk of the audio (without one it transcribes from the speech alone)."""
+
     sample_rate = 16000
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", beam_size: int = 1, cif_weight: float = 0.0):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", beam_size: int = 1, cif_weight: float = 0.0,
+                 image: str | Path | None = None):
         model_dir = Path(model_dir)
-        self.model = load_speech_llm(model_dir, device=device).eval()
-        stage1 = stage1_dir_of(model_dir)
+        self.multimodal = None
+        self.picture = None  # (1, 3, h, w) in [0, 1]
+        if is_multimodal_dir(model_dir):
+            from asr.training.train_multimodal import load_multimodal
+
+            self.multimodal = load_multimodal(model_dir, device=device).eval()
+            self.model, speech_dir = self.multimodal.speech, model_dir / "speech_llm"
+            if image is not None:
+                self.picture = load_picture(image, self.multimodal.x2l.config.encoder.image_size)
+        else:
+            if image is not None:
+                raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture")
+            self.model, speech_dir = load_speech_llm(model_dir, device=device).eval(), model_dir
+        stage1 = stage1_dir_of(speech_dir)
         self.units = self.model.stage1_units()  # loaded with the model
         feat_info = json.loads((stage1 / "feat_info.json").read_text())
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
@@ -37,11 +70,18 @@ class SpeechLlmRecognizer:
                         cif_weight: float = 0.0) -> "SpeechLlmRecognizer":
         return cls(model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight)
 
+    def _generate(self, feats: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
+        opts = dict(num_beams=self.beam_size, cif_weight=self.cif_weight)
+        if self.multimodal is None:
+            return self.model.generate(feats, lengths, **opts)
+        images = self.picture.expand(feats.shape[0], -1, -1, -1) if self.picture is not None else None
+        return self.multimodal.generate(feats, lengths, images=images, **opts)
+
     @torch.inference_mode()
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:
         feats, lengths = wave_features(self.extractor, waves, self.sample_rate)  # (B, T_max, F), (B,)
         hyps = []
-        for wave, res in zip(waves, self.model.generate(feats, lengths, num_beams=self.beam_size, cif_weight=self.cif_weight)):
+        for wave, res in zip(waves, self._generate(feats, lengths)):
             cif = timed_cif_hypothesis(self.units, res["cif_tokens"], res["fire_frames"], torch.tensor(res["alphas"]),
                                        self.frame_seconds, wave.shape[0] / self.sample_rate)
             text = res["text"] or cif.text

@@ -72,21 +72,26 @@ def resolve_device(device: str) -> str:
 
 
 def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int | None = None,
-                    cif_weight: float | None = None) -> Recognizer:
+                    cif_weight: float | None = None, image: str | Path | None = None) -> Recognizer:
     """The recognizer a model dir describes. ``beam_size`` and ``cif_weight`` apply to the speech LLM
-    (CIF is greedy); left None, they are the export's defaults (``export.json`` "decode")."""
+    (CIF is greedy); left None, they are the export's defaults (``export.json`` "decode").
+    ``image``: a picture shown with all the audio (stage-3 exports only)."""
     model_dir, device = Path(model_dir), resolve_device(device)
     export = model_dir / "export.json"
     if export.exists():
         doc = json.loads(export.read_text())
-        if doc.get("kind") != "speech_llm":
-            raise ValueError(f"{export}: unknown kind {doc.get('kind')!r} (expected 'speech_llm')")
+        if doc.get("kind") not in ("speech_llm", "multimodal"):
+            raise ValueError(f"{export}: unknown kind {doc.get('kind')!r} (expected 'speech_llm' or 'multimodal')")
+        if image is not None and doc["kind"] != "multimodal":
+            raise ValueError(f"{model_dir} is a speech-only model: --image needs a stage-3 (multimodal) export")
         from asr.decoding.llm_recognizer import SpeechLlmRecognizer
 
         defaults = doc.get("decode") or {}
-        return SpeechLlmRecognizer.from_export_dir(
+        return SpeechLlmRecognizer(
             model_dir, device=device, beam_size=beam_size if beam_size is not None else defaults.get("beam_size", 1),
-            cif_weight=cif_weight if cif_weight is not None else defaults.get("cif_weight", 0.0))
+            cif_weight=cif_weight if cif_weight is not None else defaults.get("cif_weight", 0.0), image=image)
+    if image is not None:
+        raise ValueError(f"{model_dir} is a stage-1 CIF model: --image needs a stage-3 (multimodal) export")
     return CifRecognizer(model_dir, device=device)
 
 

@@ -117,7 +117,8 @@ def make_features(
         if {k: old.get(k) for k in info} != info:
             raise ValueError(f"{out_dir} holds features made with {old}; asked for {info}. Remove it or use another dir")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur", "utt2image", "utt2image_mismatch"):
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur", "utt2image", "utt2image_mismatch",
+                 "masked_words", "word_spans"):
         if (data_dir / name).exists():
             shutil.copyfile(data_dir / name, out_dir / name)
     utts = DataDir.read(data_dir, validate=False).utts

