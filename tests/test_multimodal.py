@@ -80,7 +80,7 @@ def setup(tmp_path_factory, tiny_llm):
         SC.render(SC.random_scene(random.Random(i), f"s{i}", image_size=32)).save(pics / f"scene{i}.png")
     _dump(root / "joint", "vis", 12, pics, rng)
     _dump(root / "joint_dev", "visdev", 4, pics, rng)
-    _dump(root / "speech", "spk", 10, None, rng)
+    _dump(root / "speech", "vis", 10, None, rng)  # the same ids as "joint": corpora may share them
     caps = root / "captions"
     caps.mkdir()
     write_table(caps / "images.scp", {f"cap{i}": str(pics / f"scene{i}.png") for i in range(4)})
@@ -149,7 +149,7 @@ def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without
                       "train: {max_epochs: 1, max_steps: 4, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 400,"
                       " max_batch_size: 4, checkpoint_interval: 2, log_interval: 1, seed: 3}\n")
     exp = tmp_path / "exp"
-    args = (config, root / "stage2", root / "image", [str(root / "joint")], [str(root / "speech")], root / "captions",
+    args = (config, root / "stage2", root / "image", [str(root / "joint")], [str(root / "joint"), str(root / "speech")], root / "captions",
             root / "joint_dev", exp)
     final = train(*args)
     ckpt = torch.load(sorted((exp / "checkpoints").glob("step_*.pt"))[-1], weights_only=False)

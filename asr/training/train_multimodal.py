@@ -93,23 +93,29 @@ class PictureTable:
 
 
 class SpeechSet:
-    """The usable utterances of one or more dump dirs with LLM targets; with ``pictures`` (each dir's
-    ``utt2image``), each utterance's picture too (utterances without one are left out, with a logged count)."""
+    """The usable utterances of one or more dump dirs with LLM targets; ``with_pictures``: each utterance's
+    picture from its dir's ``utt2image`` too (utterances without one are left out, with a logged count).
+    With several dirs, utterance ids become ``<dir index>:<id>``."""
 
     def __init__(self, dump_dirs: list[str | Path], units, model: MultimodalLlm, frame_divisor: int, preload: bool,
                  with_pictures: bool = False):
         parts = [FeatureDataset(d, units, frame_divisor=frame_divisor, preload=preload) for d in dump_dirs]
+        tables = [PictureTable(Path(d) / "utt2image") for d in dump_dirs] if with_pictures else []
+        if len(parts) > 1:  # corpora may share utterance ids (speaker-id-number): "<dir index>:<utt>" keeps them apart
+            for k, part in enumerate(parts):
+                for u in part.utts:
+                    u.utt_id = f"{k}:{u.utt_id}"
+                if part._cache is not None:
+                    part._cache = {f"{k}:{utt}": m for utt, m in part._cache.items()}
+            for k, table in enumerate(tables):
+                table.index_of = {f"{k}:{utt}": i for utt, i in table.index_of.items()}
         self.data = parts[0]  # holds every dir's utterances (features are read by ark reference or from the cache)
         for extra in parts[1:]:
             self.data.utts += extra.utts
             if self.data._cache is not None:
                 self.data._cache.update(extra._cache)
-        ids = [u.utt_id for u in self.data.utts]
-        if len(set(ids)) < len(ids):
-            raise ValueError(f"{[str(d) for d in dump_dirs]}: an utterance id occurs in more than one dir")
         self.pictures = None
         if with_pictures:
-            tables = [PictureTable(Path(d) / "utt2image") for d in dump_dirs]
             self.pictures = tables[0] if len(tables) == 1 else _merge_tables(tables)
             before = len(self.data.utts)
             self.data.utts = [u for u in self.data.utts if u.utt_id in self.pictures.index_of]

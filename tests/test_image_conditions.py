@@ -1,0 +1,84 @@
+"""Scoring of image-conditioned ASR (evaluation/image_conditions.py, `asr results --by-image`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asr.io_utils import write_table
+from evaluation.image_conditions import collect, format_table, masked_words_right
+from evaluation.normalize import get_normalizer
+from evaluation.score import score_dir
+
+REFS = {"u1": "two red circles on the left", "u2": "a blue square at the top"}
+
+
+def _decode_dir(root: Path, condition: str, image: str, hyps: dict[str, str], masked: dict[str, str] | None = None) -> Path:
+    data = root / "dump" / condition
+    data.mkdir(parents=True, exist_ok=True)
+    write_table(data / "text", REFS)
+    if masked:
+        write_table(data / "masked_words", masked)
+    d = root / f"decode_{condition}_{image}"
+    d.mkdir()
+    write_table(d / "ref", REFS)
+    write_table(d / "hyp", hyps)
+    (d / "decode_info.json").write_text(json.dumps({"data_dir": str(data), "image": image}))
+    score_dir(d)
+    return d
+
+
+def test_masked_words_right_counts_aligned_identical_words():
+    norm = get_normalizer("english")
+    masked = {"u1": "1", "u2": "1 2"}  # "red"; "blue square"
+    hyp = {"u1": "two red circles on the left", "u2": "a green square at the top"}
+    assert masked_words_right(REFS, hyp, masked, norm) == (2, 3)  # red, square right; blue wrong
+    # a deletion before the masked word shifts positions: alignment, not position, decides
+    assert masked_words_right(REFS, {"u1": "red circles on the left"}, {"u1": "1"}, norm) == (1, 1)
+    assert masked_words_right(REFS, {"u1": ""}, {"u1": "1"}, norm) == (0, 1)
+
+
+def test_table_rows_ratio_masked_counts_and_plot(tmp_path):
+    perfect = dict(REFS)
+    wrong_colours = {"u1": "two blue circles on the left", "u2": "a red square at the top"}
+    _decode_dir(tmp_path, "test_0db", "utt2image", perfect)
+    _decode_dir(tmp_path, "test_0db", "utt2image_mismatch", wrong_colours)
+    _decode_dir(tmp_path, "test_0db", "none", {"u1": "two circles on the left", "u2": "a square at the top"})
+    m = {"u1": "1", "u2": "1"}
+    _decode_dir(tmp_path, "test_masked", "utt2image", perfect, m)
+    _decode_dir(tmp_path, "test_masked", "none", wrong_colours, m)
+    _decode_dir(tmp_path, "test_clean", "none", perfect)
+    rows = collect(sorted(str(p) for p in tmp_path.glob("decode_*")))
+    assert [r.condition for r in rows] == ["test_clean", "test_0db", "test_masked"]  # the conditions' order
+    r0 = rows[1]
+    assert r0.num_words == 12 and r0.wer["true"] == 0.0 and r0.wer["other"] == pytest.approx(200 / 12)
+    assert r0.wer["none"] == pytest.approx(200 / 12) and not r0.masked
+    assert rows[2].masked == {"true": (2, 2), "none": (0, 2)}
+    table = format_table(rows)
+    assert "| test_0db | 12 | 0.00 | 16.67 | 16.67 | 0.00 |" in table
+    assert "| test_masked | 12 | 0.00 | - | 16.67 | 0.00 | 2/2 / - / 0/2 |" in table
+    assert "| test_clean | 12 | - | - | 0.00 | - |" in table
+    # the command line: table file + PNG
+    out, png = tmp_path / "IMAGES.md", tmp_path / "images.png"
+    proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "results", "--by-image", "--plot", str(png),
+                           "--out", str(out), *sorted(str(p) for p in tmp_path.glob("decode_*"))],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text().startswith("| Condition |") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_dirs_are_named(tmp_path):
+    d = _decode_dir(tmp_path, "test_0db", "none", dict(REFS))
+    twin = tmp_path / "decode_again"
+    twin.mkdir()
+    for name in ("ref", "hyp", "decode_info.json", "scores.json"):
+        (twin / name).write_bytes((d / name).read_bytes())
+    with pytest.raises(ValueError, match="a second decode dir of test_0db with the none picture"):
+        collect([str(d), str(twin)])
+    (twin / "decode_info.json").unlink()
+    with pytest.raises(ValueError, match="decode_again: no decode_info.json"):
+        collect([str(twin)])
