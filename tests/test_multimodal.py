@@ -208,6 +208,10 @@ def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without
         l3 = model(**{**batch, "kind": torch.tensor(SPEECH)})["loss"]
         lc = model(kind=torch.tensor(CAPTION), images=pics, target_ids=batch["target_ids"], target_lengths=batch["target_lengths"])["loss"]
     assert l1 != l2 and l1 != l3 and torch.isfinite(lc)
+    info = decode_dump_dir(final, root / "joint_dev", tmp_path / "two", image_table="utt2image", max_utts=2)
+    assert info["utts"] == 2 and info["max_utts"] == 2
+    assert [line.split()[0] for line in (tmp_path / "two" / "ref").read_text().splitlines()] == ["visdev-000", "visdev-002"]
+    assert not (tmp_path / "two" / "missing_feats").exists()  # the others were not asked for: not scored as deletions
     with pytest.raises(ValueError, match="speech-only"):
         decode_dump_dir(root / "stage2", root / "joint_dev", tmp_path / "bad", image_table="utt2image")
 

@@ -21,11 +21,15 @@ def read_dump(dump_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
     return feats_scp, num_frames
 
 
-def write_refs(dump_dir: Path, out_dir: Path, decoded: list[str]) -> None:
-    """Write ``out_dir/ref`` (and ``missing_feats``) from the dump dir's text, if it has one."""
+def write_refs(dump_dir: Path, out_dir: Path, decoded: list[str], selected: list[str] | None = None) -> None:
+    """Write ``out_dir/ref`` (and ``missing_feats``) from the dump dir's text, if it has one.
+
+    ``selected``: the utterances that were to be decoded (default: all of the dump dir's text)."""
     if not (dump_dir / "text").exists():
         return
     ref = read_table(dump_dir / "text")
+    if selected is not None:
+        ref = {u: ref[u] for u in selected if u in ref}
     write_table(out_dir / "ref", {u: ref[u] for u in decoded if u in ref})
     missing = [u for u in ref if u not in set(decoded)]
     if missing:  # utterances whose audio could not be read: scored as empty hypotheses

@@ -55,8 +55,10 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]
+    selected = None  # all of the dump dir's utterances are to be decoded (and scored)
     if max_utts is not None and 0 < max_utts < len(ids):
         ids = [ids[i * len(ids) // max_utts] for i in range(max_utts)]
+        selected = ids
     if pictures is not None:
         missing = [u for u in ids if u not in pictures.index_of]
         if missing:
@@ -82,7 +84,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_table(out_dir / "hyp", hyps)
     write_table(out_dir / "hyp_cif", cif_hyps)
-    write_refs(dump_dir, out_dir, list(hyps))
+    write_refs(dump_dir, out_dir, list(hyps), selected)
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
         "model_dir": str(model_dir), "data_dir": str(dump_dir.resolve()), "image": image_table or "none", "max_utts": max_utts, "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
