@@ -21,7 +21,7 @@ from typing import Iterable
 import jiwer
 
 from evaluation.normalize import get_normalizer
-from evaluation.score import read_scores, read_text
+from evaluation.score import SCORES_FILE, read_scores, read_text
 from evaluation.summary import _expand
 
 VARIANTS = {"utt2image": "true", "utt2image_mismatch": "other", "none": "none"}
@@ -71,6 +71,8 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
         variant = VARIANTS.get(info.get("image", "none"), info.get("image"))
         data_dir = Path(info["data_dir"])
         condition = data_dir.name
+        if not (path / SCORES_FILE).is_file():
+            raise ValueError(f"{path}: no {SCORES_FILE}: score it first (asr score {path})")
         _, score = read_scores(path)
         row = rows.setdefault(condition, ConditionRow(condition))
         if variant in row.wer:

@@ -145,7 +145,7 @@ def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without
     root = setup
     config = tmp_path / "joint.yaml"
     config.write_text("multimodal: {train_qformer: true, train_lora: true, train_speech_adapter: false}\n"
-                      "mix: {joint: 0.5, speech: 0.3, caption: 0.2, steps_per_epoch: 6, caption_batch_size: 2}\n"
+                      "mix: {joint: 0.4, joint_no_picture: 0.2, speech: 0.2, caption: 0.2, steps_per_epoch: 6, caption_batch_size: 2}\n"
                       "train: {max_epochs: 1, max_steps: 4, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 400,"
                       " max_batch_size: 4, checkpoint_interval: 2, log_interval: 1, seed: 3}\n")
     exp = tmp_path / "exp"

@@ -10,6 +10,7 @@ interface (frozen encoder, Q-Former, I-Adapter) aligned to the same LLM. Every s
 one kind, drawn with the ``mix`` weights from three sources:
 
     joint    dump dirs with ``utt2image`` (utterance -> PNG): the joint prompt, picture + speech
+    joint_no_picture  the same utterances with the stage-2 prompt and no picture (weight 0: off)
     speech   dump dirs: the stage-2 prompt, speech only (so nothing of stage 2 is lost, and the
              no-image baseline has seen the same speech as the joint prompt)
     caption  a captions dir (images.scp + text): the image stage's prompt
@@ -55,15 +56,17 @@ SECTIONS = ("multimodal", "mix", "train", "decode")
 @dataclass
 class MixConfig:
     joint: float = 0.5
+    joint_no_picture: float = 0.0  # the joint dirs' utterances again with the stage-2 prompt and no picture:
+    #                                the no-picture baseline then sees the same speech as often as the joint prompt
     speech: float = 0.3
     caption: float = 0.2
     steps_per_epoch: int = 500
     caption_batch_size: int = 8
 
     def __post_init__(self):
-        if min(self.joint, self.speech, self.caption) < 0 or self.joint <= 0:
-            raise ValueError(f"mix weights must be >= 0 and joint > 0 (joint {self.joint}, speech {self.speech}, "
-                             f"caption {self.caption})")
+        if min(self.joint, self.joint_no_picture, self.speech, self.caption) < 0 or self.joint <= 0:
+            raise ValueError(f"mix weights must be >= 0 and joint > 0 (joint {self.joint}, joint_no_picture "
+                             f"{self.joint_no_picture}, speech {self.speech}, caption {self.caption})")
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -265,6 +268,10 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
     src, data = speech_source("joint", joint_dirs, mix.joint, True)
     sources.append(src)
     sizes["joint"] = len(data)
+    if mix.joint_no_picture > 0:
+        src, data = speech_source("joint_no_picture", joint_dirs, mix.joint_no_picture, False)
+        sources.append(src)
+        sizes["joint_no_picture"] = len(data)
     if speech_dirs and mix.speech > 0:
         src, data = speech_source("speech", speech_dirs, mix.speech, False)
         sources.append(src)
