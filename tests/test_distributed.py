@@ -174,13 +174,13 @@ def dump_dir(tmp_path_factory) -> Path:
 
 def _cli_config(path: Path) -> Path:
     # dropout and SpecAugment on: an exact resume must restore every rank's own RNG state
-    path.write_text(f"""
-model: {{encoder_type: frozen, frozen_pool: 2, frozen_layers: 1, frozen_layer_type: transformer,
-         conformer: {{d_model: 16, num_layers: 1, num_heads: 2, ffn_dim: 32}},
+    path.write_text("""
+model: {encoder_type: frozen, frozen_pool: 2, frozen_layers: 1, frozen_layer_type: transformer,
+         conformer: {d_model: 16, num_layers: 1, num_heads: 2, ffn_dim: 32},
          d_model: 16, cformer_layers: 1, cformer_heads: 2, cformer_ffn: 32, dropout: 0.1,
-         specaug: {{time_masks: 1, time_mask_max: 10, freq_masks: 1, freq_mask_max: 3}}}}
-train: {{max_epochs: 50, lr: 0.003, warmup_steps: 3, max_frames_per_batch: 250, checkpoint_interval: 3,
-        keep_checkpoints: 10, log_interval: 1, num_threads: 1, seed: 5, device: cpu}}
+         specaug: {time_masks: 1, time_mask_max: 10, freq_masks: 1, freq_mask_max: 3}}
+train: {max_epochs: 50, lr: 0.003, warmup_steps: 3, max_frames_per_batch: 250, checkpoint_interval: 3,
+        keep_checkpoints: 10, log_interval: 1, num_threads: 1, seed: 5, device: cpu}
 """)
     return path
 

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import kaldiio
-import torch
 from tqdm import tqdm
 
 from asr.decoding.decode_dir import read_dump, write_refs

@@ -16,7 +16,6 @@ import json
 import logging
 import multiprocessing as mp
 import shutil
-import threading
 from pathlib import Path
 
 import kaldiio

@@ -32,6 +32,15 @@ def pad_features(mats: list) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), torch.tensor([t.shape[0] for t in tensors])
 
 
+def pad_targets(targets: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Token-id lists -> ``target_ids`` (B, L_max) padded with IGNORE_ID and ``target_lengths`` (B,)."""
+    lengths = torch.tensor([len(t) for t in targets])
+    ids = torch.full((len(targets), int(lengths.max())), IGNORE_ID, dtype=torch.long)
+    for b, t in enumerate(targets):
+        ids[b, : len(t)] = torch.tensor(t)
+    return {"target_ids": ids, "target_lengths": lengths}
+
+
 @dataclass
 class Utterance:
     utt_id: str

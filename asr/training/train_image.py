@@ -50,6 +50,7 @@ from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces
+from asr.training.data import pad_targets
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
@@ -272,12 +273,8 @@ class CaptionSet:
         return self.images[[self.image_of[i] for i in indices]].float() / 255.0  # (B, 3, H, W)
 
     def collate(self, indices: list[int]) -> dict:
-        lengths = torch.tensor([len(self.targets[i]) for i in indices])
-        ids = torch.full((len(indices), int(lengths.max())), IGNORE_ID, dtype=torch.long)
-        for b, i in enumerate(indices):
-            ids[b, : lengths[b]] = torch.tensor(self.targets[i])
         return {"utt_ids": [self.ids[i] for i in indices], "images": self.pictures(indices),
-                "target_ids": ids, "target_lengths": lengths}
+                **pad_targets([self.targets[i] for i in indices])}
 
 
 class FixedBatchSampler:

@@ -28,6 +28,7 @@ Config (YAML), sections: ``multimodal`` (:class:`MultimodalConfig`), ``mix`` (``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import sys
@@ -41,10 +42,9 @@ from asr.config import dataclass_from_dict, load_config
 from asr.data.datadir import DataDirError, read_table
 from asr.models.image_x2l import ImageX2L
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
-from asr.models.speech_llm import IGNORE_ID, PromptConfig
-from asr.tokenizer import load_tokenizer
+from asr.models.speech_llm import PromptConfig
 from asr.training import distributed as dist
-from asr.training.data import FeatureDataset, FrameBatchSampler, Batches
+from asr.training.data import Batches, FeatureDataset, FrameBatchSampler, pad_targets
 from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler, load_png
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
@@ -139,7 +139,7 @@ class SpeechSet:
     def collate(self, indices: list[int]) -> dict:
         batch = self.data.collate(indices)
         out = {"utt_ids": batch["utt_ids"], "feats": batch["feats"], "feat_lengths": batch["feat_lengths"],
-               "kind": torch.tensor(self.kind), **_padded_targets([self.targets[i] for i in indices])}
+               "kind": torch.tensor(self.kind), **pad_targets([self.targets[i] for i in indices])}
         if self.pictures is not None:
             out["images"] = self.pictures.pictures(batch["utt_ids"])
         return out
@@ -154,14 +154,6 @@ def _merge_tables(tables: list[PictureTable]) -> PictureTable:
         merged.images = torch.cat([merged.images, t.images])
         merged.index_of.update({u: base + i for u, i in t.index_of.items()})
     return merged
-
-
-def _padded_targets(targets: list[list[int]]) -> dict:
-    lengths = torch.tensor([len(t) for t in targets])
-    ids = torch.full((len(targets), int(lengths.max())), IGNORE_ID, dtype=torch.long)
-    for b, t in enumerate(targets):
-        ids[b, : len(t)] = torch.tensor(t)
-    return {"target_ids": ids, "target_lengths": lengths}
 
 
 class Source:
@@ -220,8 +212,6 @@ def build_multimodal(config: MultimodalConfig, speech_llm_dir: str | Path, image
     stage_file = image_dir / STAGE_CONFIG_NAME
     if not stage_file.is_file():
         raise FileNotFoundError(f"{stage_file} is missing: --image-model must be an image-stage final/ dir")
-    import json
-
     image_stage = json.loads(stage_file.read_text(encoding="utf-8"))
     if image_stage["llm"]["name_or_path"] != speech.config.llm.name_or_path:
         raise ValueError(f"the image interface was aligned to {image_stage['llm']['name_or_path']!r}, the speech LLM "

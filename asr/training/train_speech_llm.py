@@ -18,10 +18,10 @@ import torch
 from asr.config import load_config
 from asr.models.cif_asr import CifAsrModel
 from asr.models.llm import load_llm
-from asr.models.speech_llm import IGNORE_ID, SpeechLlm, SpeechLlmConfig
+from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig
 from asr.tokenizer import load_tokenizer
 from asr.training import distributed as dist
-from asr.training.data import Batches, FeatureDataset, dataset_and_batches
+from asr.training.data import Batches, FeatureDataset, dataset_and_batches, pad_targets
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,8 @@ class LlmTargets:
 
     def collate(self, indices: list[int]) -> dict:
         batch = self.dataset.collate(indices)
-        lengths = torch.tensor([len(self.targets[i]) for i in indices])
-        ids = torch.full((len(indices), int(lengths.max())), IGNORE_ID, dtype=torch.long)
-        for b, i in enumerate(indices):
-            ids[b, : lengths[b]] = torch.tensor(self.targets[i])
         return {"utt_ids": batch["utt_ids"], "feats": batch["feats"], "feat_lengths": batch["feat_lengths"],
-                "target_ids": ids, "target_lengths": lengths}
+                **pad_targets([self.targets[i] for i in indices])}
 
 
 def build_speech_llm(config: dict, stage1_dir: Path, train_cfg: TrainConfig | None = None,
