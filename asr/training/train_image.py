@@ -51,7 +51,7 @@ from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces
 from asr.training.data import pad_targets
-from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
+from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -429,15 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, help="override train.max_steps")
     ap.add_argument("--init", help="start from the interface in this model dir (e.g. the contrastive run's final/)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
-    try:
-        final = train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides, args.init)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(final)
-    return 0
+    return run_entry_point(lambda: train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides,
+                                         args.init))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from asr.training import distributed as dist
 from asr.training.data import Batches, FeatureDataset, FrameBatchSampler, pad_targets
 from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler, load_png
 from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
-from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
+from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
 log = logging.getLogger(__name__)
 SECTIONS = ("multimodal", "mix", "train", "decode")
@@ -301,16 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exp-dir", required=True)
     p.add_argument("--max-steps", type=int)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
-    try:
-        final = train(args.config, args.speech_llm, args.image_model, args.joint_dirs, args.speech_dirs, args.captions,
-                      args.valid_dir, args.exp_dir, overrides)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(final)
-    return 0
+    return run_entry_point(lambda: train(args.config, args.speech_llm, args.image_model, args.joint_dirs,
+                                         args.speech_dirs, args.captions, args.valid_dir, args.exp_dir, overrides))
 
 
 if __name__ == "__main__":

@@ -531,3 +531,18 @@ def plot_curves(exp_dir: str | Path) -> Path | None:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out
+
+
+def run_entry_point(train_call: Callable[[], Path]) -> int:
+    """``python -m asr.training.<stage>``: log to stderr, run the training, print the final dir; a bad
+    config or a missing input is one line on stderr and exit status 2."""
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        final = train_call()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(final)
+    return 0
