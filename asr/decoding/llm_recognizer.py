@@ -67,8 +67,8 @@ class SpeechLlmRecognizer:
 
     @classmethod
     def from_export_dir(cls, model_dir: str | Path, device: str = "cpu", beam_size: int = 1,
-                        cif_weight: float = 0.0) -> "SpeechLlmRecognizer":
-        return cls(model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight)
+                        cif_weight: float = 0.0, image: str | Path | None = None) -> "SpeechLlmRecognizer":
+        return cls(model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image)
 
     def _generate(self, feats: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
         opts = dict(num_beams=self.beam_size, cif_weight=self.cif_weight)

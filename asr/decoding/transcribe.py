@@ -87,7 +87,7 @@ def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int |
         from asr.decoding.llm_recognizer import SpeechLlmRecognizer
 
         defaults = doc.get("decode") or {}
-        return SpeechLlmRecognizer(
+        return SpeechLlmRecognizer.from_export_dir(
             model_dir, device=device, beam_size=beam_size if beam_size is not None else defaults.get("beam_size", 1),
             cif_weight=cif_weight if cif_weight is not None else defaults.get("cif_weight", 0.0), image=image)
     if image is not None:
