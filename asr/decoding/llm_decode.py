@@ -26,9 +26,8 @@ from tqdm import tqdm
 
 from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
-from asr.models.multimodal_llm import is_multimodal_dir
 from asr.training.data import FrameBatchSampler, pad_features
-from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
+from asr.training.train_multimodal import PictureTable, load_llm_decoder
 
 
 def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, beam_size: int = 1,
@@ -36,21 +35,13 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
                     image_table: str | None = None, max_utts: int | None = None) -> dict:
     """Decode a dump dir (``max_utts``: only that many utterances, evenly spaced over the sorted ids)."""
     model_dir, dump_dir, out_dir = Path(model_dir), Path(dump_dir), Path(out_dir)
+    model, speech, stage1_dir = load_llm_decoder(model_dir, device=device)
+    units = speech.stage1_units()  # loaded with the model
     pictures = None
-    if is_multimodal_dir(model_dir):
-        from asr.training.train_multimodal import PictureTable, load_multimodal
-
-        model = load_multimodal(model_dir, device=device)
-        stage1_dir = model.stage1_dir
-        units = model.speech.stage1_units()
-        if image_table:
-            pictures = PictureTable(dump_dir / image_table)
-    else:
-        if image_table:
+    if image_table:
+        if model is speech:
             raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture ({image_table})")
-        model = load_speech_llm(model_dir, device=device)
-        stage1_dir = stage1_dir_of(model_dir)
-        units = model.stage1_units()  # loaded with the model
+        pictures = PictureTable(dump_dir / image_table)
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]

@@ -11,26 +11,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asr.decoding.hypothesis import Hypothesis, align_words
 from asr.decoding.transcribe import timed_cif_hypothesis, wave_features
 from asr.features.extractors import build_extractor
-from asr.models.multimodal_llm import is_multimodal_dir
-from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
+from asr.training.train_image import load_png
+from asr.training.train_multimodal import load_llm_decoder
 
 
 def load_picture(path: str | Path, size: int | None = None) -> torch.Tensor:
     """An image file -> (1, 3, h, w) float in [0, 1], RGB, resized to ``size`` x ``size`` where given."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size and im.size != (size, size):
-                im = im.resize((size, size), Image.BICUBIC)
-            array = np.asarray(im).transpose(2, 0, 1).copy()
+        array = load_png(path, size)
     except (OSError, UnidentifiedImageError) as exc:
         raise ValueError(f"{path}: cannot read the picture: {exc}") from None
     return torch.from_numpy(array).unsqueeze(0).float() / 255.0
@@ -45,20 +40,14 @@ class SpeechLlmRecognizer:
     def __init__(self, model_dir: str | Path, device: str = "cpu", beam_size: int = 1, cif_weight: float = 0.0,
                  image: str | Path | None = None):
         model_dir = Path(model_dir)
-        self.multimodal = None
+        model, self.model, stage1 = load_llm_decoder(model_dir, device=device)
+        model.eval()
+        self.multimodal = model if model is not self.model else None
         self.picture = None  # (1, 3, h, w) in [0, 1]
-        if is_multimodal_dir(model_dir):
-            from asr.training.train_multimodal import load_multimodal
-
-            self.multimodal = load_multimodal(model_dir, device=device).eval()
-            self.model, speech_dir = self.multimodal.speech, model_dir / "speech_llm"
-            if image is not None:
-                self.picture = load_picture(image, self.multimodal.x2l.config.encoder.image_size)
-        else:
-            if image is not None:
+        if image is not None:
+            if self.multimodal is None:
                 raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture")
-            self.model, speech_dir = load_speech_llm(model_dir, device=device).eval(), model_dir
-        stage1 = stage1_dir_of(speech_dir)
+            self.picture = load_picture(image, self.multimodal.x2l.config.encoder.image_size)
         self.units = self.model.stage1_units()  # loaded with the model
         feat_info = json.loads((stage1 / "feat_info.json").read_text())
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})

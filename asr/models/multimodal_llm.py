@@ -29,7 +29,8 @@ from asr.config import dataclass_from_dict
 from asr.io_utils import save_config_and_weights, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L
-from asr.models.speech_llm import (IGNORE_ID, Prompt, PromptConfig, SlotPrompt, SpeechLlm, assemble_slots, slot)
+from asr.models.speech_llm import (Prompt, PromptConfig, SlotPrompt, SpeechLlm, assemble_slots, slot, token_accuracy,
+                                   write_stage1_link)
 
 CONFIG_NAME = "multimodal.json"
 SPEECH, JOINT, CAPTION = 0, 1, 2  # batch kinds
@@ -135,11 +136,7 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         batch, _ = self._assemble(k, feats, feat_lengths, images, targets, left_pad=False)
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
                        position_ids=batch.position_ids, labels=batch.labels)
-        pred = out.logits[:, :-1].argmax(-1)
-        gold = batch.labels[:, 1:]
-        valid = gold != IGNORE_ID
-        acc = ((pred == gold) & valid).sum().float() / valid.sum().clamp(min=1)
-        return {"loss": out.loss, "acc": acc.detach()}
+        return {"loss": out.loss, "acc": token_accuracy(out.logits, batch.labels)}
 
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -160,7 +157,7 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         state = {k: v for k, v in self.speech.state_dict().items() if k.startswith("adapter.") or "lora_" in k}
         save_config_and_weights(out_dir / "speech_llm", "speech_llm.json", asdict(self.speech.config), "adapter.pt", state)
         if self.stage1_dir is not None:
-            write_text_atomic(out_dir / "speech_llm" / "stage1.json", json.dumps({"stage1": str(self.stage1_dir)}) + "\n")
+            write_stage1_link(out_dir / "speech_llm", str(self.stage1_dir))
         d = {"multimodal": asdict(self.config), "caption_prompt": asdict(self.caption_prompt_config)}
         write_text_atomic(out_dir / CONFIG_NAME, json.dumps(d, indent=2) + "\n")
 

@@ -35,6 +35,7 @@ from asr.models.s_adapter import SAdapter, SAdapterConfig
 from asr.tokenizer import load_tokenizer
 
 IGNORE_ID = -100
+STAGE1_LINK = "stage1.json"  # in a stage-2 dir: {"stage1": <the stage-1 model dir>}
 
 
 def slot(name: str) -> str:
@@ -169,6 +170,14 @@ def assemble_slots(embed: nn.Embedding, prompt: SlotPrompt, slots: list[dict[str
     return AssembledBatch(x, mask, lab if targets is not None else None, positions)
 
 
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of the labelled positions whose next token the LLM's argmax gets right (no gradient).
+    logits (B, S, V), labels (B, S) with IGNORE_ID where there is nothing to predict."""
+    gold = labels[:, 1:]
+    valid = gold != IGNORE_ID
+    return (((logits[:, :-1].argmax(-1) == gold) & valid).sum().float() / valid.sum().clamp(min=1)).detach()
+
+
 def strip_repetition(ids: list[int], max_ngram: int = 20) -> list[int]:
     """Cut a generation loop: the first n-gram repeated back to back more often than speech repeats.
 
@@ -254,11 +263,8 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
             mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
                        labels=batch.labels, use_cache=cache is not None, **self.cache_kwargs(cache))
-        pred = out.logits[:, :-1].argmax(-1)
-        gold = batch.labels[:, 1:]
-        valid = gold != IGNORE_ID
-        acc = ((pred == gold) & valid).sum().float() / valid.sum().clamp(min=1)
-        return {"loss": out.loss, "acc": acc.detach(), "positions": mask.sum().float()}  # LLM positions in the batch
+        return {"loss": out.loss, "acc": token_accuracy(out.logits, batch.labels),
+                "positions": mask.sum().float()}  # LLM positions in the batch
 
     def prefix_cache_allowed(self) -> bool:
         """The prefix's keys/values are constant only with the whole LLM frozen (LoRA changes them) and
@@ -338,3 +344,14 @@ def _checkpointing(model: nn.Module) -> bool:
 
 def normalize_spaces(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
+
+
+def write_stage1_link(model_dir: Path, stage1: str) -> None:
+    """Record the stage-1 model dir: an absolute path, or one relative to ``model_dir`` (exports)."""
+    (model_dir / STAGE1_LINK).write_text(json.dumps({"stage1": stage1}) + "\n")
+
+
+def stage1_dir_of(model_dir: Path) -> Path:
+    """The stage-1 model dir a stage-2 dir names (relative paths are relative to the stage-2 dir)."""
+    stage1 = Path(json.loads((Path(model_dir) / STAGE1_LINK).read_text())["stage1"])
+    return stage1 if stage1.is_absolute() else Path(model_dir) / stage1

@@ -49,7 +49,7 @@ from asr.io_utils import write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
-from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces
+from asr.models.speech_llm import Prompt, PromptConfig, assemble, normalize_spaces, token_accuracy
 from asr.training.data import pad_targets
 from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
@@ -168,10 +168,7 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
                        labels=batch.labels, use_cache=cache is not None,
                        **self.cache_kwargs(cache))
-        gold = batch.labels[:, 1:]
-        valid = gold != IGNORE_ID
-        acc = ((out.logits[:, :-1].argmax(-1) == gold) & valid).sum().float() / valid.sum().clamp(min=1)
-        return out.loss, acc.detach()
+        return out.loss, token_accuracy(out.logits, batch.labels)
 
     def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric InfoNCE over the batch (BLIP-2's ITC): similarity of a picture and a caption = the best
@@ -226,12 +223,15 @@ def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -
 
 
 # ---- data -------------------------------------------------------------------------------------
-def load_png(path: str | Path) -> np.ndarray:
-    """(3, H, W) uint8 RGB."""
+def load_png(path: str | Path, size: int | None = None) -> np.ndarray:
+    """(3, H, W) uint8 RGB of any image file PIL reads; ``size``: resized to size x size (bicubic) where it differs."""
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB")).transpose(2, 0, 1).copy()
+        im = im.convert("RGB")
+        if size and im.size != (size, size):
+            im = im.resize((size, size), Image.BICUBIC)
+        return np.asarray(im).transpose(2, 0, 1).copy()
 
 
 class CaptionSet:

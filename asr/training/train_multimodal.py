@@ -41,8 +41,8 @@ import torch
 from asr.config import dataclass_from_dict, load_config
 from asr.data.datadir import DataDirError, read_table
 from asr.models.image_x2l import ImageX2L
-from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
-from asr.models.speech_llm import PromptConfig
+from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm, is_multimodal_dir
+from asr.models.speech_llm import PromptConfig, SpeechLlm
 from asr.training import distributed as dist
 from asr.training.data import Batches, FeatureDataset, FrameBatchSampler, pad_targets
 from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler, load_png
@@ -227,6 +227,17 @@ def load_multimodal(model_dir: str | Path, device: str | None = None) -> Multimo
     speech_dir = model_dir / "speech_llm"
     speech = load_speech_llm(speech_dir, device=device)
     return MultimodalLlm.from_parts(model_dir, speech, stage1_dir_of(speech_dir))
+
+
+def load_llm_decoder(model_dir: str | Path, device: str | None = None) -> tuple[SpeechLlm | MultimodalLlm, SpeechLlm, Path]:
+    """A stage-2 or stage-3 model dir -> (the model that generates, its speech LLM, its stage-1 dir);
+    for a stage-2 dir the first two are the same model."""
+    model_dir = Path(model_dir)
+    if is_multimodal_dir(model_dir):
+        model = load_multimodal(model_dir, device=device)
+        return model, model.speech, Path(model.stage1_dir)
+    speech = load_speech_llm(model_dir, device=device)
+    return speech, speech, stage1_dir_of(model_dir)
 
 
 def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | Path, joint_dirs: list[str],

@@ -9,7 +9,6 @@ train_log.csv, valid_log.csv, curves.png, best/) and ``final/``: ``speech_llm.js
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -18,16 +17,13 @@ import torch
 from asr.config import load_config
 from asr.models.cif_asr import CifAsrModel
 from asr.models.llm import load_llm
-from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig
+from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, stage1_dir_of, write_stage1_link  # noqa: F401 (re-exported)
 from asr.tokenizer import load_tokenizer
 from asr.training import distributed as dist
 from asr.training.data import Batches, FeatureDataset, dataset_and_batches, pad_targets
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
-STAGE1_LINK = "stage1.json"
-
-
 class LlmTargets:
     """Batches of a stage-1 FeatureDataset with the transcripts as LLM token ids (+ eos)."""
 
@@ -69,11 +65,6 @@ def enable_gradient_checkpointing(llm) -> None:
         raise ValueError(f"train.gradient_checkpointing: {type(llm).__name__} has no checkpointing switch")
 
 
-def write_stage1_link(model_dir: Path, stage1: str) -> None:
-    """Record the stage-1 model dir: an absolute path, or one relative to ``model_dir`` (exports)."""
-    (model_dir / STAGE1_LINK).write_text(json.dumps({"stage1": stage1}) + "\n")
-
-
 def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path, valid_dir: str | Path | None,
           exp_dir: str | Path, overrides: dict | None = None) -> Path:
     config = load_config(config_path)
@@ -106,12 +97,6 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
     if owns_group:
         dist.cleanup()
     return final
-
-
-def stage1_dir_of(model_dir: Path) -> Path:
-    """The stage-1 model dir a stage-2 dir names (relative paths are relative to the stage-2 dir)."""
-    stage1 = Path(json.loads((Path(model_dir) / STAGE1_LINK).read_text())["stage1"])
-    return stage1 if stage1.is_absolute() else Path(model_dir) / stage1
 
 
 def load_speech_llm(model_dir: str | Path, device: str | None = None) -> SpeechLlm:
