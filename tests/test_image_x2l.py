@@ -180,6 +180,37 @@ def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
 
 
+def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm):
+    """Two captions of one picture in a batch: the other caption is no negative (else the best a model
+    could score on a batch of caption pairs is half right)."""
+    from asr.training.train_image import ImageCaptionModel
+
+    torch.manual_seed(0)
+    model = ImageCaptionModel(_stage_config(contrastive=1.0), tiny_llm).eval()
+    scenes = [SC.random_scene(random.Random(i), f"s{i}", image_size=48) for i in range(3)]
+    pics = _pictures(3, 48)
+    images = torch.stack([pics[0], pics[0], pics[1], pics[2]])  # captions 0 and 1 share picture 0
+    targets = [model.prompt.target_ids(SC.caption(scenes[0], 0)), model.prompt.target_ids(SC.caption(scenes[0], 1)),
+               model.prompt.target_ids(SC.caption(scenes[1])), model.prompt.target_ids(SC.caption(scenes[2]))]
+    with torch.no_grad():
+        emb = model.image_embeddings(images)
+        plain, _ = model.contrastive_loss(emb, targets)
+        distinct, _ = model.contrastive_loss(emb, targets, torch.tensor([0, 1, 2, 3]))
+        shared, acc = model.contrastive_loss(emb, targets, torch.tensor([5, 5, 7, 9]))
+        # by hand: the (0, 1) and (1, 0) pairs removed from both directions' softmax
+        img = torch.nn.functional.normalize(model.itc_proj(emb.float()), dim=-1)
+        text = torch.stack([model.llm.get_input_embeddings()(torch.tensor(t[:-1])).float().mean(0) for t in targets])
+        txt = torch.nn.functional.normalize(model.itc_text_proj(text), dim=-1)
+        logits = torch.einsum("bqd,cd->bcq", img, txt).amax(-1) * model.itc_log_scale.exp()
+        logits[0, 1] = logits[1, 0] = float("-inf")
+        labels = torch.arange(4)
+        expected = 0.5 * (torch.nn.functional.cross_entropy(logits, labels)
+                          + torch.nn.functional.cross_entropy(logits.T, labels))
+    assert torch.isclose(distinct, plain)  # all pictures distinct: the plain InfoNCE
+    assert torch.isclose(shared, expected, atol=1e-5) and shared < plain
+    assert float(acc) == float((logits.argmax(1) == labels).float().mean())
+
+
 def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
     from asr.training.train_image import ImageCaptionModel
 

@@ -139,8 +139,11 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         dtype = self.llm.get_input_embeddings().weight.dtype
         return self.x2l(images.to(self.device)).to(dtype)
 
-    def forward(self, images: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor) -> dict:
-        """images (B, 3, H, W) in [0, 1]; target_ids (B, L) caption token ids + eos, padded with IGNORE_ID."""
+    def forward(self, images: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor,
+                picture_ids: torch.Tensor | None = None) -> dict:
+        """images (B, 3, H, W) in [0, 1]; target_ids (B, L) caption token ids + eos, padded with IGNORE_ID;
+        picture_ids (B,): which captions share a picture (the contrastive loss does not count another
+        caption of the same picture as a negative)."""
         emb = self.image_embeddings(images)  # (B, Q, H)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]
         result: dict[str, torch.Tensor] = {}
@@ -150,7 +153,7 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
             loss = loss + self.config.caption_weight * lm_loss
             result.update(lm_loss=lm_loss.detach(), acc=acc)
         if self.config.contrastive_weight > 0 and emb.shape[0] > 1:
-            itc, itc_acc = self.contrastive_loss(emb, targets)
+            itc, itc_acc = self.contrastive_loss(emb, targets, picture_ids)
             loss = loss + self.config.contrastive_weight * itc
             result.update(itc_loss=itc.detach(), itc_acc=itc_acc)
             if self.config.caption_weight == 0:
@@ -170,10 +173,13 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
                        **self.cache_kwargs(cache))
         return out.loss, token_accuracy(out.logits, batch.labels)
 
-    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]],
+                         picture_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric InfoNCE over the batch (BLIP-2's ITC): similarity of a picture and a caption = the best
         match over the picture's projected positions with the projected mean frozen LLM embedding of the
-        caption's tokens. Returns (loss, share of pictures whose own caption scores highest)."""
+        caption's tokens. Pairs of a picture and another caption of the same picture (``picture_ids``
+        equal) are left out: neither positive nor negative. Returns (loss, share of pictures whose own
+        caption scores highest)."""
         embed = self.llm.get_input_embeddings()
         with torch.no_grad():
             text = torch.stack([embed(torch.tensor(t[:-1] or t, device=self.device)).float().mean(0) for t in targets])
@@ -182,6 +188,10 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         sim = torch.einsum("bqd,cd->bcq", img, txt).amax(-1)  # (B images, B captions)
         logits = sim * self.itc_log_scale.exp().clamp(max=100)
         labels = torch.arange(len(targets), device=self.device)
+        if picture_ids is not None:
+            picture_ids = picture_ids.to(self.device)
+            same = (picture_ids[:, None] == picture_ids[None, :]) & (labels[:, None] != labels[None, :])
+            logits = logits.masked_fill(same, float("-inf"))
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         return loss, (logits.argmax(1) == labels).float().mean().detach()
 
@@ -274,6 +284,7 @@ class CaptionSet:
 
     def collate(self, indices: list[int]) -> dict:
         return {"utt_ids": [self.ids[i] for i in indices], "images": self.pictures(indices),
+                "picture_ids": torch.tensor([self.image_of[i] for i in indices]),
                 **pad_targets([self.targets[i] for i in indices])}
 
 
@@ -333,7 +344,7 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
                     other_sum += float(model.caption_loss(emb.roll(1, dims=0), targets)[0]) * len(chunk)
                     other_n += len(chunk)
             if model.config.contrastive_weight > 0 and len(chunk) > 1:
-                top1_sum += float(model.contrastive_loss(emb, targets)[1]) * len(chunk)
+                top1_sum += float(model.contrastive_loss(emb, targets, batch["picture_ids"])[1]) * len(chunk)
                 top1_n += len(chunk)
         if model.config.caption_weight > 0:
             hyps += model.generate(images, max_new_tokens=max_new_tokens)

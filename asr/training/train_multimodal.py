@@ -279,7 +279,11 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
         sizes["speech"] = len(data)
     if captions is not None and mix.caption > 0:
         caps = CaptionSet(captions, model.caption_prompt)
-        collate = lambda idx, _c=caps: {**_c.collate(idx), "kind": torch.tensor(CAPTION)}  # noqa: E731
+
+        def collate(idx, _c=caps):  # stage 3's caption loss is the LLM's only: no picture ids
+            batch = _c.collate(idx)
+            del batch["picture_ids"]
+            return {**batch, "kind": torch.tensor(CAPTION)}
         sources.append(Source("caption", collate, FixedBatchSampler(len(caps), mix.caption_batch_size, seed=train_cfg.seed),
                               mix.caption))
         sizes["caption"] = len(caps)

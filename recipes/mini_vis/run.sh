@@ -85,7 +85,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log 3 "X-LLM stage 3: joint image + speech training -> $joint_exp"
   python -m asr.training.train_multimodal --config "$joint_config" --speech-llm "$speech_exp/$speech_llm/final" \
     --image-model "$image_exp/final" --joint-dirs "$dump/train" \
-    --speech-dirs "$dump/train" "../mini/dump/$feat_type/train" --captions data/captions \
+    --speech-dirs "../mini/dump/$feat_type/train" --captions data/captions \
     --valid-dir "$dump/dev" --exp-dir "$joint_exp"
 fi
 
