@@ -322,3 +322,29 @@ def test_stage2_training_with_checkpointing_and_averaging(stage2, tmp_path):
     assert json.loads((exp / "final" / "speech_llm.json").read_text())["llm"]["device"] == "auto"
     model = load_speech_llm(out)  # loadable like final/
     assert torch.equal(model.trainable_state_dict()[next(iter(avg))], avg[next(iter(avg))])
+
+
+# ---- merged dump dirs ---------------------------------------------------------------------------
+@pytest.mark.parametrize("preload", [False, True])
+def test_merged_datasets_keep_corpora_apart(dump, preload):
+    """Two dump dirs with the same utterance ids: the merge names them <k>:<id> and collates each
+    utterance's own features; the parts are left unchanged."""
+    from asr.tokenizer import load_tokenizer
+
+    units = load_tokenizer(dump / "tok.model")
+    a = FeatureDataset(dump, units, frame_divisor=2, preload=preload)
+    b = FeatureDataset(dump, units, frame_divisor=2, preload=preload)
+    a_ids = [u.utt_id for u in a.utts]
+    merged = FeatureDataset.merge([a, b])
+    assert FeatureDataset.merge([a]) is a
+    assert [u.utt_id for u in merged.utts] == [f"0:{u}" for u in a_ids] + [f"1:{u}" for u in a_ids]
+    assert [u.utt_id for u in a.utts] == a_ids and (merged._cache is not None) == preload
+    n = len(a)
+    batch = merged.collate([1, n + 1])
+    single = a.collate([1])
+    assert batch["utt_ids"] == [f"0:{a_ids[1]}", f"1:{a_ids[1]}"]
+    length = int(single["feat_lengths"][0])
+    for row in (0, 1):
+        assert torch.equal(batch["feats"][row, :length], single["feats"][0, :length])
+        assert torch.equal(batch["targets"][row, : int(batch["target_lengths"][row])],
+                           single["targets"][0, : int(single["target_lengths"][0])])

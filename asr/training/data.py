@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import kaldiio
@@ -90,6 +90,21 @@ class FeatureDataset:
 
     def __len__(self) -> int:
         return len(self.utts)
+
+    @classmethod
+    def merge(cls, parts: list["FeatureDataset"]) -> "FeatureDataset":
+        """One dataset of several dump dirs' utterances, in order. With more than one part the ids
+        become ``<part index>:<id>`` (corpora may share utterance ids); each part is left as it was."""
+        if len(parts) == 1:
+            return parts[0]
+        merged = cls.__new__(cls)
+        merged.utts, merged._cache = [], {} if all(p._cache is not None for p in parts) else None
+        for k, part in enumerate(parts):
+            for u in part.utts:
+                merged.utts.append(replace(u, utt_id=f"{k}:{u.utt_id}"))
+                if merged._cache is not None:
+                    merged._cache[f"{k}:{u.utt_id}"] = part._cache[u.utt_id]
+        return merged
 
     def features(self, utt: Utterance) -> np.ndarray:
         if self._cache is not None:

@@ -104,19 +104,10 @@ class SpeechSet:
                  with_pictures: bool = False):
         parts = [FeatureDataset(d, units, frame_divisor=frame_divisor, preload=preload) for d in dump_dirs]
         tables = [PictureTable(Path(d) / "utt2image") for d in dump_dirs] if with_pictures else []
-        if len(parts) > 1:  # corpora may share utterance ids (speaker-id-number): "<dir index>:<utt>" keeps them apart
-            for k, part in enumerate(parts):
-                for u in part.utts:
-                    u.utt_id = f"{k}:{u.utt_id}"
-                if part._cache is not None:
-                    part._cache = {f"{k}:{utt}": m for utt, m in part._cache.items()}
+        self.data = FeatureDataset.merge(parts)  # several dirs: ids "<dir index>:<utt>" (corpora may share ids)
+        if len(parts) > 1:
             for k, table in enumerate(tables):
                 table.index_of = {f"{k}:{utt}": i for utt, i in table.index_of.items()}
-        self.data = parts[0]  # holds every dir's utterances (features are read by ark reference or from the cache)
-        for extra in parts[1:]:
-            self.data.utts += extra.utts
-            if self.data._cache is not None:
-                self.data._cache.update(extra._cache)
         self.pictures = None
         if with_pictures:
             self.pictures = tables[0] if len(tables) == 1 else _merge_tables(tables)
