@@ -269,3 +269,23 @@ def test_export_and_transcribe_with_a_picture(setup, espeak_dir, tmp_path):
     proc = subprocess.run([asr, "transcribe", "--model", str(stage2), "-o", str(tmp_path / "o2"), "--image",
                            str(setup / "pictures" / "scene0.png"), wav], capture_output=True, text=True)
     assert proc.returncode != 0 and "speech-only model: --image needs a stage-3" in proc.stderr
+
+
+def test_stage3_lora_learns_at_its_own_rate(setup, tmp_path):
+    from asr.training.train_multimodal import build_multimodal
+    from asr.training.trainer import TrainConfig, Trainer
+
+    with pytest.raises(ValueError, match="lora_lr_scale"):
+        MultimodalConfig(lora_lr_scale=0)
+    model = build_multimodal(MultimodalConfig(lora_lr_scale=0.1), setup / "stage2", setup / "image", device="cpu")
+    groups = model.optimizer_groups()
+    lora = {id(p) for n, p in model.llm.named_parameters() if "lora_" in n}
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
+    assert {id(p) for p in groups[1]["params"]} == lora and not lora & {id(p) for p in groups[0]["params"]}
+    assert {id(p) for g in groups for p in g["params"]} == {id(p) for p in model.parameters() if p.requires_grad}
+    trainer = Trainer(model, [], None, TrainConfig(lr=0.02, warmup_steps=1), tmp_path / "exp", trainable=groups)
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert lrs[1] == pytest.approx(0.1 * lrs[0]) and lrs[0] > 0
+    assert len(trainer.trained_params) == sum(len(g["params"]) for g in groups)  # clipping sees both groups
+    model_no_lora = build_multimodal(MultimodalConfig(train_lora=False), setup / "stage2", setup / "image", device="cpu")
+    assert [g["lr_scale"] for g in model_no_lora.optimizer_groups()] == [1.0]

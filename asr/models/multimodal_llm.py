@@ -48,6 +48,12 @@ class MultimodalConfig:
     train_image_adapter: bool = True
     train_lora: bool = True  # the stage-2 LoRA (if the stage-2 model has one)
     train_speech_adapter: bool = False  # the S-Adapter: False keeps stage 2's speech embeddings as they are
+    lora_lr_scale: float = 1.0  # the LoRA's learning rate relative to train.lr: below 1 it drifts less from stage 2,
+    #                             whose speech-only prompt shares the LoRA, while the image interface learns at full rate
+
+    def __post_init__(self):
+        if self.lora_lr_scale <= 0:
+            raise ValueError(f"lora_lr_scale must be > 0 (got {self.lora_lr_scale})")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "MultimodalConfig":
@@ -99,6 +105,16 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         if not any(p.requires_grad for p in self.parameters()):
             raise ValueError("multimodal config trains nothing: turn on one of train_qformer, train_image_adapter, "
                              "train_lora, train_speech_adapter")
+
+    def optimizer_groups(self) -> list[dict]:
+        """The trainable parameters as optimizer groups: the LoRA's with ``lr_scale`` = lora_lr_scale."""
+        lora = [p for n, p in self.llm.named_parameters() if p.requires_grad and "lora_" in n]
+        ids = {id(p) for p in lora}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"params": rest, "lr_scale": 1.0}] if rest else []
+        if lora:
+            groups.append({"params": lora, "lr_scale": self.config.lora_lr_scale})
+        return groups
 
     def train(self, mode: bool = True):
         super().train(mode)

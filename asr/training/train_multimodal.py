@@ -285,9 +285,9 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
         valid_batches = FrameBatchSampler(valid.lengths(), train_cfg.max_frames_per_batch,
                                           shuffle=False, max_batch_size=train_cfg.max_batch_size)
         valid_fn = lambda: Batches(list(valid_batches), valid.collate)  # noqa: E731
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info("stage 3: %.2fM trainable parameters; sources %s, weights %s, %d steps per epoch",
-             sum(p.numel() for p in trainable) / 1e6, sizes, {s.name: s.weight for s in sampler.sources}, len(sampler))
+    trainable = model.optimizer_groups()
+    log.info("stage 3: %.2fM trainable parameters (LoRA lr x %g); sources %s, weights %s, %d steps per epoch",
+             sum(p.numel() for g in trainable for p in g["params"]) / 1e6, mm_cfg.lora_lr_scale, sizes, {s.name: s.weight for s in sampler.sources}, len(sampler))
     Trainer(model, sampler, sampler.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
     final = publish_final(Path(exp_dir), model, lambda d: None)
     if owns_group:

@@ -124,7 +124,8 @@ class Trainer:
     """
 
     def __init__(self, model: torch.nn.Module, sampler, collate: Callable, config: TrainConfig, exp_dir: str | Path,
-                 valid_batches: Callable[[], list[dict]] | None = None, trainable: list[torch.nn.Parameter] | None = None):
+                 valid_batches: Callable[[], list[dict]] | None = None,
+                 trainable: list[torch.nn.Parameter] | list[dict] | None = None):
         self.model, self.sampler, self.collate, self.config = model, sampler, collate, config
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
@@ -138,7 +139,10 @@ class Trainer:
         if isinstance(vars(model).get("device"), torch.device):
             model.device = self.device  # models that move their inputs themselves (SpeechLlm)
         params = trainable if trainable is not None else [p for p in model.parameters() if p.requires_grad]
+        if params and isinstance(params[0], dict):  # optimizer groups; "lr_scale" multiplies config.lr
+            params = [{"params": g["params"], "lr": config.lr * float(g.get("lr_scale", 1.0))} for g in params]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.trained_params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_inv_sqrt(config.warmup_steps))
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
         self.ddp = self._wrap_ddp(model) if self.world_size > 1 else None
@@ -321,7 +325,7 @@ class Trainer:
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / n_micro
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], self.config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_params, self.config.grad_clip)
         if torch.isfinite(grad_norm):
             self.scaler.step(self.optimizer)
         elif not self.scaler.is_enabled():
