@@ -209,6 +209,56 @@ def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm
     assert torch.isclose(distinct, plain)  # all pictures distinct: the plain InfoNCE
     assert torch.isclose(shared, expected, atol=1e-5) and shared < plain
     assert float(acc) == float((logits.argmax(1) == labels).float().mean())
+    # another picture of the same scene, same caption text: no negative either, as if the picture were shared
+    same_text = [targets[0], list(targets[0]), targets[2], targets[3]]
+    with torch.no_grad():
+        by_text, _ = model.contrastive_loss(emb, same_text, torch.tensor([0, 1, 2, 3]))
+        logits2 = torch.einsum("bqd,cd->bcq", img, txt[[0, 0, 2, 3]]).amax(-1) * model.itc_log_scale.exp()
+        logits2[0, 1] = logits2[1, 0] = float("-inf")
+        expected2 = 0.5 * (torch.nn.functional.cross_entropy(logits2, labels)
+                           + torch.nn.functional.cross_entropy(logits2.T, labels))
+    assert torch.isclose(by_text, expected2, atol=1e-5)
+
+
+def _one_word_apart(a: str, b: str) -> bool:
+    wa, wb = a.split(), b.split()
+    return len(wa) == len(wb) and sum(x != y for x, y in zip(wa, wb)) == 1
+
+
+def test_hard_negative_batches_group_one_word_neighbours():
+    from asr.training.train_image import FixedBatchSampler, HardNegativeBatchSampler, OneWordNeighbours
+
+    rng = random.Random(0)
+    colours, shapes, places = ["red", "blue", "green"], ["stars", "circles", "crosses"], ["on the left", "at the top"]
+    texts, image_of = [], []
+    for pic in range(120):  # 18 distinct captions over 120 pictures (duplicated scenes), 2 captions of some
+        t = f"{rng.choice(['two', 'three'])} {rng.choice(colours)} {rng.choice(shapes)} {rng.choice(places)}"
+        for _ in range(1 + pic % 2):
+            texts.append(t if _ == 0 else f"{t.split(' ', 1)[1]} and more")
+            image_of.append(pic)
+    free = bytearray(b"\x01") * len(texts)
+    nb = OneWordNeighbours(texts, image_of)
+    for i in range(0, len(texts), 7):
+        j = nb.pick(i, random.Random(i), {texts[i]}, {image_of[i]}, free)
+        assert j is not None and _one_word_apart(texts[i], texts[j]) and image_of[j] != image_of[i]
+    assert nb.pick(0, rng, {texts[0]}, {image_of[0]}, bytearray(len(texts))) is None  # nothing free
+
+    sampler = HardNegativeBatchSampler(texts, image_of, batch_size=8, share=1.0, group_size=4, seed=3)
+    order = sampler.epoch_order()
+    flat = [i for b in order for i in b]
+    assert sorted(flat) == list(range(len(texts)))  # every caption once per epoch
+    assert all(1 <= len(b) <= 8 for b in order) and len(sampler) == len(order)
+    # most captions sit in a batch beside a caption of another picture one word away
+    grouped = sum(any(_one_word_apart(texts[i], texts[j]) and image_of[i] != image_of[j] for j in b) for b in order for i in b)
+    assert grouped > 0.6 * len(texts)
+    assert sampler.epoch_order() == order  # deterministic within an epoch
+    sampler.set_epoch(1)
+    assert sampler.epoch_order() != order
+    # no hard negatives: random batches like FixedBatchSampler's, which rarely put neighbours together
+    plain = FixedBatchSampler(len(texts), 8, seed=3).epoch_order()
+    grouped_plain = sum(any(_one_word_apart(texts[i], texts[j]) and image_of[i] != image_of[j] for j in b)
+                        for b in plain for i in b)
+    assert grouped_plain < grouped
 
 
 def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
@@ -255,11 +305,13 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     # BLIP-2-like two runs: contrastive only (no LLM forward), then the caption run starting from it
     cfg2 = json.loads(cfg.read_text())
     cfg2["loss"] = {"caption_weight": 0, "contrastive_weight": 1}
+    cfg2["batching"] = {"hard_negative_share": 1.0, "group_size": 2}  # groups of one-word neighbours
     (tmp_path / "itc.yaml").write_text(json.dumps(cfg2))
     assert main(["--config", str(tmp_path / "itc.yaml"), "--captions", str(tmp_path / "captions"),
                  "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(tmp_path / "itc")]) == 0
     itc = json.loads((tmp_path / "itc" / "final" / "eval.json").read_text())
-    assert set(itc) == {"pictures", "itc_top1", "itc_chance"} and itc["itc_chance"] == 0.5
+    assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions"}
+    assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1
     assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "cap"),
                  "--init", str(tmp_path / "itc" / "final"), "--max-steps", "1"]) == 0
     cfg2["image_x2l"]["qformer"]["num_queries"] = 5
@@ -269,4 +321,6 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     # a config error names the file
     bad = tmp_path / "bad.yaml"
     bad.write_text("image_x2l: {qformer: {queries: 3}}\n")
+    assert main(["--config", str(bad), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "e2")]) == 2
+    bad.write_text("batching: {hard_negative_share: 1.5}\n")
     assert main(["--config", str(bad), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "e2")]) == 2

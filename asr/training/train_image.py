@@ -9,8 +9,12 @@ Per caption (H = the LLM's hidden size, Q = the Q-Former's queries):
     LLM input: [prompt prefix] <image> [Q image embeddings] </image> [prompt suffix] [caption] <eos>
     loss: the frozen LLM's next-token loss on the caption tokens only (prefix and image positions masked)
           + optionally ``contrastive_weight`` x an image-text contrastive loss (InfoNCE between the
-          mean image embedding, projected, and the mean frozen LLM embedding of the caption's tokens;
-          the other captions of the batch are the negatives).
+          best-matching projected image position and the mean frozen LLM embedding of the caption's
+          tokens; the other captions of the batch are the negatives).
+
+Batches are random captions, or (``batching.hard_negative_share`` > 0) partly groups of captions that
+differ from each other in one word ("two red stars on the left" / "two red crosses on the left"):
+hard negatives, which the contrastive loss can only tell apart by what the word names in the picture.
 
 Everything of the interface is trained here, the image encoder included (no vision weights ship
 offline: the embedded ``small_cnn`` encoder learns from the captions); the LLM stays frozen (LoRA
@@ -21,8 +25,8 @@ pictures scored against their references: WER and exact-match rate).
 
 Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
 ``llm`` (:class:`LlmConfig`), ``prompt`` (:class:`PromptConfig`; the speech markers become image
-markers), ``loss`` (``contrastive_weight``), ``train`` (:class:`TrainConfig`; ``max_batch_size``
-is the batch size in pictures) and ``eval`` (``num_captions``, ``max_new_tokens``).
+markers), ``loss`` (``contrastive_weight``, ``caption_weight``), ``batching`` (:class:`BatchingConfig`),
+``train`` (:class:`TrainConfig`; ``max_batch_size`` is the batch size in pictures) and ``eval`` (``num_captions``, ``max_new_tokens``).
 Data: a captions dir holds ``images.scp`` (caption id -> PNG path) and ``text`` (caption id ->
 caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes them).
 """
@@ -56,7 +60,7 @@ from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_
 log = logging.getLogger(__name__)
 
 STAGE_CONFIG_NAME = "image_stage.json"
-SECTIONS = ("image_x2l", "llm", "prompt", "loss", "train", "eval")
+SECTIONS = ("image_x2l", "llm", "prompt", "loss", "batching", "train", "eval")
 
 
 def image_prompt_config(d: dict | None = None) -> PromptConfig:
@@ -90,11 +94,29 @@ class ImageStageConfig:
                    float(loss.get("caption_weight", 1.0)))
 
 
+@dataclass
+class BatchingConfig:
+    """How training captions are batched (section ``batching``)."""
+
+    hard_negative_share: float = 0.0  # share of a batch's anchor captions that bring one-word neighbours
+    group_size: int = 4  # an anchor + up to group_size - 1 captions of other pictures one word away from it
+
+    def __post_init__(self):
+        if not 0 <= self.hard_negative_share <= 1 or self.group_size < 2:
+            raise ValueError(f"batching: hard_negative_share must be in [0, 1] and group_size >= 2 "
+                             f"(got {self.hard_negative_share}, {self.group_size})")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "BatchingConfig":
+        return dataclass_from_dict(cls, d, "batching config")
+
+
 def load_image_config(path: str | Path) -> dict:
     """The stage's YAML as a dict of sections; errors name the file."""
     cfg = load_config(path, sections=SECTIONS)
     try:
         ImageStageConfig.from_sections(cfg)  # validate every section now, not after minutes of loading
+        BatchingConfig.from_dict(cfg.get("batching"))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: {exc}") from None
     return cfg
@@ -178,8 +200,9 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         """Symmetric InfoNCE over the batch (BLIP-2's ITC): similarity of a picture and a caption = the best
         match over the picture's projected positions with the projected mean frozen LLM embedding of the
         caption's tokens. Pairs of a picture and another caption of the same picture (``picture_ids``
-        equal) are left out: neither positive nor negative. Returns (loss, share of pictures whose own
-        caption scores highest)."""
+        equal) or a caption with the same words as its own (another picture of the same scene) are left
+        out: neither positive nor negative. Returns (loss, share of pictures whose own caption scores
+        highest)."""
         embed = self.llm.get_input_embeddings()
         with torch.no_grad():
             text = torch.stack([embed(torch.tensor(t[:-1] or t, device=self.device)).float().mean(0) for t in targets])
@@ -188,10 +211,13 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         sim = torch.einsum("bqd,cd->bcq", img, txt).amax(-1)  # (B images, B captions)
         logits = sim * self.itc_log_scale.exp().clamp(max=100)
         labels = torch.arange(len(targets), device=self.device)
+        keys = [tuple(t) for t in targets]
+        same = torch.tensor([[a == b for b in keys] for a in keys], device=self.device)  # same caption text
         if picture_ids is not None:
             picture_ids = picture_ids.to(self.device)
-            same = (picture_ids[:, None] == picture_ids[None, :]) & (labels[:, None] != labels[None, :])
-            logits = logits.masked_fill(same, float("-inf"))
+            same |= picture_ids[:, None] == picture_ids[None, :]
+        same &= labels[:, None] != labels[None, :]
+        logits = logits.masked_fill(same, float("-inf"))
         loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
         return loss, (logits.argmax(1) == labels).float().mean().detach()
 
@@ -312,6 +338,109 @@ class FixedBatchSampler:
         return iter(self.epoch_order())
 
 
+class OneWordNeighbours:
+    """Which captions differ from a given one in exactly one word (same length, one word replaced).
+
+    Such a caption of another picture is a hard negative for the contrastive loss: in a random batch a
+    caption is told from the others by any of its words (colour and position usually suffice); next to
+    "two red stars on the left", "two red crosses on the left" is told apart only by the shapes.
+    Captions are bucketed by (length, position, the words around it); a bucket holds one caption's
+    neighbours at that position (and captions with its own text, which :meth:`pick` skips).
+    """
+
+    def __init__(self, texts: list[str], image_of: list[int]):
+        self.texts, self.image_of = texts, image_of
+        bucket_ids: dict[tuple, int] = {}
+        self.members: list[list[int]] = []
+        self.buckets: list[list[int]] = []  # caption -> its buckets
+        for i, text in enumerate(texts):
+            words = text.split()
+            mine = []
+            for j in range(len(words)):
+                key = (len(words), j, " ".join(words[:j]), " ".join(words[j + 1:]))
+                b = bucket_ids.setdefault(key, len(bucket_ids))
+                if b == len(self.members):
+                    self.members.append([])
+                self.members[b].append(i)
+                mine.append(b)
+            self.buckets.append(mine)
+
+    def pick(self, i: int, rng: random.Random, taken_texts: set[str], taken_pictures: set[int],
+             free: bytearray, tries: int = 8) -> int | None:
+        """A free caption one word away from caption ``i``, of a picture and with a text not taken yet."""
+        buckets = [b for b in self.buckets[i] if len(self.members[b]) > 1]
+        rng.shuffle(buckets)
+        for b in buckets:
+            members = self.members[b]
+            for _ in range(tries):
+                j = members[rng.randrange(len(members))]
+                if free[j] and self.texts[j] not in taken_texts and self.image_of[j] not in taken_pictures:
+                    return j
+        return None
+
+
+class HardNegativeBatchSampler(FixedBatchSampler):
+    """Batches of ``batch_size`` captions in which a share of the anchors come with one-word neighbours.
+
+    Every epoch: the captions in shuffled order are anchors; with probability ``share`` an anchor
+    brings up to ``group_size - 1`` free captions of other pictures that differ from it in one word
+    (:class:`OneWordNeighbours`); groups fill the batches in order. Each caption is used once per epoch,
+    as with :class:`FixedBatchSampler`.
+    """
+
+    def __init__(self, texts: list[str], image_of: list[int], batch_size: int, share: float, group_size: int = 4,
+                 shuffle: bool = True, seed: int = 0):
+        super().__init__(len(texts), batch_size, shuffle, seed)
+        self.neighbours = OneWordNeighbours(texts, image_of)
+        self.share, self.group_size = share, group_size
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.epoch_order())
+
+    def epoch_order(self) -> list[list[int]]:
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
+        rng = random.Random(self.seed + self.epoch)
+        order = list(range(self.n))
+        if self.shuffle:
+            rng.shuffle(order)
+        free = bytearray(b"\x01") * self.n
+        texts, image_of = self.neighbours.texts, self.neighbours.image_of
+        batches, batch = [], []
+        for a in order:
+            if not free[a]:
+                continue
+            free[a] = 0
+            group = [a]
+            if rng.random() < self.share:
+                taken_texts, taken_pictures = {texts[a]}, {image_of[a]}
+                while len(group) < min(self.group_size, self.batch_size - len(batch)):
+                    j = self.neighbours.pick(a, rng, taken_texts, taken_pictures, free)
+                    if j is None:
+                        break
+                    free[j] = 0
+                    group.append(j)
+                    taken_texts.add(texts[j])
+                    taken_pictures.add(image_of[j])
+            batch += group
+            if len(batch) >= self.batch_size:
+                batches.append(batch)
+                batch = []
+        if batch:
+            batches.append(batch)
+        self._cached = (self.epoch, batches)
+        return batches
+
+
+def make_sampler(data: "CaptionSet", batch_size: int, batching: BatchingConfig, shuffle: bool = True,
+                 seed: int = 0) -> FixedBatchSampler:
+    if batching.hard_negative_share > 0:
+        return HardNegativeBatchSampler(data.texts, data.image_of, batch_size, batching.hard_negative_share,
+                                        batching.group_size, shuffle=shuffle, seed=seed)
+    return FixedBatchSampler(len(data), batch_size, shuffle=shuffle, seed=seed)
+
+
 # ---- evaluation and training ------------------------------------------------------------------
 def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_new_tokens: int,
                       batch_size: int = 16) -> dict:
@@ -321,7 +450,10 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     captions, exact
     matches) and the teacher-forced caption loss with the true picture and with another picture of the
     batch (the gap says how much the LLM reads the image positions). Contrastive training: the share
-    of pictures whose own caption scores highest among the batch's (``itc_top1``, chance 1/batch).
+    of pictures whose own caption scores highest among the batch's (``itc_top1``, chance 1/batch), and the
+    same over all validation captions batched in groups of one-word neighbours (``itc_top1_hard``: the
+    colour, shape, count or position word decides; ``itc_hard_captions``: how many captions had such
+    a neighbour in their batch).
     """
     import jiwer
 
@@ -351,6 +483,7 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     scores: dict = {"pictures": len(idx)}
     if top1_n:
         scores.update(itc_top1=round(top1_sum / top1_n, 4), itc_chance=round(1 / min(batch_size, len(idx)), 4))
+        scores.update(hard_retrieval(model, data, batch_size))
     if model.config.caption_weight > 0:
         # a picture's captions are all right answers (the styles order the words differently): each
         # greedy caption is scored against the closest of them
@@ -371,6 +504,26 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
                       exact_match=round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
                       examples=[{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]])
     return scores
+
+
+@torch.no_grad()
+def hard_retrieval(model: ImageCaptionModel, data: CaptionSet, batch_size: int = 16) -> dict:
+    """Contrastive retrieval over every caption of ``data`` in batches of one-word-neighbour groups."""
+    sampler = HardNegativeBatchSampler(data.texts, data.image_of, batch_size, share=1.0, group_size=4, shuffle=True)
+    hits = n = grouped = 0
+    for chunk in sampler.epoch_order():
+        if len(chunk) < 2:
+            continue
+        batch = data.collate(chunk)
+        targets = [batch["target_ids"][b, : int(batch["target_lengths"][b])].tolist() for b in range(len(chunk))]
+        emb = model.image_embeddings(batch["images"].to(model.device))
+        hits += float(model.contrastive_loss(emb, targets, batch["picture_ids"])[1]) * len(chunk)
+        n += len(chunk)
+        words = [data.texts[i].split() for i in chunk]
+        grouped += sum(any(j != k and len(words[j]) == len(words[k])
+                           and sum(a != b for a, b in zip(words[j], words[k])) == 1 for k in range(len(chunk)))
+                       for j in range(len(chunk)))
+    return {"itc_top1_hard": round(hits / n, 4), "itc_hard_captions": grouped} if n else {}
 
 
 def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
@@ -402,11 +555,12 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
     if init is not None:
         init_interface(model, init)
     data = CaptionSet(captions, model.prompt)
-    sampler = FixedBatchSampler(len(data), train_cfg.max_batch_size, shuffle=True, seed=train_cfg.seed)
+    batching = BatchingConfig.from_dict(cfg.get("batching"))
+    sampler = make_sampler(data, train_cfg.max_batch_size, batching, shuffle=True, seed=train_cfg.seed)
     valid_fn, valid = None, None
     if valid_captions is not None:
         valid = CaptionSet(valid_captions, model.prompt)
-        valid_sampler = FixedBatchSampler(len(valid), train_cfg.max_batch_size, shuffle=False)
+        valid_sampler = make_sampler(valid, train_cfg.max_batch_size, batching, shuffle=False)
         valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info("image stage: %.2fM trainable parameters (encoder %s%s, Q-Former %d queries, %s I-Adapter), LLM %s frozen; "
