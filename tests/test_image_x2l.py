@@ -126,12 +126,13 @@ def tiny_llm():
     return load_llm(LlmConfig(name_or_path="tiny-glm"))
 
 
-def _stage_config(contrastive=0.0):
+def _stage_config(contrastive=0.0, **loss):
     from asr.training.train_image import ImageStageConfig
 
     return ImageStageConfig.from_sections({"image_x2l": {"encoder": TINY_ENCODER,
                                                          "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
-                                           "llm": {"name_or_path": "tiny-glm"}, "loss": {"contrastive_weight": contrastive}})
+                                           "llm": {"name_or_path": "tiny-glm"},
+                                           "loss": {"contrastive_weight": contrastive, **loss}})
 
 
 def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
@@ -218,6 +219,84 @@ def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm
         expected2 = 0.5 * (torch.nn.functional.cross_entropy(logits2, labels)
                            + torch.nn.functional.cross_entropy(logits2.T, labels))
     assert torch.isclose(by_text, expected2, atol=1e-5)
+
+
+def test_transformer_text_encoder_learns_word_order():
+    """Two captions with the same tokens in another order: the mean of their embeddings is one vector
+    (a bag of words); CaptionTextEncoder starts there (its word-order part is zero-initialised) and
+    learns to tell them apart."""
+    from asr.training.train_image import CaptionTextEncoder
+
+    torch.manual_seed(0)
+    words = torch.randn(6, 16) * 0.05  # LLM input embeddings are small
+    first, second = words, words[[0, 3, 2, 1, 4, 5]]  # two words exchanged
+    encoder = CaptionTextEncoder(16, dim=8, num_layers=1)
+    with torch.no_grad():
+        start = encoder([first, second])
+    assert torch.allclose(start[0], start[1], atol=1e-6)
+    goal = torch.tensor([0, 1])
+    classes = torch.nn.Linear(8, 2)
+    opt = torch.optim.Adam([*encoder.parameters(), *classes.parameters()], lr=3e-3)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(classes(encoder([first, second])), goal)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.1  # a bag of words stays at log 2 = 0.69
+    with pytest.raises(ValueError, match="longer than"):
+        encoder([torch.zeros(200, 16)])
+
+
+def test_swap_negatives(tmp_path, tiny_llm):
+    """Captions with two words of one class exchanged join the contrastive loss as extra negatives."""
+    from asr.io_utils import write_table
+    from asr.training.train_image import CaptionSet, ImageCaptionModel, swapped_captions
+
+    classes = [{"red", "blue", "green"}, {"stars", "crosses"}]
+    assert swapped_captions("two red stars and three blue crosses", classes) == [
+        "two blue stars and three red crosses", "two red crosses and three blue stars"]
+    assert swapped_captions("two red stars and one red star", classes) == []  # nothing different to exchange
+    assert swapped_captions("red blue green", classes[:1]) == ["blue red green", "green blue red", "red green blue"]
+
+    scp, text = {}, {}
+    for i, caption in enumerate(["two red stars and three blue crosses", "one green star", "two blue stars"]):
+        scene = SC.random_scene(random.Random(i), f"s{i}", image_size=48)
+        SC.save_png(scene, tmp_path / f"s{i}.png")
+        scp[f"s{i}"], text[f"s{i}"] = str(tmp_path / f"s{i}.png"), caption
+    write_table(tmp_path / "images.scp", scp)
+    write_table(tmp_path / "text", text)
+    torch.manual_seed(0)
+    model = ImageCaptionModel(_stage_config(contrastive=1.0, caption_weight=0.0, text_encoder="transformer",
+                                            swap_negatives=1), tiny_llm).eval()
+    with pytest.raises(ValueError, match="word_classes"):
+        CaptionSet(tmp_path, model.prompt, swap_negatives=1)
+    write_table(tmp_path / "word_classes", {"colour": "red blue green", "shape": "stars crosses"})
+    data = CaptionSet(tmp_path, model.prompt, swap_negatives=1)
+    batch = data.collate([0, 1, 2])
+    assert batch["negative_ids"].shape[0] == 1  # only the first caption has something to exchange
+    assert batch["negative_ids"][0, : int(batch["negative_lengths"][0])].tolist() == \
+        model.prompt.target_ids("two blue stars and three red crosses")
+    with torch.no_grad():
+        with_neg = model(batch["images"], batch["target_ids"], batch["target_lengths"], batch["picture_ids"],
+                         batch["negative_ids"], batch["negative_lengths"])["loss"]
+        without = model(batch["images"], batch["target_ids"], batch["target_lengths"], batch["picture_ids"])["loss"]
+        # a "negative" with the words of a batch caption is no negative: dropped
+        dup = model.prompt.target_ids("two blue stars")
+        as_dup = model.contrastive_loss(model.image_embeddings(batch["images"]),
+                                        [model.prompt.target_ids(t) for t in data.texts], None, [dup])[0]
+    assert float(with_neg) > float(without)  # one more column in the picture -> caption softmax
+    assert torch.isclose(as_dup, without)
+
+
+def test_text_encoder_config_errors():
+    with pytest.raises(ValueError, match="text_encoder"):
+        _stage_config(contrastive=1.0, text_encoder="lstm")
+    with pytest.raises(ValueError, match="text_layers"):
+        _stage_config(contrastive=1.0, text_encoder="transformer", text_layers=0)
+    with pytest.raises(ValueError, match="unknown loss key"):
+        _stage_config(contrastive=1.0, text_encoders="mean")
+    with pytest.raises(ValueError, match="swap_negatives"):
+        _stage_config(contrastive=1.0, swap_negatives=-1)
 
 
 def _one_word_apart(a: str, b: str) -> bool:

@@ -179,6 +179,25 @@ def test_data_dirs_validate_and_describe_their_pictures(corpus):
     assert len(read_table(data / "captions" / "text")) == 2 * (4 + 3)  # train scenes + caption-only scenes
 
 
+def test_swapped_captions_describe_another_scene(corpus):
+    """The image stage's swap negatives (two words of one class in data/captions/word_classes exchanged)
+    are well-formed descriptions, each false for the caption's picture."""
+    from asr.training.train_image import swapped_captions
+
+    data = corpus / "data"
+    scenes = _scenes(data)
+    classes = [set(v.split()) for v in read_table(data / "captions" / "word_classes").values()]
+    swaps = 0
+    for cdir in ("captions", "captions_dev"):
+        scp, cap = read_table(data / cdir / "images.scp"), read_table(data / cdir / "text")
+        for cid, caption in cap.items():
+            for other in swapped_captions(caption, classes):
+                assert SC.parse(other)[1] == [], (caption, other)
+                assert SC.verify(other, scenes[Path(scp[cid]).stem]) != [], (caption, other)
+                swaps += 1
+    assert swaps > 0
+
+
 def _clean_of(data: Path) -> dict[str, str]:
     return read_table(data / "test_clean" / "wav.scp")
 

@@ -9,8 +9,9 @@ Per caption (H = the LLM's hidden size, Q = the Q-Former's queries):
     LLM input: [prompt prefix] <image> [Q image embeddings] </image> [prompt suffix] [caption] <eos>
     loss: the frozen LLM's next-token loss on the caption tokens only (prefix and image positions masked)
           + optionally ``contrastive_weight`` x an image-text contrastive loss (InfoNCE between the
-          best-matching projected image position and the mean frozen LLM embedding of the caption's
-          tokens; the other captions of the batch are the negatives).
+          best-matching projected image position and a vector of the caption: the mean of its frozen
+          LLM token embeddings, with ``text_encoder: transformer`` plus those through small transformer
+          layers, which see word order; the other captions of the batch are the negatives).
 
 Batches are random captions, or (``batching.hard_negative_share`` > 0) partly groups of captions that
 differ from each other in one word ("two red stars on the left" / "two red crosses on the left"):
@@ -25,7 +26,7 @@ pictures scored against their references: WER and exact-match rate).
 
 Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
 ``llm`` (:class:`LlmConfig`), ``prompt`` (:class:`PromptConfig`; the speech markers become image
-markers), ``loss`` (``contrastive_weight``, ``caption_weight``), ``batching`` (:class:`BatchingConfig`),
+markers), ``loss`` (``contrastive_weight``, ``caption_weight``, ``text_encoder``, ``text_layers``), ``batching`` (:class:`BatchingConfig`),
 ``train`` (:class:`TrainConfig`; ``max_batch_size`` is the batch size in pictures) and ``eval`` (``num_captions``, ``max_new_tokens``).
 Data: a captions dir holds ``images.scp`` (caption id -> PNG path) and ``text`` (caption id ->
 caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes them).
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 
 STAGE_CONFIG_NAME = "image_stage.json"
 SECTIONS = ("image_x2l", "llm", "prompt", "loss", "batching", "train", "eval")
+TEXT_ENCODERS = ("mean", "transformer")
+ITC_DIM = 256  # the contrastive loss's shared image-text space
 
 
 def image_prompt_config(d: dict | None = None) -> PromptConfig:
@@ -77,21 +80,31 @@ class ImageStageConfig:
     prompt: PromptConfig = field(default_factory=image_prompt_config)
     contrastive_weight: float = 0.0
     caption_weight: float = 1.0  # 0: contrastive pretraining only (no LLM forward: fast), as BLIP-2's first stage
+    text_encoder: str = "mean"  # the contrastive loss's caption side: "mean" or "transformer" (CaptionTextEncoder)
+    text_layers: int = 2  # transformer layers of text_encoder "transformer"
+    swap_negatives: int = 0  # per caption, up to this many extra negatives: two words of one word class exchanged
 
     def __post_init__(self):
         if self.caption_weight < 0 or self.contrastive_weight < 0 or self.caption_weight + self.contrastive_weight <= 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0 (caption_weight {self.caption_weight}, "
                              f"contrastive_weight {self.contrastive_weight})")
+        if self.swap_negatives < 0:
+            raise ValueError(f"loss: swap_negatives must be >= 0 (got {self.swap_negatives})")
+        if self.text_encoder not in TEXT_ENCODERS or self.text_layers < 1:
+            raise ValueError(f"loss: text_encoder must be one of {list(TEXT_ENCODERS)} and text_layers >= 1 "
+                             f"(got {self.text_encoder!r}, {self.text_layers})")
 
     @classmethod
     def from_sections(cls, cfg: dict) -> "ImageStageConfig":
         loss = dict(cfg.get("loss") or {})
-        unknown = set(loss) - {"contrastive_weight", "caption_weight"}
+        known = ["caption_weight", "contrastive_weight", "swap_negatives", "text_encoder", "text_layers"]
+        unknown = set(loss) - set(known)
         if unknown:
-            raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: ['caption_weight', 'contrastive_weight'])")
+            raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: {known})")
         return cls(ImageX2LConfig.from_dict(cfg.get("image_x2l")), LlmConfig.from_dict(cfg.get("llm")),
                    image_prompt_config(cfg.get("prompt")), float(loss.get("contrastive_weight", 0.0)),
-                   float(loss.get("caption_weight", 1.0)))
+                   float(loss.get("caption_weight", 1.0)), str(loss.get("text_encoder", "mean")),
+                   int(loss.get("text_layers", 2)), int(loss.get("swap_negatives", 0)))
 
 
 @dataclass
@@ -123,6 +136,52 @@ def load_image_config(path: str | Path) -> dict:
 
 
 # ---- the model of this stage ------------------------------------------------------------------
+class CaptionTextEncoder(nn.Module):
+    """The caption side of the contrastive loss with word order (``loss.text_encoder: transformer``).
+
+    The mean of a caption's token embeddings is a bag of words: "two red stars at the top and one blue
+    cross on the left" and "two blue stars at the top and one red cross on the left" get the same
+    vector, so the contrastive loss cannot teach which colour goes with which shape and place. Here
+    the frozen LLM's token embeddings also get positions and pass through small transformer layers;
+    their (masked) mean is added to the bag-of-words vector through a zero-initialised projection, so
+    training starts where the mean head starts and the layers add what word order says:
+
+        tokens (L, H) each -> pad -> (C, L, H)
+        bag:     mean over tokens -> Linear                                   -> (C, D)
+        order:   Linear + positions -> layers -> mean over tokens -> Linear_0 -> (C, D)
+        vector = bag + order
+    """
+
+    def __init__(self, hidden_size: int, dim: int = ITC_DIM, num_layers: int = 2, num_heads: int = 4,
+                 max_tokens: int = 128):
+        super().__init__()
+        self.max_tokens = max_tokens
+        self.bag = nn.Linear(hidden_size, dim)
+        self.inp = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, dim))  # LLM embeddings are tiny
+        self.positions = nn.Embedding(max_tokens, dim)
+        nn.init.normal_(self.positions.weight, std=0.02)  # small beside the words: order, not the words, is added
+        layer = nn.TransformerEncoderLayer(dim, num_heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: list[torch.Tensor]) -> torch.Tensor:
+        """C captions' token embeddings, (L_c, H) each -> (C, dim)."""
+        longest = max(t.shape[0] for t in tokens)
+        if longest > self.max_tokens:
+            raise ValueError(f"a caption of {longest} tokens is longer than the text encoder's {self.max_tokens}")
+        x = nn.utils.rnn.pad_sequence(tokens, batch_first=True)  # (C, L, H), zeros after each caption
+        lengths = torch.tensor([t.shape[0] for t in tokens], device=x.device)
+        pad = torch.arange(longest, device=x.device)[None, :] >= lengths[:, None]  # (C, L) True = padding
+        bag = self.bag(x.sum(1) / lengths[:, None])  # (C, dim)
+        h = self.inp(x) + self.positions(torch.arange(longest, device=x.device))[None]
+        h = self.norm(self.layers(h, src_key_padding_mask=pad))  # (C, L, dim)
+        order = self.out(h.masked_fill(pad[..., None], 0.0).sum(1) / lengths[:, None])  # (C, dim)
+        return bag + order
+
+
 class ImageCaptionModel(FrozenLlmMixin, nn.Module):
     """Trainable ImageX2L (+ contrastive head) in front of a frozen LLM; forward gives the caption loss."""
 
@@ -141,15 +200,18 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
                              f"the LLM {config.llm.name_or_path!r} needs {llm.hidden_size}")
         self.config = dataclasses.replace(config, image_x2l=self.x2l.config)
         if config.contrastive_weight > 0:
-            self.itc_proj = nn.Linear(llm.hidden_size, 256)  # per image position
-            self.itc_text_proj = nn.Linear(llm.hidden_size, 256)  # mean frozen LLM embedding of the caption
+            self.itc_proj = nn.Linear(llm.hidden_size, ITC_DIM)  # per image position
+            if config.text_encoder == "mean":
+                self.itc_text_proj = nn.Linear(llm.hidden_size, ITC_DIM)  # mean frozen LLM embedding of the caption
+            else:
+                self.itc_text_encoder = CaptionTextEncoder(llm.hidden_size, ITC_DIM, config.text_layers)
             self.itc_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
         self.device = next(self.llm.parameters()).device
         self.init_frozen_llm()
         self.x2l.to(self.device)
-        if config.contrastive_weight > 0:
-            self.itc_proj.to(self.device)
-            self.itc_text_proj.to(self.device)
+        for name in ("itc_proj", "itc_text_proj", "itc_text_encoder", "itc_log_scale"):
+            if hasattr(self, name):
+                getattr(self, name).to(self.device)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -162,12 +224,17 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         return self.x2l(images.to(self.device)).to(dtype)
 
     def forward(self, images: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor,
-                picture_ids: torch.Tensor | None = None) -> dict:
+                picture_ids: torch.Tensor | None = None, negative_ids: torch.Tensor | None = None,
+                negative_lengths: torch.Tensor | None = None) -> dict:
         """images (B, 3, H, W) in [0, 1]; target_ids (B, L) caption token ids + eos, padded with IGNORE_ID;
         picture_ids (B,): which captions share a picture (the contrastive loss does not count another
-        caption of the same picture as a negative)."""
+        caption of the same picture as a negative); negative_ids (N, L'), negative_lengths (N,): extra
+        captions that describe none of the pictures (swap negatives, see :class:`CaptionSet`)."""
         emb = self.image_embeddings(images)  # (B, Q, H)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]
+        negatives = None
+        if negative_ids is not None and negative_lengths is not None:
+            negatives = [negative_ids[n, : int(negative_lengths[n])].tolist() for n in range(negative_ids.shape[0])]
         result: dict[str, torch.Tensor] = {}
         loss = emb.new_zeros(())
         if self.config.caption_weight > 0:
@@ -175,7 +242,7 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
             loss = loss + self.config.caption_weight * lm_loss
             result.update(lm_loss=lm_loss.detach(), acc=acc)
         if self.config.contrastive_weight > 0 and emb.shape[0] > 1:
-            itc, itc_acc = self.contrastive_loss(emb, targets, picture_ids)
+            itc, itc_acc = self.contrastive_loss(emb, targets, picture_ids, negatives)
             loss = loss + self.config.contrastive_weight * itc
             result.update(itc_loss=itc.detach(), itc_acc=itc_acc)
             if self.config.caption_weight == 0:
@@ -195,21 +262,32 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
                        **self.cache_kwargs(cache))
         return out.loss, token_accuracy(out.logits, batch.labels)
 
-    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]],
-                         picture_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Symmetric InfoNCE over the batch (BLIP-2's ITC): similarity of a picture and a caption = the best
-        match over the picture's projected positions with the projected mean frozen LLM embedding of the
-        caption's tokens. Pairs of a picture and another caption of the same picture (``picture_ids``
-        equal) or a caption with the same words as its own (another picture of the same scene) are left
-        out: neither positive nor negative. Returns (loss, share of pictures whose own caption scores
-        highest)."""
+    def caption_vectors(self, targets: list[list[int]]) -> torch.Tensor:
+        """Captions (token ids, eos last) -> (C, ITC_DIM) unit vectors of the contrastive space."""
         embed = self.llm.get_input_embeddings()
-        with torch.no_grad():
-            text = torch.stack([embed(torch.tensor(t[:-1] or t, device=self.device)).float().mean(0) for t in targets])
-        img = F.normalize(self.itc_proj(emb.float()), dim=-1)  # (B, Q, 256)
-        txt = F.normalize(self.itc_text_proj(text), dim=-1)  # (B, 256)
-        sim = torch.einsum("bqd,cd->bcq", img, txt).amax(-1)  # (B images, B captions)
-        logits = sim * self.itc_log_scale.exp().clamp(max=100)
+        with torch.no_grad():  # the LLM's embedding table is frozen
+            tokens = [embed(torch.tensor(t[:-1] or t, device=self.device)).float() for t in targets]  # (L_c, H) each
+        if hasattr(self, "itc_text_encoder"):
+            return F.normalize(self.itc_text_encoder(tokens), dim=-1)
+        return F.normalize(self.itc_text_proj(torch.stack([t.mean(0) for t in tokens])), dim=-1)
+
+    def similarity(self, emb: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """(B, Q, H) image positions x C captions -> (B, C): the best match over a picture's projected
+        positions with a caption's vector."""
+        img = F.normalize(self.itc_proj(emb.float()), dim=-1)  # (B, Q, ITC_DIM)
+        txt = self.caption_vectors(targets)  # (C, ITC_DIM)
+        return torch.einsum("bqd,cd->bcq", img, txt).amax(-1)  # (B images, C captions)
+
+    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]], picture_ids: torch.Tensor | None = None,
+                         negatives: list[list[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symmetric InfoNCE over the batch (BLIP-2's ITC), on :meth:`similarity`. Pairs of a picture and
+        another caption of the same picture (``picture_ids`` equal) or a caption with the same words as its
+        own (another picture of the same scene) are left out: neither positive nor negative. ``negatives``
+        (captions of no picture of the batch) join the picture -> caption direction as extra columns; one
+        with the words of a batch caption is dropped. Returns (loss, share of pictures whose own caption
+        scores highest among the batch's captions)."""
+        scale = self.itc_log_scale.exp().clamp(max=100)
+        logits = self.similarity(emb, targets) * scale  # (B, B)
         labels = torch.arange(len(targets), device=self.device)
         keys = [tuple(t) for t in targets]
         same = torch.tensor([[a == b for b in keys] for a in keys], device=self.device)  # same caption text
@@ -218,7 +296,11 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
             same |= picture_ids[:, None] == picture_ids[None, :]
         same &= labels[:, None] != labels[None, :]
         logits = logits.masked_fill(same, float("-inf"))
-        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+        to_text = logits
+        extra = [n for n in (negatives or []) if tuple(n) not in set(keys)]
+        if extra:
+            to_text = torch.cat([logits, self.similarity(emb, extra) * scale], dim=1)  # (B, B + N)
+        loss = 0.5 * (F.cross_entropy(to_text, labels) + F.cross_entropy(logits.T, labels))
         return loss, (logits.argmax(1) == labels).float().mean().detach()
 
     @torch.no_grad()
@@ -273,7 +355,12 @@ def load_png(path: str | Path, size: int | None = None) -> np.ndarray:
 class CaptionSet:
     """A captions dir in memory: every distinct picture once (uint8), captions as LLM target ids."""
 
-    def __init__(self, captions_dir: str | Path, prompt: Prompt):
+    def __init__(self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0):
+        """``swap_negatives`` > 0: the dir's ``word_classes`` table (class name -> its words, e.g.
+        ``colour red green blue``) makes, per caption, up to that many captions with two different words
+        of one class exchanged ("two red stars and one blue cross" -> "two blue stars and one red
+        cross"): the same words in another binding, negatives that only the picture tells apart
+        (NegCLIP's word-order negatives); :meth:`collate` adds them as ``negative_ids``."""
         captions_dir = Path(captions_dir)
         try:
             scp = read_table(captions_dir / "images.scp")
@@ -301,6 +388,15 @@ class CaptionSet:
         self.image_of = [index[scp[k]] for k in self.ids]
         self.texts = [text[k] for k in self.ids]
         self.targets = [prompt.target_ids(t) for t in self.texts]
+        self.negatives: list[list[list[int]]] = []
+        if swap_negatives > 0:
+            classes_file = captions_dir / "word_classes"
+            if not classes_file.is_file():
+                raise ValueError(f"captions dir {captions_dir}: loss.swap_negatives needs {classes_file} "
+                                 f"(lines '<class> <word> <word> ...')")
+            classes = [set(words.split()) for words in read_table(classes_file).values()]
+            self.negatives = [[prompt.target_ids(v) for v in swapped_captions(t, classes)[:swap_negatives]]
+                              for t in self.texts]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -309,9 +405,31 @@ class CaptionSet:
         return self.images[[self.image_of[i] for i in indices]].float() / 255.0  # (B, 3, H, W)
 
     def collate(self, indices: list[int]) -> dict:
-        return {"utt_ids": [self.ids[i] for i in indices], "images": self.pictures(indices),
-                "picture_ids": torch.tensor([self.image_of[i] for i in indices]),
-                **pad_targets([self.targets[i] for i in indices])}
+        batch = {"utt_ids": [self.ids[i] for i in indices], "images": self.pictures(indices),
+                 "picture_ids": torch.tensor([self.image_of[i] for i in indices]),
+                 **pad_targets([self.targets[i] for i in indices])}
+        negatives = [n for i in indices for n in self.negatives[i]] if self.negatives else []
+        if negatives:
+            padded = pad_targets(negatives)
+            batch.update(negative_ids=padded["target_ids"], negative_lengths=padded["target_lengths"])
+        return batch
+
+
+def swapped_captions(text: str, classes: list[set[str]]) -> list[str]:
+    """``text`` with two different words of one class exchanged, every such pair (class by class, left to
+    right; each distinct result once, never ``text`` itself)."""
+    words = text.split()
+    out: dict[str, None] = {}
+    for vocab in classes:
+        where = [i for i, w in enumerate(words) if w in vocab]
+        for a, i in enumerate(where):
+            for j in where[a + 1:]:
+                if words[i] != words[j]:
+                    new = list(words)
+                    new[i], new[j] = new[j], new[i]
+                    out.setdefault(" ".join(new))
+    out.pop(text, None)
+    return list(out)
 
 
 class FixedBatchSampler:
@@ -453,7 +571,8 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     of pictures whose own caption scores highest among the batch's (``itc_top1``, chance 1/batch), and the
     same over all validation captions batched in groups of one-word neighbours (``itc_top1_hard``: the
     colour, shape, count or position word decides; ``itc_hard_captions``: how many captions had such
-    a neighbour in their batch).
+    a neighbour in their batch) and, with swap negatives, how often a picture prefers its caption to the
+    caption with two words exchanged (``itc_swap_wins``, :func:`swap_retrieval`).
     """
     import jiwer
 
@@ -484,6 +603,7 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     if top1_n:
         scores.update(itc_top1=round(top1_sum / top1_n, 4), itc_chance=round(1 / min(batch_size, len(idx)), 4))
         scores.update(hard_retrieval(model, data, batch_size))
+        scores.update(swap_retrieval(model, data))
     if model.config.caption_weight > 0:
         # a picture's captions are all right answers (the styles order the words differently): each
         # greedy caption is scored against the closest of them
@@ -526,6 +646,23 @@ def hard_retrieval(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
     return {"itc_top1_hard": round(hits / n, 4), "itc_hard_captions": grouped} if n else {}
 
 
+@torch.no_grad()
+def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, batch_size: int = 32) -> dict:
+    """Over the first ``num`` captions that have swap negatives: the share of (picture, swapped caption)
+    pairs where the picture's true caption scores higher (``itc_swap_wins``; chance 0.5, a bag-of-words
+    caption vector scores exactly 0.5: it cannot tell the two apart)."""
+    rows = [(i, n) for i in range(len(data)) if data.negatives and data.negatives[i] for n in data.negatives[i]]
+    rows = [r for r in rows if r[0] in set(sorted({i for i, _ in rows})[:num])]
+    wins = 0.0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start: start + batch_size]
+        emb = model.image_embeddings(data.pictures([i for i, _ in chunk]).to(model.device))
+        true = model.similarity(emb, [data.targets[i] for i, _ in chunk]).diagonal()
+        fake = model.similarity(emb, [n for _, n in chunk]).diagonal()
+        wins += float((true > fake).float().sum() + 0.5 * (true == fake).float().sum())
+    return {"itc_swap_wins": round(wins / len(rows), 4), "itc_swap_pairs": len(rows)} if rows else {}
+
+
 def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
     """Start from the interface of an earlier run (e.g. contrastive pretraining): same architecture required."""
     init = ImageX2L.from_pretrained(init_dir, freeze_encoder=False)
@@ -554,12 +691,13 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
     model = ImageCaptionModel(stage_cfg, load_llm(stage_cfg.llm))
     if init is not None:
         init_interface(model, init)
-    data = CaptionSet(captions, model.prompt)
+    swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
+    data = CaptionSet(captions, model.prompt, swaps)
     batching = BatchingConfig.from_dict(cfg.get("batching"))
     sampler = make_sampler(data, train_cfg.max_batch_size, batching, shuffle=True, seed=train_cfg.seed)
     valid_fn, valid = None, None
     if valid_captions is not None:
-        valid = CaptionSet(valid_captions, model.prompt)
+        valid = CaptionSet(valid_captions, model.prompt, swaps)
         valid_sampler = make_sampler(valid, train_cfg.max_batch_size, batching, shuffle=False)
         valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -494,8 +494,22 @@ def write_data_dir(path: Path, plan: list[Utt], images: dict[str, Path], mismatc
             "masked_utts": len(masked)}
 
 
+# Words a caption can exchange and stay a well-formed description of some other scene (the image
+# stage's swap negatives, loss.swap_negatives): one class per line. Shapes come in one number, counts
+# without "one", places with the same preposition, so an exchange never breaks agreement.
+WORD_CLASSES = {
+    "colour": " ".join(SC.COLOURS),
+    "shape_one": " ".join(SC.SHAPES),
+    "shape_many": " ".join(SC.PLURAL[s] for s in SC.SHAPES),
+    "count_many": "two three four",
+    "place_on": "left right",
+    "place_at": "top bottom",
+}
+
+
 def write_captions(path: Path, scenes: list[SC.Scene], images: dict[str, Path], per_image: int) -> int:
-    """``images.scp`` and ``text`` keyed by caption id ``<scene>-c<k>`` (k < per_image caption styles)."""
+    """``images.scp`` and ``text`` keyed by caption id ``<scene>-c<k>`` (k < per_image caption styles), and
+    ``word_classes`` (:data:`WORD_CLASSES`)."""
     if not 1 <= per_image <= 2:
         raise SystemExit(f"captions.captions_per_image must be 1 or 2, not {per_image}")
     scp, text = {}, {}
@@ -506,6 +520,7 @@ def write_captions(path: Path, scenes: list[SC.Scene], images: dict[str, Path], 
             text[cid] = SC.caption(sc, k)
     write_table(path / "images.scp", scp)
     write_table(path / "text", text)
+    write_table(path / "word_classes", WORD_CLASSES)
     return len(text)
 
 
