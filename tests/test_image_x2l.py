@@ -352,7 +352,9 @@ def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
 def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     """python -m asr.training.train_image on a captions dir: final/ loads with a frozen encoder."""
     from asr.io_utils import write_table
-    from asr.training.train_image import load_image_stage, main
+    from asr.data.datadir import read_table
+    from asr.training.train_image import (ImageCaptionModel, ImageStageConfig, init_interface, load_image_config,
+                                          load_image_stage, main, swapped_captions)
 
     for name, offset in (("captions", 0), ("captions_dev", 50)):
         scp, text = {}, {}
@@ -383,14 +385,25 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert not any(p.requires_grad for p in model.x2l.encoder.parameters())
     # BLIP-2-like two runs: contrastive only (no LLM forward), then the caption run starting from it
     cfg2 = json.loads(cfg.read_text())
-    cfg2["loss"] = {"caption_weight": 0, "contrastive_weight": 1}
+    cfg2["loss"] = {"caption_weight": 0, "contrastive_weight": 1, "text_encoder": "transformer", "text_layers": 1,
+                    "swap_negatives": 2}
     cfg2["batching"] = {"hard_negative_share": 1.0, "group_size": 2}  # groups of one-word neighbours
     (tmp_path / "itc.yaml").write_text(json.dumps(cfg2))
+    for name in ("captions", "captions_dev"):
+        write_table(tmp_path / name / "word_classes", {"colour": " ".join(SC.COLOURS), "shape": " ".join(SC.SHAPES)})
     assert main(["--config", str(tmp_path / "itc.yaml"), "--captions", str(tmp_path / "captions"),
                  "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(tmp_path / "itc")]) == 0
     itc = json.loads((tmp_path / "itc" / "final" / "eval.json").read_text())
-    assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions"}
+    dev_swaps = [swapped_captions(t, [set(SC.COLOURS), set(SC.SHAPES)]) for t in read_table(tmp_path / "captions_dev" / "text").values()]
+    swap_keys = {"itc_swap_wins", "itc_swap_pairs"} if any(dev_swaps) else set()
+    assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions"} | swap_keys
     assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1
+    # the contrastive head is kept beside the interface; --init starts a run with the same head from it
+    head = torch.load(tmp_path / "itc" / "final" / "itc_head.pt", weights_only=True)
+    assert any(k.startswith("itc_text_encoder.") for k in head)
+    again = ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm)
+    init_interface(again, tmp_path / "itc" / "final")
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in head.items())
     assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "cap"),
                  "--init", str(tmp_path / "itc" / "final"), "--max-steps", "1"]) == 0
     cfg2["image_x2l"]["qformer"]["num_queries"] = 5

@@ -50,7 +50,7 @@ from torch.nn import functional as F
 
 from asr.config import dataclass_from_dict, load_config
 from asr.data.datadir import DataDirError, read_table
-from asr.io_utils import write_text_atomic
+from asr.io_utils import atomic_path, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
@@ -61,6 +61,7 @@ from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_
 log = logging.getLogger(__name__)
 
 STAGE_CONFIG_NAME = "image_stage.json"
+ITC_HEAD_NAME = "itc_head.pt"  # the contrastive head, beside the interface when the run had that loss
 SECTIONS = ("image_x2l", "llm", "prompt", "loss", "batching", "train", "eval")
 TEXT_ENCODERS = ("mean", "transformer")
 ITC_DIM = 256  # the contrastive loss's shared image-text space
@@ -323,8 +324,17 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         out_dir = Path(out_dir)
         self.x2l.save_pretrained(out_dir)
         stage = {"llm": asdict(self.config.llm), "prompt": asdict(self.config.prompt),
-                 "contrastive_weight": self.config.contrastive_weight, "caption_weight": self.config.caption_weight}
+                 "contrastive_weight": self.config.contrastive_weight, "caption_weight": self.config.caption_weight,
+                 "text_encoder": self.config.text_encoder, "text_layers": self.config.text_layers}
         write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
+        head = self.contrastive_head_state()
+        if head:  # a later run (--init) continues with it; local/itc_binding.py-style scoring reads it
+            with atomic_path(out_dir / ITC_HEAD_NAME) as tmp:
+                torch.save(head, tmp)
+
+    def contrastive_head_state(self) -> dict[str, torch.Tensor]:
+        """The contrastive loss's own weights (image and caption projections, temperature); empty without it."""
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith("itc_")}
 
 
 def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -> ImageCaptionModel:
@@ -672,6 +682,16 @@ def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
             raise ValueError(f"--init {init_dir}: its {key} ({theirs[key]}) differs from this config's ({mine[key]})")
     model.x2l.load_state_dict(init.state_dict(), strict=False)  # a frozen hf encoder is reloaded from its source
     log.info("image interface initialised from %s", init_dir)
+    mine_head = model.contrastive_head_state()
+    head_file = Path(init_dir) / ITC_HEAD_NAME
+    if mine_head and head_file.is_file():
+        theirs_head = torch.load(head_file, map_location="cpu", weights_only=True)
+        if {k: v.shape for k, v in theirs_head.items()} == {k: v.shape for k, v in mine_head.items()}:
+            model.load_state_dict(theirs_head, strict=False)
+            log.info("contrastive head initialised from %s", head_file)
+        else:
+            log.info("contrastive head of %s is another architecture (loss.text_encoder): this run's starts fresh",
+                     head_file)
 
 
 def train(config_path: str | Path, captions: str | Path, valid_captions: str | Path | None, exp_dir: str | Path,
