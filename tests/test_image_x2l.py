@@ -250,7 +250,7 @@ def test_transformer_text_encoder_learns_word_order():
 def test_swap_negatives(tmp_path, tiny_llm):
     """Captions with two words of one class exchanged join the contrastive loss as extra negatives."""
     from asr.io_utils import write_table
-    from asr.training.train_image import CaptionSet, ImageCaptionModel, swapped_captions
+    from asr.training.train_image import CaptionSet, ImageCaptionModel, swap_retrieval, swapped_captions
 
     classes = [{"red", "blue", "green"}, {"stars", "crosses"}]
     assert swapped_captions("two red stars and three blue crosses", classes) == [
@@ -286,6 +286,16 @@ def test_swap_negatives(tmp_path, tiny_llm):
                                         [model.prompt.target_ids(t) for t in data.texts], None, [dup])[0]
     assert float(with_neg) > float(without)  # one more column in the picture -> caption softmax
     assert torch.isclose(as_dup, without)
+    # the caption model's binding check: log P(caption | picture) summed over the caption's tokens
+    with torch.no_grad():
+        emb = model.image_embeddings(batch["images"][:2])
+        ids = [model.prompt.target_ids(t) for t in data.texts[:2]]
+        ll = model.caption_log_likelihood(emb, ids)
+        for b in range(2):
+            assert torch.isclose(ll[b], -model.caption_loss(emb[b:b + 1], ids[b:b + 1])[0] * len(ids[b]), rtol=1e-4)
+    lm = swap_retrieval(model, data, scorer="lm")
+    assert lm["lm_swap_pairs"] == 1 and lm["lm_swap_wins"] in (0.0, 0.5, 1.0)
+    assert swap_retrieval(model, data)["itc_swap_pairs"] == 1
 
 
 def test_text_encoder_config_errors():
@@ -365,6 +375,8 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
             scp[f"{scene.scene_id}-c0"], text[f"{scene.scene_id}-c0"] = str(png), SC.caption(scene)
         write_table(tmp_path / name / "images.scp", scp)
         write_table(tmp_path / name / "text", text)
+        write_table(tmp_path / name / "word_classes", {"colour": " ".join(SC.COLOURS), "shape": " ".join(SC.SHAPES)})
+    dev_swaps = [swapped_captions(t, [set(SC.COLOURS), set(SC.SHAPES)]) for t in read_table(tmp_path / "captions_dev" / "text").values()]
     cfg = tmp_path / "image.yaml"
     cfg.write_text(json.dumps({
         "image_x2l": {"encoder": TINY_ENCODER, "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
@@ -379,6 +391,7 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert json.loads((final / "image_x2l.json").read_text())["freeze_encoder"] is True
     scores = json.loads((final / "eval.json").read_text())
     assert scores["pictures"] == 2 and 0 <= scores["exact_match"] <= 1
+    assert ("lm_swap_wins" in scores) == any(dev_swaps)  # the caption model's binding check
     assert scores["lm_loss"] > 0 and scores["lm_loss_other_picture"] > 0
     assert len((exp / "train_log.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps of 3 captions
     model = load_image_stage(final)
@@ -389,12 +402,9 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
                     "swap_negatives": 2}
     cfg2["batching"] = {"hard_negative_share": 1.0, "group_size": 2}  # groups of one-word neighbours
     (tmp_path / "itc.yaml").write_text(json.dumps(cfg2))
-    for name in ("captions", "captions_dev"):
-        write_table(tmp_path / name / "word_classes", {"colour": " ".join(SC.COLOURS), "shape": " ".join(SC.SHAPES)})
     assert main(["--config", str(tmp_path / "itc.yaml"), "--captions", str(tmp_path / "captions"),
                  "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(tmp_path / "itc")]) == 0
     itc = json.loads((tmp_path / "itc" / "final" / "eval.json").read_text())
-    dev_swaps = [swapped_captions(t, [set(SC.COLOURS), set(SC.SHAPES)]) for t in read_table(tmp_path / "captions_dev" / "text").values()]
     swap_keys = {"itc_swap_wins", "itc_swap_pairs"} if any(dev_swaps) else set()
     assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions"} | swap_keys
     assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1

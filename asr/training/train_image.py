@@ -54,7 +54,7 @@ from asr.io_utils import atomic_path, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
-from asr.models.speech_llm import Prompt, PromptConfig, assemble, normalize_spaces, token_accuracy
+from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces, token_accuracy
 from asr.training.data import pad_targets
 from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
@@ -252,6 +252,20 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
 
     def caption_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen LLM's next-token loss on the captions after the image positions, and its token accuracy."""
+        out, labels = self._caption_forward(emb, targets)
+        return out.loss, token_accuracy(out.logits, labels)
+
+    @torch.no_grad()
+    def caption_log_likelihood(self, emb: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """(B,) log P(caption b | picture b) under the frozen LLM (summed over the caption's tokens)."""
+        out, labels = self._caption_forward(emb, targets)
+        logp = out.logits[:, :-1].float().log_softmax(-1)  # (B, S-1, V)
+        gold = labels[:, 1:]
+        keep = gold != IGNORE_ID
+        picked = logp.gather(-1, gold.clamp(min=0)[..., None])[..., 0]  # (B, S-1)
+        return (picked * keep).sum(1)
+
+    def _caption_forward(self, emb: torch.Tensor, targets: list[list[int]]):
         embed = self.llm.get_input_embeddings()
         cache = self.prefix_cache(emb.shape[0])
         batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False, with_prefix=cache is None)
@@ -261,7 +275,7 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
                        labels=batch.labels, use_cache=cache is not None,
                        **self.cache_kwargs(cache))
-        return out.loss, token_accuracy(out.logits, batch.labels)
+        return out, batch.labels
 
     def caption_vectors(self, targets: list[list[int]]) -> torch.Tensor:
         """Captions (token ids, eos last) -> (C, ITC_DIM) unit vectors of the contrastive space."""
@@ -582,7 +596,9 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     same over all validation captions batched in groups of one-word neighbours (``itc_top1_hard``: the
     colour, shape, count or position word decides; ``itc_hard_captions``: how many captions had such
     a neighbour in their batch) and, with swap negatives, how often a picture prefers its caption to the
-    caption with two words exchanged (``itc_swap_wins``, :func:`swap_retrieval`).
+    caption with two words exchanged (``itc_swap_wins``, :func:`swap_retrieval`). The caption run adds, when
+    the validation captions dir has ``word_classes``, the same check with the LLM's caption likelihood
+    (``lm_swap_wins``).
     """
     import jiwer
 
@@ -657,20 +673,27 @@ def hard_retrieval(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
 
 
 @torch.no_grad()
-def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, batch_size: int = 32) -> dict:
+def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, batch_size: int = 32,
+                   scorer: str = "itc") -> dict:
     """Over the first ``num`` captions that have swap negatives: the share of (picture, swapped caption)
-    pairs where the picture's true caption scores higher (``itc_swap_wins``; chance 0.5, a bag-of-words
-    caption vector scores exactly 0.5: it cannot tell the two apart)."""
+    pairs where the picture's true caption scores higher, ties half (chance 0.5). ``scorer`` "itc": the
+    contrastive similarity (``itc_swap_wins``; a bag-of-words caption vector scores exactly 0.5, it cannot
+    tell the two apart); "lm": the frozen LLM's log-likelihood of the caption after the picture
+    (``lm_swap_wins``: does the caption model read which colour, shape and count go where?)."""
     rows = [(i, n) for i in range(len(data)) if data.negatives and data.negatives[i] for n in data.negatives[i]]
     rows = [r for r in rows if r[0] in set(sorted({i for i, _ in rows})[:num])]
+    score = model.similarity if scorer == "itc" else None
     wins = 0.0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start: start + batch_size]
         emb = model.image_embeddings(data.pictures([i for i, _ in chunk]).to(model.device))
-        true = model.similarity(emb, [data.targets[i] for i, _ in chunk]).diagonal()
-        fake = model.similarity(emb, [n for _, n in chunk]).diagonal()
+        true_ids, fake_ids = [data.targets[i] for i, _ in chunk], [n for _, n in chunk]
+        if score is not None:
+            true, fake = score(emb, true_ids).diagonal(), score(emb, fake_ids).diagonal()
+        else:
+            true, fake = model.caption_log_likelihood(emb, true_ids), model.caption_log_likelihood(emb, fake_ids)
         wins += float((true > fake).float().sum() + 0.5 * (true == fake).float().sum())
-    return {"itc_swap_wins": round(wins / len(rows), 4), "itc_swap_pairs": len(rows)} if rows else {}
+    return {f"{scorer}_swap_wins": round(wins / len(rows), 4), f"{scorer}_swap_pairs": len(rows)} if rows else {}
 
 
 def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
@@ -737,6 +760,9 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
             best = ImageX2L.from_pretrained(d)
             model.x2l.load_state_dict(best.state_dict())
             scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
+            if stage_cfg.caption_weight > 0 and (Path(valid_captions) / "word_classes").is_file():
+                swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4)  # a binding check only
+                scores.update(swap_retrieval(model, swapped, num=int(eval_cfg["num_captions"]), scorer="lm"))
             write_text_atomic(d / "eval.json", json.dumps(scores, indent=1) + "\n")
             log.info("validation pictures: %s", {k: v for k, v in scores.items() if k != "examples"})
 
