@@ -21,12 +21,14 @@ Everything of the interface is trained here, the image encoder included (no visi
 offline: the embedded ``small_cnn`` encoder learns from the captions); the LLM stays frozen (LoRA
 is refused: this stage aligns the interface to the LLM as it is). ``final/`` holds the interface
 with ``freeze_encoder: true`` (later stages load it with a frozen encoder), ``image_stage.json``
-(the LLM and prompt it was aligned to) and ``eval.json`` (greedy captions of the validation
+(the LLM and prompt it was aligned to), ``itc_head.pt`` (the contrastive head, when the run had that
+loss; ``--init`` continues with it) and ``eval.json`` (greedy captions of the validation
 pictures scored against their references: WER and exact-match rate).
 
 Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
 ``llm`` (:class:`LlmConfig`), ``prompt`` (:class:`PromptConfig`; the speech markers become image
-markers), ``loss`` (``contrastive_weight``, ``caption_weight``, ``text_encoder``, ``text_layers``), ``batching`` (:class:`BatchingConfig`),
+markers), ``loss`` (``contrastive_weight``, ``caption_weight``, ``text_encoder``, ``text_layers``,
+``swap_negatives``), ``batching`` (:class:`BatchingConfig`),
 ``train`` (:class:`TrainConfig`; ``max_batch_size`` is the batch size in pictures) and ``eval`` (``num_captions``, ``max_new_tokens``).
 Data: a captions dir holds ``images.scp`` (caption id -> PNG path) and ``text`` (caption id ->
 caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes them).
