@@ -314,7 +314,8 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         same &= labels[:, None] != labels[None, :]
         logits = logits.masked_fill(same, float("-inf"))
         to_text = logits
-        extra = [n for n in (negatives or []) if tuple(n) not in set(keys)]
+        batch_texts = set(keys)
+        extra = [n for n in (negatives or []) if tuple(n) not in batch_texts]
         if extra:
             to_text = torch.cat([logits, self.similarity(emb, extra) * scale], dim=1)  # (B, B + N)
         loss = 0.5 * (F.cross_entropy(to_text, labels) + F.cross_entropy(logits.T, labels))
@@ -682,8 +683,8 @@ def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, 
     contrastive similarity (``itc_swap_wins``; a bag-of-words caption vector scores exactly 0.5, it cannot
     tell the two apart); "lm": the frozen LLM's log-likelihood of the caption after the picture
     (``lm_swap_wins``: does the caption model read which colour, shape and count go where?)."""
-    rows = [(i, n) for i in range(len(data)) if data.negatives and data.negatives[i] for n in data.negatives[i]]
-    rows = [r for r in rows if r[0] in set(sorted({i for i, _ in rows})[:num])]
+    with_swaps = [i for i in range(len(data)) if data.negatives and data.negatives[i]][:num]
+    rows = [(i, n) for i in with_swaps for n in data.negatives[i]]
     score = model.similarity if scorer == "itc" else None
     wins = 0.0
     for start in range(0, len(rows), batch_size):

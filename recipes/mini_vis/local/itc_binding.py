@@ -11,8 +11,8 @@ true caption, so a bag-of-words caption vector cannot tell them apart. Printed (
 the share of pictures whose true caption scores higher than the swapped one (ties count half; chance
 0.5), and the one-word-neighbour retrieval of ``asr.training.train_image.hard_retrieval``.
 
-The contrastive head is only in training checkpoints (``final/`` keeps the interface), so this reads
-a checkpoint with the config that trained it.
+It reads a training checkpoint with the config that trained it (runs before ``itc_head.pt`` existed
+kept the contrastive head only there).
 """
 
 from __future__ import annotations
@@ -30,23 +30,18 @@ import scenes as SC  # noqa: E402
 from asr.models.llm import load_llm  # noqa: E402
 from asr.training.train_image import (CaptionSet, ImageCaptionModel, ImageStageConfig, hard_retrieval,  # noqa: E402
                                       load_image_config)
+from asr.training.train_image import swapped_captions as swapped_captions_of_class  # noqa: E402
 
 POSITION_WORDS = {"left", "right", "top", "bottom", "center"}
-
-
-def _swap(words: list[str], i: int, j: int) -> list[str]:
-    out = list(words)
-    out[i], out[j] = out[j], out[i]
-    return out
 
 
 def swapped_captions(text: str) -> dict[str, str]:
     """The caption with its two groups' colours, shapes or places exchanged (only kinds that differ)."""
     words = text.split()
     out = {}
-    colours = [i for i, w in enumerate(words) if w in SC.COLOURS]
-    if len(colours) == 2 and words[colours[0]] != words[colours[1]]:
-        out["colour"] = " ".join(_swap(words, *colours))
+    for kind, vocab in (("colour", set(SC.COLOURS)), ("position", POSITION_WORDS)):
+        if sum(w in vocab for w in words) == 2:
+            out.update({kind: t for t in swapped_captions_of_class(text, [vocab])})
     shapes = [i for i, w in enumerate(words) if w in SC.SHAPES or w in SC.SINGULAR]
     if len(shapes) == 2:
         base = [SC.SINGULAR.get(words[i], words[i]) for i in shapes]
@@ -55,9 +50,6 @@ def swapped_captions(text: str) -> dict[str, str]:
             for i, other in zip(shapes, reversed(base)):  # each slot gets the other shape, in its own number
                 new[i] = SC.PLURAL[other] if words[i] in SC.SINGULAR else other
             out["shape"] = " ".join(new)
-    places = [i for i, w in enumerate(words) if w in POSITION_WORDS]
-    if len(places) == 2 and words[places[0]] != words[places[1]]:
-        out["position"] = " ".join(_swap(words, *places))
     return out
 
 
