@@ -1,8 +1,9 @@
 """Image-conditioned ASR: WER per test condition with the true picture, another scene's picture and none.
 
 Each decode dir was written by ``asr decode-llm --image-table ...`` (decode_info.json records the
-picture table, ``"image"``: ``utt2image``, ``utt2image_mismatch`` or ``none``, and the dump dir it
-decoded, whose name is the condition: ``test_clean``, ``test_0db``, ...) and scored by ``asr score``.
+picture table, ``"image"``: ``utt2image``, ``utt2image_mismatch`` or ``none``, the dump dir it
+decoded, whose name is the condition: ``test_clean``, ``test_0db``, ..., and the picture guidance
+weight, noted under the table) and scored by ``asr score``.
 Where the dump dir has ``masked_words`` (utt -> 0-based indices of the words a noise burst covers),
 the share of those words the hypothesis got right (aligned to an identical word) is reported too.
 
@@ -34,6 +35,7 @@ class ConditionRow:
     num_words: int = 0
     wer: dict[str, float] = field(default_factory=dict)  # variant -> WER (%)
     masked: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (right, total) masked words
+    guidance: dict[str, float] = field(default_factory=dict)  # variant -> picture guidance weight (0: plain)
 
 
 def masked_words_right(ref: dict[str, str], hyp: dict[str, str], masked: dict[str, str], normalizer) -> tuple[int, int]:
@@ -79,10 +81,26 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
             raise ValueError(f"{path}: a second decode dir of {condition} with the {variant} picture")
         row.num_words = score.num_ref_tokens
         row.wer[variant] = score.err_rate
+        row.guidance[variant] = float(info.get("picture_guidance", 0.0))
         if (data_dir / "masked_words").is_file():
             row.masked[variant] = masked_words_right(read_text(path / "ref"), read_text(path / "hyp"),
                                                      read_text(data_dir / "masked_words"), norm)
+    for variant in ("true", "other"):  # one table, one decoding rule per picture variant
+        weights = {r.guidance[variant] for r in rows.values() if variant in r.guidance}
+        if len(weights) > 1:
+            raise ValueError(f"the {variant} picture's decode dirs mix picture guidance weights {sorted(weights)}: "
+                             f"give the dirs of one weight")
     return sorted(rows.values(), key=lambda r: (ORDER.index(r.condition) if r.condition in ORDER else len(ORDER), r.condition))
+
+
+def guidance_note(rows: list[ConditionRow]) -> str:
+    """A line under the table when the pictures were decoded with picture guidance ('' otherwise)."""
+    weights = {v: w for r in rows for v, w in r.guidance.items() if w}
+    if not weights:
+        return ""
+    which = " and ".join(f"{v} ({w:g})" for v, w in sorted(weights.items(), key=lambda x: ["true", "other"].index(x[0])))
+    return (f"\nPictures decoded with picture guidance (`asr decode-llm --picture-guidance W`): {which}; "
+            f"no picture: plain decoding.\n")
 
 
 def format_table(rows: list[ConditionRow]) -> str:
@@ -94,7 +112,7 @@ def format_table(rows: list[ConditionRow]) -> str:
         ratio = f"{r.wer['true'] / r.wer['none']:.2f}" if {"true", "none"} <= set(r.wer) and r.wer["none"] > 0 else "-"
         masked = " / ".join(f"{r.masked[v][0]}/{r.masked[v][1]}" if v in r.masked else "-" for v in variants) if r.masked else ""
         lines.append("| " + " | ".join([r.condition, str(r.num_words), *wer, ratio, masked]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + guidance_note(rows)
 
 
 def plot(rows: list[ConditionRow], out: str | Path, title: str = "Image-conditioned ASR") -> Path:

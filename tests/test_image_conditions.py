@@ -17,17 +17,19 @@ from evaluation.score import score_dir
 REFS = {"u1": "two red circles on the left", "u2": "a blue square at the top"}
 
 
-def _decode_dir(root: Path, condition: str, image: str, hyps: dict[str, str], masked: dict[str, str] | None = None) -> Path:
+def _decode_dir(root: Path, condition: str, image: str, hyps: dict[str, str], masked: dict[str, str] | None = None,
+                guidance: float = 0.0) -> Path:
     data = root / "dump" / condition
     data.mkdir(parents=True, exist_ok=True)
     write_table(data / "text", REFS)
     if masked:
         write_table(data / "masked_words", masked)
-    d = root / f"decode_{condition}_{image}"
+    d = root / f"decode_{condition}_{image}" if not guidance else root / f"decode_{condition}_{image}_pg{guidance:g}"
     d.mkdir()
     write_table(d / "ref", REFS)
     write_table(d / "hyp", hyps)
-    (d / "decode_info.json").write_text(json.dumps({"data_dir": str(data), "image": image}))
+    info = {"data_dir": str(data), "image": image, **({"picture_guidance": guidance} if guidance else {})}
+    (d / "decode_info.json").write_text(json.dumps(info))
     score_dir(d)
     return d
 
@@ -62,6 +64,7 @@ def test_table_rows_ratio_masked_counts_and_plot(tmp_path):
     assert "| test_0db | 12 | 0.00 | 16.67 | 16.67 | 0.00 |" in table
     assert "| test_masked | 12 | 0.00 | - | 16.67 | 0.00 | 2/2 / - / 0/2 |" in table
     assert "| test_clean | 12 | - | - | 0.00 | - |" in table
+    assert "guidance" not in table  # plain decoding everywhere: no note
     # the command line: table file + PNG
     out, png = tmp_path / "IMAGES.md", tmp_path / "images.png"
     proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "results", "--by-image", "--plot", str(png),
@@ -82,3 +85,16 @@ def test_bad_dirs_are_named(tmp_path):
     (twin / "decode_info.json").unlink()
     with pytest.raises(ValueError, match="decode_again: no decode_info.json"):
         collect([str(twin)])
+
+
+def test_picture_guidance_is_noted_and_weights_are_not_mixed(tmp_path):
+    _decode_dir(tmp_path, "test_0db", "utt2image", dict(REFS), guidance=0.5)
+    _decode_dir(tmp_path, "test_0db", "none", {"u1": "two circles on the left", "u2": "a square at the top"})
+    _decode_dir(tmp_path, "test_clean", "utt2image", dict(REFS), guidance=0.5)
+    rows = collect(sorted(str(p) for p in tmp_path.glob("decode_*")))
+    assert rows[1].guidance == {"true": 0.5, "none": 0.0}
+    assert "picture guidance (`asr decode-llm --picture-guidance W`): true (0.5); no picture: plain" in format_table(rows)
+    plain = _decode_dir(tmp_path, "test_5db", "utt2image", dict(REFS))
+    with pytest.raises(ValueError, match=r"true picture's decode dirs mix picture guidance weights \[0.0, 0.5\]"):
+        collect(sorted(str(p) for p in tmp_path.glob("decode_*")))
+    assert collect([plain])[0].guidance == {"true": 0.0}

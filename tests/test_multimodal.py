@@ -263,6 +263,11 @@ def test_export_and_transcribe_with_a_picture(setup, espeak_dir, tmp_path):
         assert proc.returncode == 0, proc.stderr
         texts.append(json.loads((out / f"{Path(wav).stem}.json").read_text())["text"])
     assert texts[0] == texts[1]
+    proc, out = run("--image", str(setup / "pictures" / "scene0.png"), "--picture-guidance", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads((out / f"{Path(wav).stem}.json").read_text())["text"], str)
+    proc, _ = run("--picture-guidance", "2")
+    assert proc.returncode != 0 and "picture guidance needs a picture (--image)" in proc.stderr
     proc, _ = run("--image", str(tmp_path / "missing.png"))
     assert proc.returncode != 0 and "missing.png: cannot read the picture" in proc.stderr
     stage2 = export_model(setup / "stage2", tmp_path / "model2")
@@ -289,3 +294,46 @@ def test_stage3_lora_learns_at_its_own_rate(setup, tmp_path):
     assert len(trainer.trained_params) == sum(len(g["params"]) for g in groups)  # clipping sees both groups
     model_no_lora = build_multimodal(MultimodalConfig(train_lora=False), setup / "stage2", setup / "image", device="cpu")
     assert [g["lr_scale"] for g in model_no_lora.optimizer_groups()] == [1.0]
+
+
+def test_picture_guidance_is_the_contrast_of_the_two_prompts_token_by_token(setup, tmp_path):
+    """Greedy decoding with picture guidance W picks, at every step, the argmax of
+    log p(. | picture, speech) + W (log p(. | picture, speech) - log p(. | speech)), both recomputed here
+    without a KV cache; and the option's misuses are refused."""
+    from asr.decoding.llm_decode import decode_dump_dir
+
+    root = setup
+    speech = SpeechLlm.from_pretrained(root / "stage2", root / "stage1")
+    model = MultimodalLlm(MultimodalConfig(), speech, ImageX2L.from_pretrained(root / "image"), image_prompt_config(),
+                          stage1_dir=(root / "stage1").resolve()).eval()
+    torch.manual_seed(1)
+    feats, lengths, pics = torch.randn(2, 70, FEAT_DIM), torch.tensor([70, 55]), torch.rand(2, 3, 32, 32)
+    weight = 3.0
+    guided = model.generate(feats, lengths, images=pics, picture_guidance=weight)
+    embed = model.llm.get_input_embeddings()
+    differs = False
+    with torch.no_grad():
+        for b in range(2):
+            f, n, p = feats[b: b + 1, : int(lengths[b])], lengths[b: b + 1], pics[b: b + 1]
+            joint, _ = model._assemble(JOINT, f, n, p, None, left_pad=True)
+            alone, _ = model._assemble(SPEECH, f, n, None, None, left_pad=True)
+            ids = guided[b]["llm_ids"]
+            assert ids, "guided decoding wrote nothing"
+            for i, token in enumerate(ids):
+                prev = embed(torch.tensor([ids[:i]], dtype=torch.long))
+                lp = [model.llm(inputs_embeds=torch.cat([x.inputs_embeds, prev], 1)).logits[0, -1].float().log_softmax(-1)
+                      for x in (joint, alone)]
+                scores = lp[0] + weight * (lp[0] - lp[1])
+                assert int(scores.argmax()) == token, f"utterance {b}, step {i}"
+                differs |= int(lp[0].argmax()) != token
+    assert differs, "weight 3 changed no token choice against the picture prompt alone"
+    with pytest.raises(ValueError, match="needs pictures"):
+        model.generate(feats, lengths, picture_guidance=weight)
+    with pytest.raises(ValueError, match="greedy"):
+        model.generate(feats, lengths, images=pics, num_beams=2, picture_guidance=weight)
+    model.save_pretrained(tmp_path / "mm")
+    info = decode_dump_dir(tmp_path / "mm", root / "joint_dev", tmp_path / "dec", image_table="utt2image",
+                           picture_guidance=weight, max_utts=2)
+    assert info["picture_guidance"] == weight and info["utts"] == 2
+    with pytest.raises(ValueError, match="image table"):
+        decode_dump_dir(tmp_path / "mm", root / "joint_dev", tmp_path / "bad", picture_guidance=weight)

@@ -232,20 +232,25 @@ def test_export_dir_loads_the_speech_llm(tmp_path, monkeypatch):
 
     class FakeLlm:
         @classmethod
-        def from_export_dir(cls, model_dir, device, beam_size, cif_weight, image):
-            calls.update(model_dir=model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image)
+        def from_export_dir(cls, model_dir, device, beam_size, cif_weight, image, picture_guidance):
+            calls.update(model_dir=model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image,
+                         picture_guidance=picture_guidance)
             return cls()
 
     monkeypatch.setitem(sys.modules, "asr.decoding.llm_recognizer", types.SimpleNamespace(SpeechLlmRecognizer=FakeLlm))
     (tmp_path / "export.json").write_text(json.dumps({"kind": "speech_llm"}))
     assert isinstance(load_recognizer(tmp_path, beam_size=4), FakeLlm)
-    assert calls == {"model_dir": tmp_path, "device": "cpu", "beam_size": 4, "cif_weight": 0.0, "image": None}
+    assert calls == {"model_dir": tmp_path, "device": "cpu", "beam_size": 4, "cif_weight": 0.0, "image": None,
+                     "picture_guidance": 0.0}
     # the export's decoding defaults apply where the caller leaves an option out
     (tmp_path / "export.json").write_text(json.dumps({"kind": "speech_llm", "decode": {"beam_size": 3, "cif_weight": 1.5}}))
     load_recognizer(tmp_path)
     assert (calls["beam_size"], calls["cif_weight"]) == (3, 1.5)
     load_recognizer(tmp_path, beam_size=1, cif_weight=0.0)
     assert (calls["beam_size"], calls["cif_weight"]) == (1, 0.0)
+    (tmp_path / "export.json").write_text(json.dumps({"kind": "multimodal"}))
+    load_recognizer(tmp_path, image="pic.png", picture_guidance=0.7)  # passed on as given
+    assert (calls["image"], calls["picture_guidance"]) == ("pic.png", 0.7)
     (tmp_path / "export.json").write_text(json.dumps({"kind": "other"}))
     with pytest.raises(ValueError, match="unknown kind"):
         load_recognizer(tmp_path)

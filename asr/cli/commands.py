@@ -248,6 +248,9 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cif-weight", type=float,
                    help="weight of the stage-1 CIF vote on each LLM token (default: the export's; 0: the LLM alone)")
     p.add_argument("--image", help="a picture that goes with the audio (stage-3 multimodal exports: image-conditioned ASR)")
+    p.add_argument("--picture-guidance", type=float,
+                   help="with --image, greedy: amplify the picture's effect on each token by this weight "
+                   "(log p with picture + W x (log p with - log p without); default 0: plain decoding)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
     p.add_argument("--verbose", dest="print_transcripts", action="store_true", help="print each transcript as it is done")
@@ -270,7 +273,7 @@ def run_transcribe(args) -> int:
         raise ValueError("--batch-size and --chunk-seconds must be positive")
     inputs = collect_inputs(args.audio, args.wav_scp)
     recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size, cif_weight=args.cif_weight,
-                                 image=args.image)
+                                 image=args.image, picture_guidance=args.picture_guidance)
     start, audio_seconds, failed = time.perf_counter(), 0.0, 0
     with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1) as bar:
         for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar):

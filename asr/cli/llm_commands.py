@@ -41,6 +41,9 @@ def add_decode_llm(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cif-weight", type=float, default=0.0,
                    help="weight of the stage-1 CIF classifier's vote on each LLM token (0: the LLM alone)")
+    p.add_argument("--picture-guidance", type=float, default=0.0,
+                   help="with --image-table, greedy: amplify the picture's effect on each token by this weight "
+                   "(log p with picture + W x (log p with - log p without); 0: plain decoding)")
     p.add_argument("--max-utts", type=int, help="decode only this many utterances, evenly spaced over the sorted ids")
     p.add_argument("--device", help="cpu | cuda (default: the config's)")
     p.set_defaults(func=run_decode_llm)
@@ -51,7 +54,8 @@ def run_decode_llm(args) -> int:
 
     info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, beam_size=args.beam_size,
                            batch_size=args.batch_size, device=args.device, cif_weight=args.cif_weight,
-                           image_table=args.image_table, max_utts=args.max_utts)
+                           image_table=args.image_table, max_utts=args.max_utts,
+                           picture_guidance=args.picture_guidance)
     print(json.dumps(info))
     return 0
 

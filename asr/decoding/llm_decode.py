@@ -12,7 +12,8 @@ An empty LLM output falls back to the CIF transcript (counted in decode_info.jso
 
 A stage-3 (multimodal) model dir decodes with a picture per utterance when ``image_table`` names a
 table of the dump dir (``utt2image``: the true picture, ``utt2image_mismatch``: another scene's),
-and from the speech alone (the stage-2 prompt) without one; decode_info.json records which.
+and from the speech alone (the stage-2 prompt) without one; decode_info.json records which (and the
+picture guidance weight, when the picture's effect is amplified).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ from asr.training.train_multimodal import PictureTable, load_llm_decoder
 
 def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, beam_size: int = 1,
                     batch_size: int = 8, device: str | None = None, cif_weight: float = 0.0,
-                    image_table: str | None = None, max_utts: int | None = None) -> dict:
-    """Decode a dump dir (``max_utts``: only that many utterances, evenly spaced over the sorted ids)."""
+                    image_table: str | None = None, max_utts: int | None = None,
+                    picture_guidance: float = 0.0) -> dict:
+    """Decode a dump dir (``max_utts``: only that many utterances, evenly spaced over the sorted ids;
+    ``picture_guidance``: with ``image_table``, greedy decoding that amplifies the picture's effect,
+    see :mod:`asr.models.picture_guidance`)."""
     model_dir, dump_dir, out_dir = Path(model_dir), Path(dump_dir), Path(out_dir)
     model, speech, stage1_dir = load_llm_decoder(model_dir, device=device)
     units = speech.stage1_units()  # loaded with the model
@@ -42,6 +46,9 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
         if model is speech:
             raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture ({image_table})")
         pictures = PictureTable(dump_dir / image_table)
+    if picture_guidance and pictures is None:
+        raise ValueError("picture guidance needs an image table (--image-table): it contrasts decoding with and "
+                         "without the picture")
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]
@@ -61,6 +68,8 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
         utts = [ids[i] for i in batch]
         feats, lengths = pad_features([kaldiio.load_mat(feats_scp[u]) for u in utts])
         extra = {"images": pictures.pictures(utts)} if pictures is not None else {}
+        if picture_guidance:
+            extra["picture_guidance"] = picture_guidance
         for utt, res in zip(utts, model.generate(feats, lengths, num_beams=beam_size, cif_weight=cif_weight, **extra)):
             cif_text = units.decode(res["cif_tokens"])
             cif_hyps[utt] = cif_text
@@ -77,7 +86,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     write_refs(dump_dir, out_dir, list(hyps), selected)
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
-        "model_dir": str(model_dir), "data_dir": str(dump_dir.resolve()), "image": image_table or "none", "max_utts": max_utts, "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
+        "model_dir": str(model_dir), "data_dir": str(dump_dir.resolve()), "image": image_table or "none", "picture_guidance": picture_guidance, "max_utts": max_utts, "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
         "audio_seconds": round(audio_s, 2), "decode_seconds": round(elapsed, 2),
         "rtf": round(elapsed / max(audio_s, 1e-9), 4),
         "llm_positions_per_second": round(stats["speech_positions"] / max(audio_s, 1e-9), 3),

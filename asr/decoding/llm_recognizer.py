@@ -38,7 +38,7 @@ class SpeechLlmRecognizer:
     sample_rate = 16000
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", beam_size: int = 1, cif_weight: float = 0.0,
-                 image: str | Path | None = None):
+                 image: str | Path | None = None, picture_guidance: float = 0.0):
         model_dir = Path(model_dir)
         model, self.model, stage1 = load_llm_decoder(model_dir, device=device)
         model.eval()
@@ -48,6 +48,9 @@ class SpeechLlmRecognizer:
             if self.multimodal is None:
                 raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture")
             self.picture = load_picture(image, self.multimodal.x2l.config.encoder.image_size)
+        if picture_guidance and self.picture is None:
+            raise ValueError("picture guidance needs a picture (--image)")
+        self.picture_guidance = picture_guidance
         self.units = self.model.stage1_units()  # loaded with the model
         feat_info = json.loads((stage1 / "feat_info.json").read_text())
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
@@ -56,15 +59,19 @@ class SpeechLlmRecognizer:
 
     @classmethod
     def from_export_dir(cls, model_dir: str | Path, device: str = "cpu", beam_size: int = 1,
-                        cif_weight: float = 0.0, image: str | Path | None = None) -> "SpeechLlmRecognizer":
-        return cls(model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image)
+                        cif_weight: float = 0.0, image: str | Path | None = None,
+                        picture_guidance: float = 0.0) -> "SpeechLlmRecognizer":
+        return cls(model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image,
+                   picture_guidance=picture_guidance)
 
     def _generate(self, feats: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
         opts = dict(num_beams=self.beam_size, cif_weight=self.cif_weight)
         if self.multimodal is None:
             return self.model.generate(feats, lengths, **opts)
-        images = self.picture.expand(feats.shape[0], -1, -1, -1) if self.picture is not None else None
-        return self.multimodal.generate(feats, lengths, images=images, **opts)
+        if self.picture is None:
+            return self.multimodal.generate(feats, lengths, **opts)
+        images = self.picture.expand(feats.shape[0], -1, -1, -1)
+        return self.multimodal.generate(feats, lengths, images=images, picture_guidance=self.picture_guidance, **opts)
 
     @torch.inference_mode()
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:

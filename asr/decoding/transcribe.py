@@ -72,10 +72,12 @@ def resolve_device(device: str) -> str:
 
 
 def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int | None = None,
-                    cif_weight: float | None = None, image: str | Path | None = None) -> Recognizer:
+                    cif_weight: float | None = None, image: str | Path | None = None,
+                    picture_guidance: float | None = None) -> Recognizer:
     """The recognizer a model dir describes. ``beam_size`` and ``cif_weight`` apply to the speech LLM
     (CIF is greedy); left None, they are the export's defaults (``export.json`` "decode").
-    ``image``: a picture shown with all the audio (stage-3 exports only)."""
+    ``image``: a picture shown with all the audio (stage-3 exports only); ``picture_guidance``: with it,
+    greedy decoding that amplifies the picture's effect (default 0: plain decoding)."""
     model_dir, device = Path(model_dir), resolve_device(device)
     export = model_dir / "export.json"
     if export.exists():
@@ -89,7 +91,8 @@ def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int |
         defaults = doc.get("decode") or {}
         return SpeechLlmRecognizer.from_export_dir(
             model_dir, device=device, beam_size=beam_size if beam_size is not None else defaults.get("beam_size", 1),
-            cif_weight=cif_weight if cif_weight is not None else defaults.get("cif_weight", 0.0), image=image)
+            cif_weight=cif_weight if cif_weight is not None else defaults.get("cif_weight", 0.0), image=image,
+            picture_guidance=picture_guidance or 0.0)
     if image is not None:
         raise ValueError(f"{model_dir} is a stage-1 CIF model: --image needs a stage-3 (multimodal) export")
     return CifRecognizer(model_dir, device=device)

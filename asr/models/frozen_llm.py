@@ -19,8 +19,7 @@ class FrozenLlmMixin:
     def init_frozen_llm(self) -> None:
         self.cache_prefix = True  # reuse the prompt prefix's keys/values in training
         self._prefix_kv = None
-        # transformers renamed forward's `past_key_values` to `cache` (5.2x); use what this version takes
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.llm.forward).parameters else "past_key_values"
+        self._cache_arg = cache_arg_name(self.llm)
 
     # ---- what is trained is what is saved ------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -52,3 +51,10 @@ class FrozenLlmMixin:
     def cache_kwargs(self, cache) -> dict:
         """The LLM forward's keyword for ``cache`` (none when there is no cache)."""
         return {self._cache_arg: cache} if cache is not None else {}
+
+
+def cache_arg_name(llm) -> str:
+    """The keyword of ``llm``'s forward for the keys/values cache: transformers renamed
+    ``past_key_values`` to ``cache`` (5.2x); a peft wrapper's forward takes ``**kwargs``, so ask its base model."""
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"

@@ -29,6 +29,7 @@ from asr.config import dataclass_from_dict
 from asr.io_utils import save_config_and_weights, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L
+from asr.models.picture_guidance import PictureGuidance
 from asr.models.speech_llm import (Prompt, PromptConfig, SlotPrompt, SpeechLlm, assemble_slots, slot, token_accuracy,
                                    write_stage1_link)
 
@@ -157,11 +158,28 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, feats: torch.Tensor, feat_lengths: torch.Tensor, images: torch.Tensor | None = None,
-                 num_beams: int = 1, cif_weight: float = 0.0, **kwargs) -> list[dict]:
-        """Transcribe a batch, with the picture of each utterance (B, 3, h, w) or without (None)."""
-        kind = SPEECH if images is None else JOINT
-        batch, rec = self._assemble(kind, feats, feat_lengths, images, None, left_pad=True)
-        return self.speech.generate_from(batch, rec, num_beams=num_beams, cif_weight=cif_weight, **kwargs)
+                 num_beams: int = 1, cif_weight: float = 0.0, picture_guidance: float = 0.0,
+                 **kwargs) -> list[dict]:
+        """Transcribe a batch, with the picture of each utterance (B, 3, h, w) or without (None).
+
+        ``picture_guidance`` > 0 (greedy, with pictures): every token's log-probability moves away from
+        the speech-only prompt's by that weight (:class:`~asr.models.picture_guidance.PictureGuidance`)."""
+        if not picture_guidance:
+            kind = SPEECH if images is None else JOINT
+            batch, rec = self._assemble(kind, feats, feat_lengths, images, None, left_pad=True)
+            return self.speech.generate_from(batch, rec, num_beams=num_beams, cif_weight=cif_weight, **kwargs)
+        if images is None:
+            raise ValueError("picture guidance needs pictures: it contrasts the prompt with the picture and without")
+        if num_beams != 1:
+            raise ValueError(f"picture guidance runs with greedy search only (num_beams {num_beams})")
+        embed = self.llm.get_input_embeddings()
+        speech, rec = self.speech.speech_embeddings(feats, feat_lengths)  # list of (N_i, H), computed once
+        img = self.image_embeddings(images)
+        joint = assemble_slots(embed, self.joint_prompt, [{"image": img[b], "speech": sp} for b, sp in enumerate(speech)],
+                               None, left_pad=True)
+        speech_only = assemble_slots(embed, self.prompt, [{"speech": sp} for sp in speech], None, left_pad=True)
+        guidance = PictureGuidance(self.llm, speech_only, picture_guidance)
+        return self.speech.generate_from(joint, rec, num_beams=1, cif_weight=cif_weight, processors=[guidance], **kwargs)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:

@@ -285,12 +285,14 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
 
     @torch.no_grad()
     def generate_from(self, batch: AssembledBatch, rec: dict, num_beams: int = 1, max_new_factor: float = 1.5,
-                      max_new_extra: int = 8, cif_weight: float = 0.0) -> list[dict]:
-        """:meth:`generate` from an assembled prompt batch (any prompt holding the speech) and its stage-1 result."""
+                      max_new_extra: int = 8, cif_weight: float = 0.0,
+                      processors: list | None = None) -> list[dict]:
+        """:meth:`generate` from an assembled prompt batch (any prompt holding the speech) and its stage-1 result;
+        ``processors``: logits processors applied before CIF fusion (e.g. picture guidance)."""
         # each utterance's token budget follows its own CIF count; the batch runs to the largest
         budgets = [int(math.ceil(max_new_factor * int(n))) + max_new_extra for n in rec["token_lengths"]]
         budget = max(budgets)
-        processors = []
+        processors = list(processors or [])
         if cif_weight:
             if self.unit_llm_ids is None:
                 raise ValueError("cif_weight needs a stage-1 model whose units are this LLM's tokens "

@@ -15,9 +15,11 @@
 #   3  X-LLM stage 3: joint image + speech instruction training ("transcribe this speech faithfully
 #      according to the image") mixed with speech-only ASR and captioning, from the mini recipe's
 #      stage-2 model and stage 1b's interface                          -> exp/<joint tag>/final
-#   4  LLM decoding of every test condition with the true picture, another scene's and none
+#   4  LLM decoding of every test condition with the true picture, another scene's and none (and, with
+#      decode.picture_guidance W in the joint config, the pictures again with picture guidance W)
 #   5  scoring: WER per condition and picture (+ masked words recovered) -> exp/<joint tag>/IMAGES.md
-#      and images.png; speech-only WER on the mini recipe's test sets, stage 2 vs stage 3
+#      and images.png (IMAGES_GUIDED.md, images_guided.png); speech-only WER on the mini recipe's test
+#      sets, stage 2 vs stage 3
 # Stages 2-5 need the mini recipe's stages 0-5 (its stage-1 and stage-2 models): ../mini/run.sh --stop-stage 5
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -91,14 +93,19 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log 4 "decoding every condition with the true picture, another scene's and none"
+  guidance=$(decode_opt picture_guidance 0); [ "$guidance" = 0 ] || [ "$guidance" = 0.0 ] && guidance=
   for set in $conditions; do
     for table in utt2image utt2image_mismatch none; do
-      out=$joint_exp/decode_${set}_${table}
-      [ -f "$out/decode_info.json" ] && continue   # resume: this one is done
-      opt=(); [ "$table" = none ] || opt=(--image-table "$table")
-      [ "$test_utts" -gt 0 ] && opt+=(--max-utts "$test_utts")
-      asr decode-llm --model-dir "$joint_exp/final" --data-dir "$dump/$set" --out-dir "$out" "${opt[@]}" \
-        --beam-size "$(decode_opt beam_size 1)" --batch-size "$(decode_opt batch_size 8)" --cif-weight "$(decode_opt cif_weight 0.0)"
+      for w in 0 $guidance; do   # plain decoding, and with picture guidance W when the config sets one
+        [ "$w" = 0 ] || [ "$table" != none ] || continue
+        out=$joint_exp/decode_${set}_${table}; [ "$w" = 0 ] || out=${out}_pg$w
+        [ -f "$out/decode_info.json" ] && continue   # resume: this one is done
+        opt=(); [ "$table" = none ] || opt=(--image-table "$table")
+        [ "$w" = 0 ] || opt+=(--picture-guidance "$w")
+        [ "$test_utts" -gt 0 ] && opt+=(--max-utts "$test_utts")
+        asr decode-llm --model-dir "$joint_exp/final" --data-dir "$dump/$set" --out-dir "$out" "${opt[@]}" \
+          --beam-size "$(decode_opt beam_size 1)" --batch-size "$(decode_opt batch_size 8)" --cif-weight "$(decode_opt cif_weight 0.0)"
+      done
     done
   done
   for set in $mini_test_sets; do   # speech only, on the mini recipe's test sets, as its stage-2 decode dir was decoded
@@ -113,8 +120,15 @@ fi
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log 5 "scoring per condition and picture -> $joint_exp/IMAGES.md, $joint_exp/images.png"
-  asr score "$joint_exp"/decode_test_*
-  asr results --by-image --plot "$joint_exp/images.png" --out "$joint_exp/IMAGES.md" "$joint_exp"/decode_test_*
+  plain=("$joint_exp"/decode_test_*_{utt2image,utt2image_mismatch,none})
+  asr score "${plain[@]}"
+  asr results --by-image --plot "$joint_exp/images.png" --out "$joint_exp/IMAGES.md" "${plain[@]}"
+  guided=("$joint_exp"/decode_test_*_pg*)
+  if [ -e "${guided[0]}" ]; then   # picture guidance: the pictures' decodes against the same no-picture ones
+    asr score "${guided[@]}"
+    asr results --by-image --plot "$joint_exp/images_guided.png" --out "$joint_exp/IMAGES_GUIDED.md" \
+      "${guided[@]}" "$joint_exp"/decode_test_*_none
+  fi
   dirs=()
   for set in $mini_test_sets; do
     asr score "$joint_exp/decode_mini_$set"
