@@ -39,7 +39,9 @@ joint_config=conf/joint_smollm2_quick.yaml   # stage 3: multimodal, mix, train, 
 conditions="test_clean test_10db test_5db test_0db test_masked"
 mini_test_sets="test_unseen test_real"       # speech-only check on the mini recipe's test sets (stage 5)
 test_utts=150                                # utterances decoded per condition and picture (evenly spaced; 0: all)
-__options="stage stop_stage nj corpus_config itc_config image_config image_tag speech_config speech_exp speech_llm joint_config conditions mini_test_sets test_utts"
+picture_guidance=                            # stage 4's second decode of the pictures (default: the joint config's
+                                             # decode.picture_guidance; 0: none)
+__options="stage stop_stage nj corpus_config itc_config image_config image_tag speech_config speech_exp speech_llm joint_config conditions mini_test_sets test_utts picture_guidance"
 . utils/parse_options.sh
 
 image_exp=exp/${image_tag:-$(basename "$image_config" .yaml)}
@@ -93,7 +95,7 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log 4 "decoding every condition with the true picture, another scene's and none"
-  guidance=$(decode_opt picture_guidance 0); [ "$guidance" = 0 ] || [ "$guidance" = 0.0 ] && guidance=
+  guidance=${picture_guidance:-$(decode_opt picture_guidance 0)}; [ "$guidance" = 0 ] || [ "$guidance" = 0.0 ] && guidance=
   for set in $conditions; do
     for table in utt2image utt2image_mismatch none; do
       for w in 0 $guidance; do   # plain decoding, and with picture guidance W when the config sets one
