@@ -131,17 +131,24 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         return self.x2l(images.to(self.device)).to(self.llm.get_input_embeddings().weight.dtype)
 
     def _assemble(self, kind: int, feats, feat_lengths, images, targets, left_pad: bool):
-        embed = self.llm.get_input_embeddings()
-        rec = None
         if kind == CAPTION:
             img = self.image_embeddings(images)
-            return assemble_slots(embed, self.caption_prompt, [{"speech": x} for x in img], targets, left_pad), rec
+            embed = self.llm.get_input_embeddings()
+            return assemble_slots(embed, self.caption_prompt, [{"speech": x} for x in img], targets, left_pad), None
         speech, rec = self.speech.speech_embeddings(feats, feat_lengths)  # list of (N_i, H)
         if kind == SPEECH:
-            return assemble_slots(embed, self.prompt, [{"speech": sp} for sp in speech], targets, left_pad), rec
-        img = self.image_embeddings(images)
+            return self._speech_batch(speech, targets, left_pad), rec
+        return self._joint_batch(self.image_embeddings(images), speech, targets, left_pad), rec
+
+    def _speech_batch(self, speech: list[torch.Tensor], targets, left_pad: bool):
+        """Stage 2's prompt around each utterance's speech embeddings (N_i, H)."""
+        embed = self.llm.get_input_embeddings()
+        return assemble_slots(embed, self.prompt, [{"speech": sp} for sp in speech], targets, left_pad)
+
+    def _joint_batch(self, img: torch.Tensor, speech: list[torch.Tensor], targets, left_pad: bool):
+        """The joint prompt: each utterance's image positions img[b] (Q, H) and speech (N_i, H)."""
         slots = [{"image": img[b], "speech": sp} for b, sp in enumerate(speech)]
-        return assemble_slots(embed, self.joint_prompt, slots, targets, left_pad), rec
+        return assemble_slots(self.llm.get_input_embeddings(), self.joint_prompt, slots, targets, left_pad)
 
     # ---- training ------------------------------------------------------------------------------
     def forward(self, kind: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor,
@@ -164,22 +171,20 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
 
         ``picture_guidance`` > 0 (greedy, with pictures): every token's log-probability moves away from
         the speech-only prompt's by that weight (:class:`~asr.models.picture_guidance.PictureGuidance`)."""
-        if not picture_guidance:
-            kind = SPEECH if images is None else JOINT
-            batch, rec = self._assemble(kind, feats, feat_lengths, images, None, left_pad=True)
-            return self.speech.generate_from(batch, rec, num_beams=num_beams, cif_weight=cif_weight, **kwargs)
-        if images is None:
+        if picture_guidance and images is None:
             raise ValueError("picture guidance needs pictures: it contrasts the prompt with the picture and without")
-        if num_beams != 1:
+        if picture_guidance and num_beams != 1:
             raise ValueError(f"picture guidance runs with greedy search only (num_beams {num_beams})")
-        embed = self.llm.get_input_embeddings()
         speech, rec = self.speech.speech_embeddings(feats, feat_lengths)  # list of (N_i, H), computed once
-        img = self.image_embeddings(images)
-        joint = assemble_slots(embed, self.joint_prompt, [{"image": img[b], "speech": sp} for b, sp in enumerate(speech)],
-                               None, left_pad=True)
-        speech_only = assemble_slots(embed, self.prompt, [{"speech": sp} for sp in speech], None, left_pad=True)
-        guidance = PictureGuidance(self.llm, speech_only, picture_guidance)
-        return self.speech.generate_from(joint, rec, num_beams=1, cif_weight=cif_weight, processors=[guidance], **kwargs)
+        if images is None:
+            batch = self._speech_batch(speech, None, left_pad=True)
+        else:
+            batch = self._joint_batch(self.image_embeddings(images), speech, None, left_pad=True)
+        processors = []
+        if picture_guidance:  # the same speech under stage 2's prompt, run beside generate
+            processors.append(PictureGuidance(self.llm, self._speech_batch(speech, None, left_pad=True), picture_guidance))
+        return self.speech.generate_from(batch, rec, num_beams=num_beams, cif_weight=cif_weight, processors=processors,
+                                         **kwargs)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
