@@ -4,6 +4,9 @@ Each decode dir was written by ``asr decode-llm --image-table ...`` (decode_info
 picture table, ``"image"``: ``utt2image``, ``utt2image_mismatch`` or ``none``, the dump dir it
 decoded, whose name is the condition: ``test_clean``, ``test_0db``, ..., and the picture guidance
 weight, noted under the table) and scored by ``asr score``.
+Each row also keeps every utterance's error count per picture, for a paired bootstrap over the
+utterances (:func:`bootstrap_table`, Bisani & Ney 2004): the 95% interval of true/none and of
+WER other - WER true, so that a ratio of 0.76 against a target of 0.75 can be read as the noise it is.
 Where the dump dir has ``masked_words`` (utt -> 0-based indices of the words a noise burst covers),
 the share of those words the hypothesis got right (aligned to an identical word) is reported too.
 
@@ -20,9 +23,10 @@ from pathlib import Path
 from typing import Iterable
 
 import jiwer
+import numpy as np
 
 from evaluation.normalize import get_normalizer
-from evaluation.score import SCORES_FILE, read_scores, read_text
+from evaluation.score import SCORES_FILE, read_scores, read_text, score_texts
 from evaluation.summary import _expand
 
 VARIANTS = {"utt2image": "true", "utt2image_mismatch": "other", "none": "none"}
@@ -36,6 +40,8 @@ class ConditionRow:
     wer: dict[str, float] = field(default_factory=dict)  # variant -> WER (%)
     masked: dict[str, tuple[int, int]] = field(default_factory=dict)  # variant -> (right, total) masked words
     guidance: dict[str, float] = field(default_factory=dict)  # variant -> picture guidance weight (0: plain)
+    utt_errors: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> utt -> errors (edit distance)
+    utt_words: dict[str, int] = field(default_factory=dict)  # utt -> reference words
 
 
 def masked_words_right(ref: dict[str, str], hyp: dict[str, str], masked: dict[str, str], normalizer) -> tuple[int, int]:
@@ -75,13 +81,20 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
         condition = data_dir.name
         if not (path / SCORES_FILE).is_file():
             raise ValueError(f"{path}: no {SCORES_FILE}: score it first (asr score {path})")
-        _, score = read_scores(path)
+        unit, score = read_scores(path)
+        record = json.loads((path / SCORES_FILE).read_text(encoding="utf-8"))
         row = rows.setdefault(condition, ConditionRow(condition))
         if variant in row.wer:
             raise ValueError(f"{path}: a second decode dir of {condition} with the {variant} picture")
         row.num_words = score.num_ref_tokens
         row.wer[variant] = score.err_rate
         row.guidance[variant] = float(info.get("picture_guidance", 0.0))
+        utts, _ = score_texts(read_text(path / "ref"), read_text(path / "hyp"), unit, record.get("normalizer", normalizer))
+        row.utt_errors[variant] = {u.utt_id: u.num_errors for u in utts}
+        for u in utts:
+            if row.utt_words.setdefault(u.utt_id, len(u.ref_tokens)) != len(u.ref_tokens):
+                raise ValueError(f"{path}: utterance {u.utt_id!r} has {len(u.ref_tokens)} reference words here but "
+                                 f"{row.utt_words[u.utt_id]} in another decode dir of {condition}")
         if (data_dir / "masked_words").is_file():
             row.masked[variant] = masked_words_right(read_text(path / "ref"), read_text(path / "hyp"),
                                                      read_text(data_dir / "masked_words"), norm)
@@ -113,6 +126,53 @@ def format_table(rows: list[ConditionRow]) -> str:
         masked = " / ".join(f"{r.masked[v][0]}/{r.masked[v][1]}" if v in r.masked else "-" for v in variants) if r.masked else ""
         lines.append("| " + " | ".join([r.condition, str(r.num_words), *wer, ratio, masked]) + " |")
     return "\n".join(lines) + "\n" + guidance_note(rows)
+
+
+def paired_bootstrap(errors: dict[str, dict[str, int]], words: dict[str, int], num_resamples: int = 1000,
+                     seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Paired bootstrap over the utterances decoded with every variant in ``errors`` (variant -> utt -> errors).
+
+    Each resample draws as many utterances as there are, with replacement, and recomputes the
+    statistics on it; returned: name -> (value on the full set, 2.5th, 97.5th percentile), for
+    ``true/none`` (a ratio of error counts on the same utterances) and ``other-true`` (WER points),
+    each where both variants are present. Resamples whose denominator is 0 are left out of the ratio.
+    """
+    common = sorted(set(words).intersection(*[set(e) for e in errors.values()]))
+    if not common or num_resamples <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(common), size=(num_resamples, len(common)))
+    n_words = np.array([words[u] for u in common])
+    err = {v: np.array([e[u] for u in common]) for v, e in errors.items()}
+    total_words = n_words[draws].sum(axis=1)
+    out = {}
+    if {"true", "none"} <= set(err) and err["none"].sum() > 0:
+        t, n = err["true"][draws].sum(axis=1), err["none"][draws].sum(axis=1)
+        ratio = t[n > 0] / n[n > 0]
+        out["true/none"] = (err["true"].sum() / err["none"].sum(), *np.percentile(ratio, [2.5, 97.5]))
+    if {"true", "other"} <= set(err) and n_words.sum() > 0:
+        diff = 100.0 * (err["other"][draws].sum(axis=1) - err["true"][draws].sum(axis=1)) / np.maximum(total_words, 1)
+        out["other-true"] = (100.0 * (err["other"].sum() - err["true"].sum()) / n_words.sum(),
+                             *np.percentile(diff, [2.5, 97.5]))
+    return out
+
+
+def bootstrap_table(rows: list[ConditionRow], num_resamples: int = 1000, seed: int = 0) -> str:
+    """95% intervals of true/none and of WER other - WER true per condition (paired bootstrap), markdown."""
+    lines = [f"Paired bootstrap over the utterances ({num_resamples} resamples, 95% intervals):", "",
+             "| Condition | #Utt | true/none | WER other - WER true |", "| :-- | --: | :-- | :-- |"]
+    any_row = False
+    for r in rows:
+        stats = paired_bootstrap(r.utt_errors, r.utt_words, num_resamples, seed)
+        if not stats:
+            continue
+        any_row = True
+        cells = []
+        for name, fmt in (("true/none", "{:.2f} [{:.2f}, {:.2f}]"), ("other-true", "{:+.2f} [{:+.2f}, {:+.2f}]")):
+            cells.append(fmt.format(*stats[name]) if name in stats else "-")
+        common = set(r.utt_words).intersection(*[set(e) for e in r.utt_errors.values()])
+        lines.append(f"| {r.condition} | {len(common)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" if any_row else ""
 
 
 def plot(rows: list[ConditionRow], out: str | Path, title: str = "Image-conditioned ASR") -> Path:

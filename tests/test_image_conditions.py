@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from asr.io_utils import write_table
-from evaluation.image_conditions import collect, format_table, masked_words_right
+from evaluation.image_conditions import bootstrap_table, collect, format_table, masked_words_right, paired_bootstrap
 from evaluation.normalize import get_normalizer
 from evaluation.score import score_dir
 
@@ -65,6 +65,12 @@ def test_table_rows_ratio_masked_counts_and_plot(tmp_path):
     assert "| test_masked | 12 | 0.00 | - | 16.67 | 0.00 | 2/2 / - / 0/2 |" in table
     assert "| test_clean | 12 | - | - | 0.00 | - |" in table
     assert "guidance" not in table  # plain decoding everywhere: no note
+    assert r0.utt_errors == {"true": {"u1": 0, "u2": 0}, "other": {"u1": 1, "u2": 1}, "none": {"u1": 1, "u2": 1}}
+    intervals = bootstrap_table(rows, num_resamples=200)
+    # every resample has 0 errors with the true picture, 2 per 12 words with the other: no spread
+    assert "| test_0db | 2 | 0.00 [0.00, 0.00] | +16.67 [+16.67, +16.67] |" in intervals
+    assert "| test_masked | 2 | 0.00 [0.00, 0.00] | - |" in intervals
+    assert "test_clean" not in intervals  # one variant: nothing to compare
     # the command line: table file + PNG
     out, png = tmp_path / "IMAGES.md", tmp_path / "images.png"
     proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "results", "--by-image", "--plot", str(png),
@@ -72,6 +78,26 @@ def test_table_rows_ratio_masked_counts_and_plot(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().startswith("| Condition |") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Paired bootstrap over the utterances (1000 resamples" in proc.stdout
+
+
+def test_paired_bootstrap_intervals():
+    words = {"u1": 5, "u2": 5}
+    # resamples of two utterances: (u1, u1) 0/4, (u1, u2) 2/4, (u2, u2) 4/4 with chances 1/4, 1/2, 1/4
+    stats = paired_bootstrap({"true": {"u1": 0, "u2": 2}, "none": {"u1": 2, "u2": 2}}, words, num_resamples=2000)
+    assert stats == {"true/none": (0.5, 0.0, 1.0)}
+    ratios = paired_bootstrap({"true": {"u1": 0, "u2": 2}, "none": {"u1": 2, "u2": 2}}, words, 2000, seed=1)
+    assert ratios == stats  # the bounds are the extreme resamples, whatever the seed
+    # same errors with both pictures: other - true is 0 in every resample
+    same = paired_bootstrap({"true": {"u1": 1, "u2": 0}, "other": {"u1": 1, "u2": 0}}, words, 100)
+    assert same == {"other-true": (0.0, 0.0, 0.0)}
+    # many utterances, the true picture one error better on each: the interval is tight around the value
+    many = {f"u{i}": 10 for i in range(200)}
+    stats = paired_bootstrap({"true": {u: 2 + i % 3 for i, u in enumerate(many)},
+                              "none": {u: 3 + i % 3 for i, u in enumerate(many)}}, many, 500)
+    value, low, high = stats["true/none"]
+    assert low < value < high and high - low < 0.1
+    assert paired_bootstrap({"true": {"a": 1}}, {"b": 3}) == {}  # no common utterance
 
 
 def test_bad_dirs_are_named(tmp_path):

@@ -209,6 +209,9 @@ def add_results(p: argparse.ArgumentParser) -> None:
                    help="stage-3 decode dirs: WER per condition with the true picture, another scene's and none "
                         "(+ masked words recovered), markdown")
     p.add_argument("--plot", help="with --by-image: also draw WER per condition and picture to this PNG")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="with --by-image: N paired bootstrap resamples over the utterances for the 95%% intervals "
+                        "of true/none and WER other - WER true, in a second table (0: none; default %(default)s)")
     p.set_defaults(func=run_results)
 
 
@@ -223,6 +226,9 @@ def run_results(args) -> int:
         if not rows:
             raise ValueError("none of the given dirs has been decoded and scored")
         table = image_conditions.format_table(rows)
+        if args.bootstrap > 0:
+            intervals = image_conditions.bootstrap_table(rows, args.bootstrap)
+            table += "\n" + intervals if intervals else ""
         if args.plot:
             image_conditions.plot(rows, args.plot)
     else:
