@@ -43,7 +43,7 @@ class FrozenLlmMixin:
         if self._prefix_kv is None:
             with torch.no_grad():
                 ids = torch.tensor([self.prompt.prefix], device=self.device)
-                self._prefix_kv = self.llm(input_ids=ids, use_cache=True).past_key_values
+                self._prefix_kv = output_cache(self.llm(input_ids=ids, use_cache=True))
         cache = copy.deepcopy(self._prefix_kv)
         cache.batch_repeat_interleave(batch_size)
         return cache
@@ -51,6 +51,13 @@ class FrozenLlmMixin:
     def cache_kwargs(self, cache) -> dict:
         """The LLM forward's keyword for ``cache`` (none when there is no cache)."""
         return {self._cache_arg: cache} if cache is not None else {}
+
+
+def output_cache(out):
+    """The keys/values cache of an LLM forward's output, under either transformers name (``cache`` from
+    5.2x, where reading ``past_key_values`` still works but warns; ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def cache_arg_name(llm) -> str:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor
 
-from asr.models.frozen_llm import cache_arg_name
+from asr.models.frozen_llm import cache_arg_name, output_cache
 from asr.models.speech_llm import AssembledBatch
 
 
@@ -48,7 +48,7 @@ class PictureGuidance(LogitsProcessor):
             out = self.llm(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=self.next_position,
                            use_cache=True, **{self.cache_arg: self.past})
             self.next_position = self.next_position + 1
-        self.past = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        self.past = output_cache(out)
         return out.logits[:, -1].float().log_softmax(-1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
