@@ -42,6 +42,18 @@ class ConditionRow:
     guidance: dict[str, float] = field(default_factory=dict)  # variant -> picture guidance weight (0: plain)
     utt_errors: dict[str, dict[str, int]] = field(default_factory=dict)  # variant -> utt -> errors (edit distance)
     utt_words: dict[str, int] = field(default_factory=dict)  # utt -> reference words
+    classes: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)  # variant -> class -> (right, total)
+
+
+def _hits(r: list[str], h: list[str]) -> set[int]:
+    """Indices of the reference words aligned to an identical hypothesis word."""
+    hit: set[int] = set()
+    if not r or not h:
+        return hit
+    for chunk in jiwer.process_words(" ".join(r), " ".join(h)).alignments[0]:
+        if chunk.type == "equal":
+            hit.update(range(chunk.ref_start_idx, chunk.ref_end_idx))
+    return hit
 
 
 def masked_words_right(ref: dict[str, str], hyp: dict[str, str], masked: dict[str, str], normalizer) -> tuple[int, int]:
@@ -55,19 +67,45 @@ def masked_words_right(ref: dict[str, str], hyp: dict[str, str], masked: dict[st
             continue
         indices = [int(i) for i in idx.split()]
         total += len(indices)
-        if not h:
-            continue
-        hit = set()
-        for chunk in jiwer.process_words(" ".join(r), " ".join(h)).alignments[0]:
-            if chunk.type == "equal":
-                hit.update(range(chunk.ref_start_idx, chunk.ref_end_idx))
+        hit = _hits(r, h)
         right += sum(i in hit for i in indices)
     return right, total
 
 
-def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "english") -> list[ConditionRow]:
-    """One row per condition (dump dir name) over the scored decode dirs; variants by picture table."""
+def read_word_classes(path: str | Path) -> dict[str, str]:
+    """word -> class group from a ``word_classes`` table (class -> its words, as mini_vis stage 0 writes
+    it); classes named ``<group>_<variant>`` (``shape_one``, ``shape_many``) are reported as ``<group>``."""
+    word_class: dict[str, str] = {}
+    for name, words in read_text(path).items():
+        group = name.split("_", 1)[0]
+        for w in words.split():
+            if word_class.setdefault(w, group) != group:
+                raise ValueError(f"{path}: {w!r} is in two classes ({word_class[w]}, {group})")
+    return word_class
+
+
+def class_words_right(ref: dict[str, str], hyp: dict[str, str], word_class: dict[str, str],
+                      normalizer) -> dict[str, tuple[int, int]]:
+    """class group -> (its reference words the hypothesis has at the aligned position, its reference
+    words); words of no class count under ``other``."""
+    counts: dict[str, list[int]] = {}
+    for utt, text in ref.items():
+        r, h = normalizer(text).split(), normalizer(hyp.get(utt, "")).split()
+        hit = _hits(r, h)
+        for i, w in enumerate(r):
+            c = counts.setdefault(word_class.get(w, "other"), [0, 0])
+            c[0] += i in hit
+            c[1] += 1
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "english",
+            word_classes: str | Path | None = None) -> list[ConditionRow]:
+    """One row per condition (dump dir name) over the scored decode dirs; variants by picture table.
+    ``word_classes``: a class table (:func:`read_word_classes`); each row then counts the words of
+    every class the hypotheses got right (``ConditionRow.classes``)."""
     norm = get_normalizer(normalizer)
+    word_class = read_word_classes(word_classes) if word_classes is not None else None
     rows: dict[str, ConditionRow] = {}
     for path in map(Path, _expand(decode_dirs)):
         info_file = path / "decode_info.json"
@@ -95,6 +133,8 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
             if row.utt_words.setdefault(u.utt_id, len(u.ref_tokens)) != len(u.ref_tokens):
                 raise ValueError(f"{path}: utterance {u.utt_id!r} has {len(u.ref_tokens)} reference words here but "
                                  f"{row.utt_words[u.utt_id]} in another decode dir of {condition}")
+        if word_class is not None:
+            row.classes[variant] = class_words_right(read_text(path / "ref"), read_text(path / "hyp"), word_class, norm)
         if (data_dir / "masked_words").is_file():
             row.masked[variant] = masked_words_right(read_text(path / "ref"), read_text(path / "hyp"),
                                                      read_text(data_dir / "masked_words"), norm)
@@ -173,6 +213,28 @@ def bootstrap_table(rows: list[ConditionRow], num_resamples: int = 1000, seed: i
         common = set(r.utt_words).intersection(*[set(e) for e in r.utt_errors.values()])
         lines.append(f"| {r.condition} | {len(common)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if any_row else ""
+
+
+def class_table(rows: list[ConditionRow]) -> str:
+    """Per condition, the share (%) of each word class's reference words recognised with the true
+    picture / another scene's / none, markdown ('' without class counts)."""
+    variants = ["true", "other", "none"]
+    names = sorted({c for r in rows for cl in r.classes.values() for c in cl}, key=lambda c: (c == "other", c))
+    if not names:
+        return ""
+    lines = ["Words recognised per word class, % of the class's reference words (true / other / none):", "",
+             "| Condition | " + " | ".join(names) + " |", "| :-- | " + " | ".join(":--" for _ in names) + " |"]
+    for r in rows:
+        if not r.classes:
+            continue
+        cells = []
+        for c in names:
+            shares = [f"{100.0 * r.classes[v][c][0] / r.classes[v][c][1]:.0f}"
+                      if v in r.classes and r.classes[v].get(c, (0, 0))[1] else "-" for v in variants]
+            total = next((r.classes[v][c][1] for v in variants if v in r.classes and c in r.classes[v]), 0)
+            cells.append(" / ".join(shares) + f" ({total})")
+        lines.append(f"| {r.condition} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[ConditionRow], out: str | Path, title: str = "Image-conditioned ASR") -> Path:

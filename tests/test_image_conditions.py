@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from asr.io_utils import write_table
-from evaluation.image_conditions import bootstrap_table, collect, format_table, masked_words_right, paired_bootstrap
+from evaluation.image_conditions import (bootstrap_table, class_table, class_words_right, collect, format_table,
+                                         masked_words_right, paired_bootstrap, read_word_classes)
 from evaluation.normalize import get_normalizer
 from evaluation.score import score_dir
 
@@ -124,3 +125,23 @@ def test_picture_guidance_is_noted_and_weights_are_not_mixed(tmp_path):
     with pytest.raises(ValueError, match=r"true picture's decode dirs mix picture guidance weights \[0.0, 0.5\]"):
         collect(sorted(str(p) for p in tmp_path.glob("decode_*")))
     assert collect([plain])[0].guidance == {"true": 0.0}
+
+
+def test_words_right_per_word_class(tmp_path):
+    classes = tmp_path / "word_classes"
+    write_table(classes, {"colour": "red green blue", "shape_one": "square", "shape_many": "circles"})
+    word_class = read_word_classes(classes)
+    assert word_class["circles"] == word_class["square"] == "shape" and word_class["red"] == "colour"
+    norm = get_normalizer("english")
+    hyp = {"u1": "two blue circles on the left", "u2": "a blue square top"}  # red -> blue; "at the" deleted
+    assert class_words_right(REFS, hyp, word_class, norm) == {"colour": (1, 2), "shape": (2, 2), "other": (6, 8)}
+    _decode_dir(tmp_path, "test_0db", "utt2image", dict(REFS))
+    _decode_dir(tmp_path, "test_0db", "none", hyp)
+    rows = collect(sorted(str(p) for p in tmp_path.glob("decode_*")), word_classes=classes)
+    assert rows[0].classes["true"]["colour"] == (2, 2) and rows[0].classes["none"]["colour"] == (1, 2)
+    table = class_table(rows)
+    assert "| Condition | colour | shape | other |" in table
+    assert "| test_0db | 100 / - / 50 (2) | 100 / - / 100 (2) | 100 / - / 75 (8) |" in table
+    write_table(classes, {"colour": "red", "shape": "red"})
+    with pytest.raises(ValueError, match="'red' is in two classes"):
+        read_word_classes(classes)

@@ -209,6 +209,9 @@ def add_results(p: argparse.ArgumentParser) -> None:
                    help="stage-3 decode dirs: WER per condition with the true picture, another scene's and none "
                         "(+ masked words recovered), markdown")
     p.add_argument("--plot", help="with --by-image: also draw WER per condition and picture to this PNG")
+    p.add_argument("--word-classes", metavar="FILE",
+                   help="with --by-image: a word class table (class -> words, e.g. mini_vis data/captions_dev/"
+                        "word_classes): also the share of each class's words recognised with each picture")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="with --by-image: N paired bootstrap resamples over the utterances for the 95%% intervals "
                         "of true/none and WER other - WER true, in a second table (0: none; default %(default)s)")
@@ -222,13 +225,15 @@ def run_results(args) -> int:
     if args.by_image:
         from evaluation import image_conditions
 
-        rows = image_conditions.collect(args.decode_dirs)
+        rows = image_conditions.collect(args.decode_dirs, word_classes=args.word_classes)
         if not rows:
             raise ValueError("none of the given dirs has been decoded and scored")
         table = image_conditions.format_table(rows)
         if args.bootstrap > 0:
             intervals = image_conditions.bootstrap_table(rows, args.bootstrap)
             table += "\n" + intervals if intervals else ""
+        if args.word_classes:
+            table += "\n" + image_conditions.class_table(rows)
         if args.plot:
             image_conditions.plot(rows, args.plot)
     else:
