@@ -17,7 +17,7 @@
 #      stage-2 model and stage 1b's interface                          -> exp/<joint tag>/final
 #   4  LLM decoding of every test condition with the true picture, another scene's and none (and, with
 #      decode.picture_guidance W in the joint config, the pictures again with picture guidance W)
-#   5  scoring: WER per condition and picture (+ masked words recovered) -> exp/<joint tag>/IMAGES.md
+#   5  scoring: WER per condition and picture (+ masked words, bootstrap intervals, word classes) -> IMAGES.md
 #      and images.png (IMAGES_GUIDED.md, images_guided.png); speech-only WER on the mini recipe's test
 #      sets, stage 2 vs stage 3
 # Stages 2-5 need the mini recipe's stages 0-5 (its stage-1 and stage-2 models): ../mini/run.sh --stop-stage 5
@@ -123,12 +123,13 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log 5 "scoring per condition and picture -> $joint_exp/IMAGES.md, $joint_exp/images.png"
   plain=("$joint_exp"/decode_test_*_{utt2image,utt2image_mismatch,none})
+  classes=(); [ -f data/captions_dev/word_classes ] && classes=(--word-classes data/captions_dev/word_classes)
   asr score "${plain[@]}"
-  asr results --by-image --plot "$joint_exp/images.png" --out "$joint_exp/IMAGES.md" "${plain[@]}"
+  asr results --by-image "${classes[@]}" --plot "$joint_exp/images.png" --out "$joint_exp/IMAGES.md" "${plain[@]}"
   guided=("$joint_exp"/decode_test_*_pg*)
   if [ -e "${guided[0]}" ]; then   # picture guidance: the pictures' decodes against the same no-picture ones
     asr score "${guided[@]}"
-    asr results --by-image --plot "$joint_exp/images_guided.png" --out "$joint_exp/IMAGES_GUIDED.md" \
+    asr results --by-image "${classes[@]}" --plot "$joint_exp/images_guided.png" --out "$joint_exp/IMAGES_GUIDED.md" \
       "${guided[@]}" "$joint_exp"/decode_test_*_none
   fi
   dirs=()
