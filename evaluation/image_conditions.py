@@ -127,17 +127,17 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
         row.num_words = score.num_ref_tokens
         row.wer[variant] = score.err_rate
         row.guidance[variant] = float(info.get("picture_guidance", 0.0))
-        utts, _ = score_texts(read_text(path / "ref"), read_text(path / "hyp"), unit, record.get("normalizer", normalizer))
+        ref, hyp = read_text(path / "ref"), read_text(path / "hyp")
+        utts, _ = score_texts(ref, hyp, unit, record.get("normalizer", normalizer))
         row.utt_errors[variant] = {u.utt_id: u.num_errors for u in utts}
         for u in utts:
             if row.utt_words.setdefault(u.utt_id, len(u.ref_tokens)) != len(u.ref_tokens):
                 raise ValueError(f"{path}: utterance {u.utt_id!r} has {len(u.ref_tokens)} reference words here but "
                                  f"{row.utt_words[u.utt_id]} in another decode dir of {condition}")
         if word_class is not None:
-            row.classes[variant] = class_words_right(read_text(path / "ref"), read_text(path / "hyp"), word_class, norm)
+            row.classes[variant] = class_words_right(ref, hyp, word_class, norm)
         if (data_dir / "masked_words").is_file():
-            row.masked[variant] = masked_words_right(read_text(path / "ref"), read_text(path / "hyp"),
-                                                     read_text(data_dir / "masked_words"), norm)
+            row.masked[variant] = masked_words_right(ref, hyp, read_text(data_dir / "masked_words"), norm)
     for variant in ("true", "other"):  # one table, one decoding rule per picture variant
         weights = {r.guidance[variant] for r in rows.values() if variant in r.guidance}
         if len(weights) > 1:
@@ -168,6 +168,11 @@ def format_table(rows: list[ConditionRow]) -> str:
     return "\n".join(lines) + "\n" + guidance_note(rows)
 
 
+def common_utterances(errors: dict[str, dict[str, int]], words: dict[str, int]) -> list[str]:
+    """The utterances decoded with every variant in ``errors`` (variant -> utt -> errors), sorted."""
+    return sorted(set(words).intersection(*[set(e) for e in errors.values()]))
+
+
 def paired_bootstrap(errors: dict[str, dict[str, int]], words: dict[str, int], num_resamples: int = 1000,
                      seed: int = 0) -> dict[str, tuple[float, float, float]]:
     """Paired bootstrap over the utterances decoded with every variant in ``errors`` (variant -> utt -> errors).
@@ -177,7 +182,7 @@ def paired_bootstrap(errors: dict[str, dict[str, int]], words: dict[str, int], n
     ``true/none`` (a ratio of error counts on the same utterances) and ``other-true`` (WER points),
     each where both variants are present. Resamples whose denominator is 0 are left out of the ratio.
     """
-    common = sorted(set(words).intersection(*[set(e) for e in errors.values()]))
+    common = common_utterances(errors, words)
     if not common or num_resamples <= 0:
         return {}
     rng = np.random.default_rng(seed)
@@ -210,8 +215,8 @@ def bootstrap_table(rows: list[ConditionRow], num_resamples: int = 1000, seed: i
         cells = []
         for name, fmt in (("true/none", "{:.2f} [{:.2f}, {:.2f}]"), ("other-true", "{:+.2f} [{:+.2f}, {:+.2f}]")):
             cells.append(fmt.format(*stats[name]) if name in stats else "-")
-        common = set(r.utt_words).intersection(*[set(e) for e in r.utt_errors.values()])
-        lines.append(f"| {r.condition} | {len(common)} | " + " | ".join(cells) + " |")
+        num_utts = len(common_utterances(r.utt_errors, r.utt_words))
+        lines.append(f"| {r.condition} | {num_utts} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n" if any_row else ""
 
 

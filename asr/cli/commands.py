@@ -231,7 +231,8 @@ def run_results(args) -> int:
         table = image_conditions.format_table(rows)
         if args.bootstrap > 0:
             intervals = image_conditions.bootstrap_table(rows, args.bootstrap)
-            table += "\n" + intervals if intervals else ""
+            if intervals:
+                table += "\n" + intervals
         if args.word_classes:
             table += "\n" + image_conditions.class_table(rows)
         if args.plot:
