@@ -247,6 +247,36 @@ def test_transformer_text_encoder_learns_word_order():
         encoder([torch.zeros(200, 16)])
 
 
+def test_itg_decoder_learns_which_colour_goes_with_which_shape():
+    """Two pictures with the same colours and shapes bound the other way round: a caption decoder that
+    reads the image positions learns both captions (a bag of the positions could not: its caption
+    likelihoods would tie), and scores each picture's caption above the swapped one."""
+    from asr.training.train_image import CaptionDecoder
+
+    torch.manual_seed(0)
+    red, blue, star, cross = torch.randn(4, 16)
+    # one image position per object: colour + shape in one vector; the positions' sum is the same in both
+    pictures = torch.stack([torch.stack([red + star, blue + cross]), torch.stack([blue + star, red + cross])])
+    RED, BLUE, STAR, CROSS, EOS = 11, 12, 20, 21, 2
+    captions = [[RED, STAR, BLUE, CROSS, EOS], [BLUE, STAR, RED, CROSS, EOS]]
+    decoder = CaptionDecoder(16, sorted({t for c in captions for t in c}), dim=32, num_layers=1)
+    assert decoder.classes(torch.tensor([RED, 999, EOS])).tolist() == [1, decoder.unk, 0]  # 999: not a caption token
+    opt = torch.optim.Adam(decoder.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss, acc = decoder(pictures, captions)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.05 and float(acc) == 1.0  # an image-blind decoder stays at log 2 / 5 tokens = 0.14
+    true = decoder.log_likelihood(pictures, captions)
+    swapped = decoder.log_likelihood(pictures, captions[::-1])
+    assert bool((true > swapped + 1).all()), (true, swapped)
+    with pytest.raises(ValueError, match="longer than"):
+        decoder(pictures, [[EOS] * 200, [EOS]])
+    with pytest.raises(ValueError, match="sorted vocabulary"):
+        CaptionDecoder(16, [5, 3])
+
+
 def test_swap_negatives(tmp_path, tiny_llm):
     """Captions with two words of one class exchanged join the contrastive loss as extra negatives."""
     from asr.io_utils import write_table
@@ -307,6 +337,11 @@ def test_text_encoder_config_errors():
         _stage_config(contrastive=1.0, text_encoders="mean")
     with pytest.raises(ValueError, match="swap_negatives"):
         _stage_config(contrastive=1.0, swap_negatives=-1)
+    with pytest.raises(ValueError, match="itg_layers"):
+        _stage_config(itg_weight=1.0, itg_layers=0)
+    with pytest.raises(ValueError, match="not all 0"):
+        _stage_config(caption_weight=0.0, itg_weight=0.0)
+    assert _stage_config(caption_weight=0.0, itg_weight=1.0).itg_weight == 1.0  # ITG alone is a valid run
 
 
 def _one_word_apart(a: str, b: str) -> bool:
@@ -399,21 +434,33 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     # BLIP-2-like two runs: contrastive only (no LLM forward), then the caption run starting from it
     cfg2 = json.loads(cfg.read_text())
     cfg2["loss"] = {"caption_weight": 0, "contrastive_weight": 1, "text_encoder": "transformer", "text_layers": 1,
-                    "swap_negatives": 2}
+                    "swap_negatives": 2, "itg_weight": 0.5, "itg_layers": 1}
     cfg2["batching"] = {"hard_negative_share": 1.0, "group_size": 2}  # groups of one-word neighbours
     (tmp_path / "itc.yaml").write_text(json.dumps(cfg2))
     assert main(["--config", str(tmp_path / "itc.yaml"), "--captions", str(tmp_path / "captions"),
                  "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(tmp_path / "itc")]) == 0
     itc = json.loads((tmp_path / "itc" / "final" / "eval.json").read_text())
-    swap_keys = {"itc_swap_wins", "itc_swap_pairs"} if any(dev_swaps) else set()
-    assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions"} | swap_keys
-    assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1
+    swap_keys = {"itc_swap_wins", "itc_swap_pairs", "itg_swap_wins", "itg_swap_pairs"} if any(dev_swaps) else set()
+    assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions", "itg_loss",
+                        "itg_loss_other_picture"} | swap_keys
+    assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1 and itc["itg_loss"] > 0
+    assert "itg_loss" in (tmp_path / "itc" / "train_log.csv").read_text().splitlines()[0]
     # the contrastive head is kept beside the interface; --init starts a run with the same head from it
     head = torch.load(tmp_path / "itc" / "final" / "itc_head.pt", weights_only=True)
     assert any(k.startswith("itc_text_encoder.") for k in head)
-    again = ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm)
+    again = ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm,
+                              caption_vocab=torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt",
+                                                       weights_only=True)["itg_decoder.vocab"].tolist())
     init_interface(again, tmp_path / "itc" / "final")
     assert all(torch.equal(again.state_dict()[k], v) for k, v in head.items())
+    # so is the ITG decoder, with the vocabulary of the training captions it predicts among
+    itg = torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt", weights_only=True)
+    vocab = sorted({t for text in read_table(tmp_path / "captions" / "text").values()
+                    for t in again.prompt.target_ids(text)})
+    assert itg["itg_decoder.vocab"].tolist() == vocab
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in itg.items())
+    with pytest.raises(ValueError, match="caption_vocab"):
+        ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm)
     assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "cap"),
                  "--init", str(tmp_path / "itc" / "final"), "--max-steps", "1"]) == 0
     cfg2["image_x2l"]["qformer"]["num_queries"] = 5

@@ -11,7 +11,10 @@ Per caption (H = the LLM's hidden size, Q = the Q-Former's queries):
           + optionally ``contrastive_weight`` x an image-text contrastive loss (InfoNCE between the
           best-matching projected image position and a vector of the caption: the mean of its frozen
           LLM token embeddings, with ``text_encoder: transformer`` plus those through small transformer
-          layers, which see word order; the other captions of the batch are the negatives).
+          layers, which see word order; the other captions of the batch are the negatives)
+          + optionally ``itg_weight`` x BLIP-2's image-grounded text generation loss: a small decoder
+          (:class:`CaptionDecoder`) writes the caption token by token from the image positions alone,
+          so which colour goes with which shape and place is in the target (cheap: no LLM forward).
 
 Batches are random captions, or (``batching.hard_negative_share`` > 0) partly groups of captions that
 differ from each other in one word ("two red stars on the left" / "two red crosses on the left"):
@@ -22,13 +25,13 @@ offline: the embedded ``small_cnn`` encoder learns from the captions); the LLM s
 is refused: this stage aligns the interface to the LLM as it is). ``final/`` holds the interface
 with ``freeze_encoder: true`` (later stages load it with a frozen encoder), ``image_stage.json``
 (the LLM and prompt it was aligned to), ``itc_head.pt`` (the contrastive head, when the run had that
-loss; ``--init`` continues with it) and ``eval.json`` (greedy captions of the validation
+loss; ``--init`` continues with it), ``itg_decoder.pt`` (the same for the ITG decoder) and ``eval.json`` (greedy captions of the validation
 pictures scored against their references: WER and exact-match rate).
 
 Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
 ``llm`` (:class:`LlmConfig`), ``prompt`` (:class:`PromptConfig`; the speech markers become image
-markers), ``loss`` (``contrastive_weight``, ``caption_weight``, ``text_encoder``, ``text_layers``,
-``swap_negatives``), ``batching`` (:class:`BatchingConfig`),
+markers), ``loss`` (``contrastive_weight``, ``caption_weight``, ``itg_weight``, ``itg_layers``, ``text_encoder``,
+``text_layers``, ``swap_negatives``), ``batching`` (:class:`BatchingConfig`),
 ``train`` (:class:`TrainConfig`; ``max_batch_size`` is the batch size in pictures) and ``eval`` (``num_captions``, ``max_new_tokens``).
 Data: a captions dir holds ``images.scp`` (caption id -> PNG path) and ``text`` (caption id ->
 caption), Kaldi-style tables sorted by id (``recipes/mini_vis`` stage 0 writes them).
@@ -64,6 +67,7 @@ log = logging.getLogger(__name__)
 
 STAGE_CONFIG_NAME = "image_stage.json"
 ITC_HEAD_NAME = "itc_head.pt"  # the contrastive head, beside the interface when the run had that loss
+ITG_HEAD_NAME = "itg_decoder.pt"  # the ITG caption decoder, likewise
 SECTIONS = ("image_x2l", "llm", "prompt", "loss", "batching", "train", "eval")
 TEXT_ENCODERS = ("mean", "transformer")
 ITC_DIM = 256  # the contrastive loss's shared image-text space
@@ -86,11 +90,16 @@ class ImageStageConfig:
     text_encoder: str = "mean"  # the contrastive loss's caption side: "mean" or "transformer" (CaptionTextEncoder)
     text_layers: int = 2  # transformer layers of text_encoder "transformer"
     swap_negatives: int = 0  # per caption, up to this many extra negatives: two words of one word class exchanged
+    itg_weight: float = 0.0  # BLIP-2's image-grounded text generation loss (CaptionDecoder)
+    itg_layers: int = 2  # the ITG decoder's transformer layers
 
     def __post_init__(self):
-        if self.caption_weight < 0 or self.contrastive_weight < 0 or self.caption_weight + self.contrastive_weight <= 0:
-            raise ValueError(f"loss weights must be >= 0 and not both 0 (caption_weight {self.caption_weight}, "
-                             f"contrastive_weight {self.contrastive_weight})")
+        weights = (self.caption_weight, self.contrastive_weight, self.itg_weight)
+        if min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"loss weights must be >= 0 and not all 0 (caption_weight {self.caption_weight}, "
+                             f"contrastive_weight {self.contrastive_weight}, itg_weight {self.itg_weight})")
+        if self.itg_layers < 1:
+            raise ValueError(f"loss: itg_layers must be >= 1 (got {self.itg_layers})")
         if self.swap_negatives < 0:
             raise ValueError(f"loss: swap_negatives must be >= 0 (got {self.swap_negatives})")
         if self.text_encoder not in TEXT_ENCODERS or self.text_layers < 1:
@@ -100,14 +109,16 @@ class ImageStageConfig:
     @classmethod
     def from_sections(cls, cfg: dict) -> "ImageStageConfig":
         loss = dict(cfg.get("loss") or {})
-        known = ["caption_weight", "contrastive_weight", "swap_negatives", "text_encoder", "text_layers"]
+        known = ["caption_weight", "contrastive_weight", "itg_layers", "itg_weight", "swap_negatives", "text_encoder",
+                 "text_layers"]
         unknown = set(loss) - set(known)
         if unknown:
             raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: {known})")
         return cls(ImageX2LConfig.from_dict(cfg.get("image_x2l")), LlmConfig.from_dict(cfg.get("llm")),
                    image_prompt_config(cfg.get("prompt")), float(loss.get("contrastive_weight", 0.0)),
                    float(loss.get("caption_weight", 1.0)), str(loss.get("text_encoder", "mean")),
-                   int(loss.get("text_layers", 2)), int(loss.get("swap_negatives", 0)))
+                   int(loss.get("text_layers", 2)), int(loss.get("swap_negatives", 0)),
+                   float(loss.get("itg_weight", 0.0)), int(loss.get("itg_layers", 2)))
 
 
 @dataclass
@@ -185,10 +196,84 @@ class CaptionTextEncoder(nn.Module):
         return bag + order
 
 
-class ImageCaptionModel(FrozenLlmMixin, nn.Module):
-    """Trainable ImageX2L (+ contrastive head) in front of a frozen LLM; forward gives the caption loss."""
+class CaptionDecoder(nn.Module):
+    """BLIP-2's image-grounded text generation (ITG, ``loss.itg_weight``): a small transformer decoder
+    that writes a caption from the image positions alone, next token by next token.
 
-    def __init__(self, config: ImageStageConfig, llm: LoadedLlm, x2l: ImageX2L | None = None):
+    The contrastive loss compares one vector per caption; this loss has every word in its place as a
+    target, so "two blue stars at the top and one red cross" after a picture of red stars and a blue
+    cross costs more than the true caption: the image positions must say which colour, shape and
+    place go together. It needs no LLM forward (steps stay as cheap as the contrastive run's). It
+    predicts among the tokens of the training captions (``vocab``, LLM token ids, sorted), plus one
+    class for any other token:
+
+        image positions (B, Q, H) -> LayerNorm + Linear                       -> memory (B, Q, D)
+        caption classes c_1..c_L (eos last); input [bos, c_1..c_{L-1}] -> Embedding + positions -> (B, L, D)
+        num_layers x (causal self-attention, cross-attention to memory, MLP) -> LayerNorm -> Linear
+                                                                              -> logits (B, L, V_c + 1)
+    """
+
+    def __init__(self, hidden_size: int, vocab: list[int], dim: int = ITC_DIM, num_layers: int = 2,
+                 num_heads: int = 4, max_tokens: int = 128):
+        super().__init__()
+        if not vocab or sorted(set(vocab)) != list(vocab):
+            raise ValueError("the ITG decoder needs a non-empty sorted vocabulary of distinct token ids")
+        self.register_buffer("vocab", torch.tensor(vocab, dtype=torch.long))  # (V_c,)
+        self.unk, self.bos, self.max_tokens = len(vocab), len(vocab) + 1, max_tokens
+        self.memory = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, dim))
+        self.tokens = nn.Embedding(len(vocab) + 2, dim)
+        self.positions = nn.Embedding(max_tokens, dim)
+        layer = nn.TransformerDecoderLayer(dim, num_heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerDecoder(layer, num_layers)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, len(vocab) + 1)
+
+    def classes(self, ids: torch.Tensor) -> torch.Tensor:
+        """LLM token ids (any shape) -> class indices; ids outside the vocabulary -> ``unk``."""
+        pos = torch.searchsorted(self.vocab, ids).clamp(max=len(self.vocab) - 1)
+        return torch.where(self.vocab[pos] == ids, pos, torch.full_like(pos, self.unk))
+
+    def log_probs(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        """emb (B, Q, H), B captions (token ids, eos last) -> log-probabilities (B, L, V_c + 1), gold
+        classes (B, L), mask (B, L) True on caption tokens."""
+        longest = max(len(t) for t in targets)
+        if longest > self.max_tokens:
+            raise ValueError(f"a caption of {longest} tokens is longer than the ITG decoder's {self.max_tokens}")
+        device = self.vocab.device
+        gold = torch.full((len(targets), longest), self.unk, dtype=torch.long, device=device)  # (B, L)
+        keep = torch.zeros(len(targets), longest, dtype=torch.bool, device=device)
+        for b, t in enumerate(targets):
+            gold[b, : len(t)] = self.classes(torch.tensor(t, device=device))
+            keep[b, : len(t)] = True
+        inputs = torch.cat([gold.new_full((len(targets), 1), self.bos), gold[:, :-1]], dim=1)  # (B, L)
+        x = self.tokens(inputs) + self.positions(torch.arange(longest, device=device))[None]
+        causal = torch.ones(longest, longest, dtype=torch.bool, device=device).triu(1)  # True: not attended
+        h = self.layers(x, self.memory(emb.float()), tgt_mask=causal, tgt_is_causal=True,
+                        tgt_key_padding_mask=~keep)  # (B, L, D)
+        return self.out(self.norm(h)).log_softmax(-1), gold, keep
+
+    def forward(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean next-token loss over the captions' tokens, and the share of tokens predicted right."""
+        logp, gold, keep = self.log_probs(emb, targets)
+        picked = logp.gather(-1, gold[..., None])[..., 0]  # (B, L)
+        loss = -(picked * keep).sum() / keep.sum()
+        return loss, (logp.argmax(-1) == gold)[keep].float().mean().detach()
+
+    @torch.no_grad()
+    def log_likelihood(self, emb: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """(B,) log P(caption b | picture b), summed over its tokens."""
+        logp, gold, keep = self.log_probs(emb, targets)
+        return (logp.gather(-1, gold[..., None])[..., 0] * keep).sum(1)
+
+
+class ImageCaptionModel(FrozenLlmMixin, nn.Module):
+    """Trainable ImageX2L (+ contrastive head, + ITG decoder) in front of a frozen LLM; forward gives the losses.
+
+    ``caption_vocab``: the LLM token ids of the training captions, sorted (the ITG decoder predicts among
+    them; required when ``config.itg_weight`` > 0)."""
+
+    def __init__(self, config: ImageStageConfig, llm: LoadedLlm, x2l: ImageX2L | None = None,
+                 caption_vocab: list[int] | None = None):
         super().__init__()
         if config.llm.lora.enabled or any(p.requires_grad for p in llm.model.parameters()):
             raise ValueError("the image stage trains the interface against a frozen LLM: set llm.freeze: true and "
@@ -209,10 +294,14 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
             else:
                 self.itc_text_encoder = CaptionTextEncoder(llm.hidden_size, ITC_DIM, config.text_layers)
             self.itc_log_scale = nn.Parameter(torch.tensor(float(np.log(10.0))))
+        if config.itg_weight > 0:
+            if not caption_vocab:
+                raise ValueError("loss.itg_weight > 0 needs the training captions' token ids (caption_vocab)")
+            self.itg_decoder = CaptionDecoder(llm.hidden_size, caption_vocab, ITC_DIM, config.itg_layers)
         self.device = next(self.llm.parameters()).device
         self.init_frozen_llm()
         self.x2l.to(self.device)
-        for name in ("itc_proj", "itc_text_proj", "itc_text_encoder", "itc_log_scale"):
+        for name in ("itc_proj", "itc_text_proj", "itc_text_encoder", "itc_log_scale", "itg_decoder"):
             if hasattr(self, name):
                 getattr(self, name).to(self.device)
 
@@ -250,6 +339,12 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
             result.update(itc_loss=itc.detach(), itc_acc=itc_acc)
             if self.config.caption_weight == 0:
                 result["acc"] = itc_acc
+        if self.config.itg_weight > 0:
+            itg, itg_acc = self.itg_decoder(emb, targets)
+            loss = loss + self.config.itg_weight * itg
+            result.update(itg_loss=itg.detach(), itg_acc=itg_acc)
+            if "acc" not in result:
+                result["acc"] = itg_acc
         return {"loss": loss, **result}
 
     def caption_loss(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,16 +437,22 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         self.x2l.save_pretrained(out_dir)
         stage = {"llm": asdict(self.config.llm), "prompt": asdict(self.config.prompt),
                  "contrastive_weight": self.config.contrastive_weight, "caption_weight": self.config.caption_weight,
-                 "text_encoder": self.config.text_encoder, "text_layers": self.config.text_layers}
+                 "text_encoder": self.config.text_encoder, "text_layers": self.config.text_layers,
+                 "itg_weight": self.config.itg_weight, "itg_layers": self.config.itg_layers}
         write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
-        head = self.contrastive_head_state()
-        if head:  # a later run (--init) continues with it; local/itc_binding.py-style scoring reads it
-            with atomic_path(out_dir / ITC_HEAD_NAME) as tmp:
-                torch.save(head, tmp)
+        # a later run (--init) continues with the loss heads; local/itc_binding.py-style scoring reads them
+        for name, head in ((ITC_HEAD_NAME, self.contrastive_head_state()), (ITG_HEAD_NAME, self.itg_decoder_state())):
+            if head:
+                with atomic_path(out_dir / name) as tmp:
+                    torch.save(head, tmp)
 
     def contrastive_head_state(self) -> dict[str, torch.Tensor]:
         """The contrastive loss's own weights (image and caption projections, temperature); empty without it."""
         return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith("itc_")}
+
+    def itg_decoder_state(self) -> dict[str, torch.Tensor]:
+        """The ITG decoder's weights and vocabulary (keys ``itg_decoder.*``); empty without that loss."""
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith("itg_decoder.")}
 
 
 def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -> ImageCaptionModel:
@@ -599,7 +700,8 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     same over all validation captions batched in groups of one-word neighbours (``itc_top1_hard``: the
     colour, shape, count or position word decides; ``itc_hard_captions``: how many captions had such
     a neighbour in their batch) and, with swap negatives, how often a picture prefers its caption to the
-    caption with two words exchanged (``itc_swap_wins``, :func:`swap_retrieval`). The caption run adds, when
+    caption with two words exchanged (``itc_swap_wins``, :func:`swap_retrieval`). With the ITG loss: its
+    loss with the true picture and with another (``itg_loss``, ``itg_loss_other_picture``). The caption run adds, when
     the validation captions dir has ``word_classes``, the same check with the LLM's caption likelihood
     (``lm_swap_wins``).
     """
@@ -611,6 +713,7 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
         first.setdefault(img, i)
     idx = sorted(first.values())[:num]
     hyps, loss_sum, other_sum, other_n, top1_sum, top1_n = [], 0.0, 0.0, 0, 0.0, 0
+    itg_sum, itg_other_sum, itg_other_n = 0.0, 0.0, 0
     for i in range(0, len(idx), batch_size):
         chunk = idx[i: i + batch_size]
         batch = data.collate(chunk)
@@ -623,6 +726,11 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
                 if len(chunk) > 1:  # control: every caption after the next caption's (different) picture
                     other_sum += float(model.caption_loss(emb.roll(1, dims=0), targets)[0]) * len(chunk)
                     other_n += len(chunk)
+            if model.config.itg_weight > 0:
+                itg_sum += float(model.itg_decoder(emb, targets)[0]) * len(chunk)
+                if len(chunk) > 1:
+                    itg_other_sum += float(model.itg_decoder(emb.roll(1, dims=0), targets)[0]) * len(chunk)
+                    itg_other_n += len(chunk)
             if model.config.contrastive_weight > 0 and len(chunk) > 1:
                 top1_sum += float(model.contrastive_loss(emb, targets, batch["picture_ids"])[1]) * len(chunk)
                 top1_n += len(chunk)
@@ -633,6 +741,9 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
         scores.update(itc_top1=round(top1_sum / top1_n, 4), itc_chance=round(1 / min(batch_size, len(idx)), 4))
         scores.update(hard_retrieval(model, data, batch_size))
         scores.update(swap_retrieval(model, data))
+    if model.config.itg_weight > 0:
+        scores.update(itg_loss=round(itg_sum / max(1, len(idx)), 4),
+                      itg_loss_other_picture=round(itg_other_sum / itg_other_n, 4) if itg_other_n else None)
     if model.config.caption_weight > 0:
         # a picture's captions are all right answers (the styles order the words differently): each
         # greedy caption is scored against the closest of them
@@ -682,10 +793,11 @@ def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, 
     pairs where the picture's true caption scores higher, ties half (chance 0.5). ``scorer`` "itc": the
     contrastive similarity (``itc_swap_wins``; a bag-of-words caption vector scores exactly 0.5, it cannot
     tell the two apart); "lm": the frozen LLM's log-likelihood of the caption after the picture
-    (``lm_swap_wins``: does the caption model read which colour, shape and count go where?)."""
+    (``lm_swap_wins``: does the caption model read which colour, shape and count go where?); "itg": the
+    ITG decoder's log-likelihood (``itg_swap_wins``)."""
     with_swaps = [i for i in range(len(data)) if data.negatives and data.negatives[i]][:num]
     rows = [(i, n) for i in with_swaps for n in data.negatives[i]]
-    score = model.similarity if scorer == "itc" else None
+    score = {"itc": model.similarity, "lm": None, "itg": None}[scorer]
     wins = 0.0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start: start + batch_size]
@@ -694,7 +806,8 @@ def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, 
         if score is not None:
             true, fake = score(emb, true_ids).diagonal(), score(emb, fake_ids).diagonal()
         else:
-            true, fake = model.caption_log_likelihood(emb, true_ids), model.caption_log_likelihood(emb, fake_ids)
+            likelihood = model.caption_log_likelihood if scorer == "lm" else model.itg_decoder.log_likelihood
+            true, fake = likelihood(emb, true_ids), likelihood(emb, fake_ids)
         wins += float((true > fake).float().sum() + 0.5 * (true == fake).float().sum())
     return {f"{scorer}_swap_wins": round(wins / len(rows), 4), f"{scorer}_swap_pairs": len(rows)} if rows else {}
 
@@ -718,6 +831,16 @@ def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
         else:
             log.info("contrastive head of %s is another architecture (loss.text_encoder): this run's starts fresh",
                      head_file)
+    mine_itg = model.itg_decoder_state()
+    itg_file = Path(init_dir) / ITG_HEAD_NAME
+    if mine_itg and itg_file.is_file():
+        theirs_itg = torch.load(itg_file, map_location="cpu", weights_only=True)
+        if ({k: v.shape for k, v in theirs_itg.items()} == {k: v.shape for k, v in mine_itg.items()}
+                and torch.equal(theirs_itg["itg_decoder.vocab"], mine_itg["itg_decoder.vocab"])):
+            model.load_state_dict(theirs_itg, strict=False)
+            log.info("ITG decoder initialised from %s", itg_file)
+        else:
+            log.info("ITG decoder of %s has another shape or vocabulary: this run's starts fresh", itg_file)
 
 
 def train(config_path: str | Path, captions: str | Path, valid_captions: str | Path | None, exp_dir: str | Path,
@@ -734,11 +857,13 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     seed_everything(train_cfg.seed)
-    model = ImageCaptionModel(stage_cfg, load_llm(stage_cfg.llm))
+    llm = load_llm(stage_cfg.llm)
+    swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
+    data = CaptionSet(captions, Prompt(llm.tokenizer, stage_cfg.prompt), swaps)
+    vocab = sorted({t for target in data.targets for t in target}) if stage_cfg.itg_weight > 0 else None
+    model = ImageCaptionModel(stage_cfg, llm, caption_vocab=vocab)
     if init is not None:
         init_interface(model, init)
-    swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
-    data = CaptionSet(captions, model.prompt, swaps)
     batching = BatchingConfig.from_dict(cfg.get("batching"))
     sampler = make_sampler(data, train_cfg.max_batch_size, batching, shuffle=True, seed=train_cfg.seed)
     valid_fn, valid = None, None
@@ -762,10 +887,15 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
         if valid is not None and int(eval_cfg["num_captions"]) > 0:
             best = ImageX2L.from_pretrained(d)
             model.x2l.load_state_dict(best.state_dict())
+            for head_file in (d / ITC_HEAD_NAME, d / ITG_HEAD_NAME):  # the loss heads of the same checkpoint
+                if head_file.is_file():
+                    model.load_state_dict(torch.load(head_file, map_location="cpu", weights_only=True), strict=False)
             scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
-            if stage_cfg.caption_weight > 0 and (Path(valid_captions) / "word_classes").is_file():
-                swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4)  # a binding check only
-                scores.update(swap_retrieval(model, swapped, num=int(eval_cfg["num_captions"]), scorer="lm"))
+            if (Path(valid_captions) / "word_classes").is_file():  # binding checks by likelihood
+                swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4)
+                for scorer, on in (("lm", stage_cfg.caption_weight > 0), ("itg", stage_cfg.itg_weight > 0)):
+                    if on:
+                        scores.update(swap_retrieval(model, swapped, num=int(eval_cfg["num_captions"]), scorer=scorer))
             write_text_atomic(d / "eval.json", json.dumps(scores, indent=1) + "\n")
             log.info("validation pictures: %s", {k: v for k, v in scores.items() if k != "examples"})
 
