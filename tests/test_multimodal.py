@@ -337,3 +337,24 @@ def test_picture_guidance_is_the_contrast_of_the_two_prompts_token_by_token(setu
     assert info["picture_guidance"] == weight and info["utts"] == 2
     with pytest.raises(ValueError, match="image table"):
         decode_dump_dir(tmp_path / "mm", root / "joint_dev", tmp_path / "bad", picture_guidance=weight)
+
+
+def test_picture_table_resizes_to_the_encoders_picture_size(tmp_path):
+    """Stage 3 and batch decoding see pictures at the size the image encoder was built for, as
+    `asr transcribe --image` does; without a size, pictures of two sizes are an error naming the table."""
+    from PIL import Image
+
+    from asr.training.train_multimodal import PictureTable
+
+    paths = {}
+    for utt, side in (("u1", 48), ("u2", 64)):
+        paths[utt] = tmp_path / f"{utt}.png"
+        Image.new("RGB", (side, side), (255, 0, 0)).save(paths[utt])
+    write_table(tmp_path / "utt2image", {u: str(p) for u, p in paths.items()})
+    table = PictureTable(tmp_path / "utt2image", size=TINY_IMAGE.encoder.picture_size())
+    pics = table.pictures(["u2", "u1"])
+    assert pics.shape == (2, 3, 32, 32) and torch.allclose(pics[:, 0], torch.ones(2, 32, 32))
+    with pytest.raises(ValueError, match="utt2image: the pictures differ in size"):
+        PictureTable(tmp_path / "utt2image")
+    hf = ImageEncoderConfig(type="hf", name_or_path="some/vision-model")
+    assert hf.picture_size() is None  # a transformers encoder resizes to its own input size

@@ -47,7 +47,7 @@ class SpeechLlmRecognizer:
         if image is not None:
             if self.multimodal is None:
                 raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture")
-            self.picture = load_picture(image, self.multimodal.x2l.config.encoder.image_size)
+            self.picture = load_picture(image, self.multimodal.x2l.config.encoder.picture_size())
         if picture_guidance and self.picture is None:
             raise ValueError("picture guidance needs a picture (--image)")
         self.picture_guidance = picture_guidance

@@ -70,6 +70,12 @@ class ImageEncoderConfig:
     def from_dict(cls, d: dict | None) -> "ImageEncoderConfig":
         return dataclass_from_dict(cls, d, "image encoder config")
 
+    def picture_size(self) -> int | None:
+        """The side pictures are resized to before the encoder sees them: small_cnn's ``image_size`` (it would
+        take another size as more or fewer patches, not as the same picture); None for an hf encoder,
+        which resizes to its own input size itself."""
+        return self.image_size if self.type == "small_cnn" else None
+
 
 @dataclass
 class QFormerConfig:

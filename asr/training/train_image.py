@@ -483,12 +483,13 @@ def load_png(path: str | Path, size: int | None = None) -> np.ndarray:
 class CaptionSet:
     """A captions dir in memory: every distinct picture once (uint8), captions as LLM target ids."""
 
-    def __init__(self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0):
+    def __init__(self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0, size: int | None = None):
         """``swap_negatives`` > 0: the dir's ``word_classes`` table (class name -> its words, e.g.
         ``colour red green blue``) makes, per caption, up to that many captions with two different words
         of one class exchanged ("two red stars and one blue cross" -> "two blue stars and one red
         cross"): the same words in another binding, negatives that only the picture tells apart
-        (NegCLIP's word-order negatives); :meth:`collate` adds them as ``negative_ids``."""
+        (NegCLIP's word-order negatives); :meth:`collate` adds them as ``negative_ids``. ``size``: pictures
+        are resized to size x size where they differ (the image encoder's picture size)."""
         captions_dir = Path(captions_dir)
         try:
             scp = read_table(captions_dir / "images.scp")
@@ -505,7 +506,7 @@ class CaptionSet:
         arrays = []
         for p in paths:
             try:
-                arrays.append(load_png(p))
+                arrays.append(load_png(p, size))
             except (OSError, ValueError) as exc:
                 line = next(n for n, v in enumerate(scp.values(), 1) if v == p)
                 raise ValueError(f"{captions_dir / 'images.scp'}:{line}: cannot read picture {p}: {exc}") from None
@@ -859,7 +860,8 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
     seed_everything(train_cfg.seed)
     llm = load_llm(stage_cfg.llm)
     swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
-    data = CaptionSet(captions, Prompt(llm.tokenizer, stage_cfg.prompt), swaps)
+    size = stage_cfg.image_x2l.encoder.picture_size()  # pictures of another size are resized to the encoder's
+    data = CaptionSet(captions, Prompt(llm.tokenizer, stage_cfg.prompt), swaps, size)
     vocab = sorted({t for target in data.targets for t in target}) if stage_cfg.itg_weight > 0 else None
     model = ImageCaptionModel(stage_cfg, llm, caption_vocab=vocab)
     if init is not None:
@@ -868,7 +870,7 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
     sampler = make_sampler(data, train_cfg.max_batch_size, batching, shuffle=True, seed=train_cfg.seed)
     valid_fn, valid = None, None
     if valid_captions is not None:
-        valid = CaptionSet(valid_captions, model.prompt, swaps)
+        valid = CaptionSet(valid_captions, model.prompt, swaps, size)
         valid_sampler = make_sampler(valid, train_cfg.max_batch_size, batching, shuffle=False)
         valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -892,7 +894,7 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
                     model.load_state_dict(torch.load(head_file, map_location="cpu", weights_only=True), strict=False)
             scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
             if (Path(valid_captions) / "word_classes").is_file():  # binding checks by likelihood
-                swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4)
+                swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4, size=size)
                 for scorer, on in (("lm", stage_cfg.caption_weight > 0), ("itg", stage_cfg.itg_weight > 0)):
                     if on:
                         scores.update(swap_retrieval(model, swapped, num=int(eval_cfg["num_captions"]), scorer=scorer))

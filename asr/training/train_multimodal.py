@@ -71,9 +71,10 @@ class MixConfig:
 
 # ---- data -------------------------------------------------------------------------------------
 class PictureTable:
-    """``utt2image`` of a dump dir: each distinct PNG loaded once (uint8), looked up per utterance."""
+    """``utt2image`` of a dump dir: each distinct PNG loaded once (uint8), looked up per utterance;
+    ``size``: resized to size x size where it differs (the image encoder's picture size)."""
 
-    def __init__(self, table_path: Path):
+    def __init__(self, table_path: Path, size: int | None = None):
         try:
             table = read_table(table_path)
         except DataDirError as exc:
@@ -82,7 +83,7 @@ class PictureTable:
         arrays = []
         for p in paths:
             try:
-                arrays.append(load_png(p))
+                arrays.append(load_png(p, size))
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{table_path}: cannot read picture {p}: {exc}") from None
         if len({a.shape for a in arrays}) > 1:
@@ -103,7 +104,8 @@ class SpeechSet:
     def __init__(self, dump_dirs: list[str | Path], units, model: MultimodalLlm, frame_divisor: int, preload: bool,
                  with_pictures: bool = False):
         parts = [FeatureDataset(d, units, frame_divisor=frame_divisor, preload=preload) for d in dump_dirs]
-        tables = [PictureTable(Path(d) / "utt2image") for d in dump_dirs] if with_pictures else []
+        size = model.x2l.config.encoder.picture_size()
+        tables = [PictureTable(Path(d) / "utt2image", size) for d in dump_dirs] if with_pictures else []
         self.data = FeatureDataset.merge(parts)  # several dirs: ids "<dir index>:<utt>" (corpora may share ids)
         if len(parts) > 1:
             for k, table in enumerate(tables):
@@ -269,7 +271,7 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
         sources.append(src)
         sizes["speech"] = len(data)
     if captions is not None and mix.caption > 0:
-        caps = CaptionSet(captions, model.caption_prompt)
+        caps = CaptionSet(captions, model.caption_prompt, size=model.x2l.config.encoder.picture_size())
 
         def collate(idx, _c=caps):  # stage 3's caption loss is the LLM's only: no picture ids
             batch = _c.collate(idx)
