@@ -458,6 +458,8 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     vocab = sorted({t for text in read_table(tmp_path / "captions" / "text").values()
                     for t in again.prompt.target_ids(text)})
     assert itg["itg_decoder.vocab"].tolist() == vocab
+    last = sorted((tmp_path / "itc" / "checkpoints").glob("step_*.pt"))[-1]  # a checkpoint carries it too
+    assert torch.load(last, weights_only=False)["model"]["itg_decoder.vocab"].tolist() == vocab
     assert all(torch.equal(again.state_dict()[k], v) for k, v in itg.items())
     with pytest.raises(ValueError, match="caption_vocab"):
         ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm)

@@ -310,6 +310,13 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         self.llm.eval()  # frozen: no dropout
         return self
 
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained tensors, and the ITG decoder's vocabulary (a buffer: its classes mean these token ids)."""
+        state = super().trainable_state_dict()
+        if hasattr(self, "itg_decoder"):
+            state["itg_decoder.vocab"] = self.itg_decoder.vocab
+        return state
+
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, Q, H) in the LLM's dtype."""
         dtype = self.llm.get_input_embeddings().weight.dtype

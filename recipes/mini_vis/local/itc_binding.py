@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Does a contrastive image stage know which colour, shape and place go together?
+"""Does an image stage know which colour, shape and place go together?
 
     python local/itc_binding.py --config conf/image_itc_quick.yaml \\
-        --checkpoint exp/image_itc_quick/checkpoints/step_00003000.pt --captions data/captions_dev
+        --checkpoint exp/image_itc_quick/checkpoints/step_00003000.pt --captions data/captions_dev [--scorer itg]
 
 For every caption naming two groups ("two orange stars at the top and two red diamonds on the left")
 three swapped captions are made: the two colours exchanged, the two shapes exchanged (numbers kept:
 "two red stars ... two orange diamonds"), the two places exchanged. Each has exactly the words of the
 true caption, so a bag-of-words caption vector cannot tell them apart. Printed (JSON): per swap kind,
 the share of pictures whose true caption scores higher than the swapped one (ties count half; chance
-0.5), and the one-word-neighbour retrieval of ``asr.training.train_image.hard_retrieval``.
+0.5), and with the contrastive scorer the one-word-neighbour retrieval of
+``asr.training.train_image.hard_retrieval``. The scorer: the contrastive similarity (itc), the ITG
+decoder's caption likelihood (itg) or the frozen LLM's caption likelihood after the picture (lm).
 
 It reads a training checkpoint with the config that trained it (runs before ``itc_head.pt`` existed
 kept the contrastive head only there).
@@ -28,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes as SC  # noqa: E402
 
 from asr.models.llm import load_llm  # noqa: E402
-from asr.training.train_image import (CaptionSet, ImageCaptionModel, ImageStageConfig, hard_retrieval,  # noqa: E402
-                                      load_image_config)
+from asr.training.train_image import (ITG_HEAD_NAME, CaptionSet, ImageCaptionModel, ImageStageConfig,  # noqa: E402
+                                      hard_retrieval, load_image_config)
 from asr.training.train_image import swapped_captions as swapped_captions_of_class  # noqa: E402
 
 POSITION_WORDS = {"left", "right", "top", "bottom", "center"}
@@ -53,8 +55,16 @@ def swapped_captions(text: str) -> dict[str, str]:
     return out
 
 
+SCORERS = ("itc", "itg", "lm")
+
+
 @torch.no_grad()
-def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int = 32) -> dict:
+def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int = 32, scorer: str = "itc") -> dict:
+    """Per swap kind, the share of pictures whose true caption scores higher than the swapped one. ``scorer``:
+    "itc" the contrastive similarity, "itg" the ITG decoder's caption log-likelihood, "lm" the frozen LLM's."""
+    score_fn = {"itc": lambda emb, ids: model.similarity(emb, ids).diagonal(),
+                "itg": lambda emb, ids: model.itg_decoder.log_likelihood(emb, ids),
+                "lm": model.caption_log_likelihood}[scorer]
     rows = []  # (caption index, kind, swapped text)
     for i, text in enumerate(data.texts):
         rows += [(i, kind, swapped) for kind, swapped in swapped_captions(text).items()]
@@ -65,8 +75,7 @@ def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
         true = [batch["target_ids"][b, : int(batch["target_lengths"][b])].tolist() for b in range(len(chunk))]
         fake = [model.prompt.target_ids(s) for _, _, s in chunk]  # tokenized as training tokenizes captions
         emb = model.image_embeddings(batch["images"].to(model.device))
-        sim_true = model.similarity(emb, true).diagonal()
-        sim_fake = model.similarity(emb, fake).diagonal()
+        sim_true, sim_fake = score_fn(emb, true), score_fn(emb, fake)
         for (_, kind, _), a, b in zip(chunk, sim_true.tolist(), sim_fake.tolist()):
             score.setdefault(kind, []).append(1.0 if a > b else 0.5 if a == b else 0.0)
     return {f"binding_{k}": {"captions": len(v), "true_wins": round(sum(v) / len(v), 4)} for k, v in sorted(score.items())}
@@ -77,24 +86,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="the image-stage YAML the checkpoint was trained with")
     ap.add_argument("--checkpoint", required=True, help="a training checkpoint (exp/<tag>/checkpoints/step_*.pt)")
     ap.add_argument("--captions", required=True, help="captions dir (images.scp + text)")
+    ap.add_argument("--scorer", choices=SCORERS, default="itc",
+                    help="itc: contrastive similarity; itg: the ITG decoder's caption likelihood; lm: the frozen LLM's")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     stage = ImageStageConfig.from_sections(load_image_config(args.config))
-    if stage.contrastive_weight <= 0:
-        print(f"{args.config}: no contrastive loss (loss.contrastive_weight 0): nothing to score", file=sys.stderr)
+    weight = {"itc": stage.contrastive_weight, "itg": stage.itg_weight, "lm": stage.caption_weight}[args.scorer]
+    if weight <= 0:
+        print(f"{args.config}: the run had no {args.scorer} loss (its weight is 0): nothing to score", file=sys.stderr)
         return 2
-    model = ImageCaptionModel(stage, load_llm(stage.llm))
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["model"]
+    vocab = None
+    if stage.itg_weight > 0:  # the ITG decoder's vocabulary: in the checkpoint, or (older runs) in best/ beside it
+        best_head = Path(args.checkpoint).resolve().parent.parent / "best" / ITG_HEAD_NAME
+        if "itg_decoder.vocab" not in state and best_head.is_file():
+            state["itg_decoder.vocab"] = torch.load(best_head, map_location="cpu", weights_only=True)["itg_decoder.vocab"]
+        if "itg_decoder.vocab" not in state:
+            print(f"{args.checkpoint}: no ITG vocabulary in it nor in {best_head}", file=sys.stderr)
+            return 2
+        vocab = state["itg_decoder.vocab"].tolist()
+    model = ImageCaptionModel(stage, load_llm(stage.llm), caption_vocab=vocab)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    head = [k for k in missing if k.startswith("itc_") or k.startswith("x2l.")]
+    head = [k for k in missing if k.startswith(("itc_", "itg_", "x2l."))]
     if head or unexpected:
         print(f"{args.checkpoint} does not fit {args.config}: missing {head[:5]}, unexpected {unexpected[:5]}",
               file=sys.stderr)
         return 2
     model.eval()
     data = CaptionSet(args.captions, model.prompt)
-    print(json.dumps({**binding_scores(model, data), **hard_retrieval(model, data)}))
+    extra = hard_retrieval(model, data) if args.scorer == "itc" else {}
+    print(json.dumps({"scorer": args.scorer, **binding_scores(model, data, scorer=args.scorer), **extra}))
     return 0
 
 
