@@ -41,9 +41,16 @@ def swapped_captions(text: str) -> dict[str, str]:
     """The caption with its two groups' colours, shapes or places exchanged (only kinds that differ)."""
     words = text.split()
     out = {}
-    for kind, vocab in (("colour", set(SC.COLOURS)), ("position", POSITION_WORDS)):
-        if sum(w in vocab for w in words) == 2:
-            out.update({kind: t for t in swapped_captions_of_class(text, [vocab])})
+    if sum(w in SC.COLOURS for w in words) == 2:
+        out.update({"colour": t for t in swapped_captions_of_class(text, [set(SC.COLOURS)])})
+    places = [i for i, w in enumerate(words) if w in POSITION_WORDS and i >= 2]
+    if len(places) == 2 and words[places[0]] != words[places[1]]:
+        # whole phrases exchanged ("at the top" <-> "on the left"): a likelihood scorer must not win on
+        # grammar ("at the left")
+        new = list(words)
+        a, b = places
+        new[a - 2: a + 1], new[b - 2: b + 1] = words[b - 2: b + 1], words[a - 2: a + 1]
+        out["position"] = " ".join(new)
     shapes = [i for i, w in enumerate(words) if w in SC.SHAPES or w in SC.SINGULAR]
     if len(shapes) == 2:
         base = [SC.SINGULAR.get(words[i], words[i]) for i in shapes]
