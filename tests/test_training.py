@@ -148,4 +148,10 @@ def test_resume_after_kill_matches_uninterrupted_run(dump_dir, tmp_path):
     # the logs hold each step once, as in the uninterrupted run
     assert (tmp_path / "full" / "train_log.csv").read_text().count("\n") == (tmp_path / "resumed" / "train_log.csv").read_text().count("\n")
     assert (tmp_path / "resumed" / "curves.png").stat().st_size > 1000
+    # stopped by max_steps inside an epoch: validated at that step too, so best/ and final/ see the last steps
+    logs = {run: (tmp_path / run / "valid_log.csv").read_text().splitlines() for run in ("full", "resumed")}
+    assert [r.split(",")[0] for r in logs["full"][1:]] == [r.split(",")[0] for r in logs["resumed"][1:]]
+    assert logs["full"][-1].split(",")[0] == str(steps)
+    again = _train(dump_dir, tmp_path / "full", _write_config(tmp_path / "a.yaml"), steps)  # nothing left to do
+    assert again.returncode == 0 and (tmp_path / "full" / "valid_log.csv").read_text().splitlines() == logs["full"]
     assert (tmp_path / "resumed" / "final" / "tokenizer.model").exists()

@@ -293,7 +293,8 @@ class Trainer:
                     totals[k] = totals.get(k, 0.0) + v
         return {k: v / max(count, 1) for k, v in totals.items()}
 
-    def _finish_epoch(self) -> None:
+    def _validate_and_keep_best(self) -> None:
+        """Validate; a lower valid loss than any before replaces ``best/``."""
         metrics = self.validate()
         if metrics:
             row = {"step": self.step, "epoch": self.epoch + 1, **{k: round(v, 5) for k, v in metrics.items()}}
@@ -304,6 +305,9 @@ class Trainer:
                 self.best_valid = metrics["loss"]
                 if self.is_main and hasattr(self.model, "save_pretrained"):
                     self.model.save_pretrained(self.exp_dir / "best")
+
+    def _finish_epoch(self) -> None:
+        self._validate_and_keep_best()
         self.epoch += 1
         self.batch_in_epoch = 0
         self.save_checkpoint()
@@ -341,6 +345,7 @@ class Trainer:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         if self.resume():  # fresh runs start from the RNG state left by seed_everything + model init
             self._truncate_logs()
+        first_step = self.step
         self.model.train()
         shares = dist.DistributedBatchSampler(self.sampler, self.world_size, self.rank)
         loader = BatchLoader(self.collate, c.num_workers, pin_memory=self.device.type == "cuda")
@@ -381,6 +386,8 @@ class Trainer:
             break
         bar.close()
         if self.batch_in_epoch:  # stopped by max_steps inside an epoch
+            if self.step > first_step:  # the steps since the last epoch's end count for best/ too
+                self._validate_and_keep_best()
             self.save_checkpoint()
             self._plot()
         dist.barrier()
