@@ -25,8 +25,8 @@ offline: the embedded ``small_cnn`` encoder learns from the captions); the LLM s
 is refused: this stage aligns the interface to the LLM as it is). ``final/`` holds the interface
 with ``freeze_encoder: true`` (later stages load it with a frozen encoder), ``image_stage.json``
 (the LLM and prompt it was aligned to), ``itc_head.pt`` (the contrastive head, when the run had that
-loss; ``--init`` continues with it), ``itg_decoder.pt`` (the same for the ITG decoder) and ``eval.json`` (greedy captions of the validation
-pictures scored against their references: WER and exact-match rate).
+loss; ``--init`` continues with it), ``itg_decoder.pt`` (the same for the ITG decoder) and ``eval.json``
+(greedy captions of the validation pictures scored against their references: WER and exact-match rate).
 
 Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
 ``llm`` (:class:`LlmConfig`), ``prompt`` (:class:`PromptConfig`; the speech markers become image

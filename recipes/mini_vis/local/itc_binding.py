@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if stage.itg_weight > 0:  # the ITG decoder's vocabulary: in the checkpoint, or (older runs) in best/ beside it
         best_head = Path(args.checkpoint).resolve().parent.parent / "best" / ITG_HEAD_NAME
         if "itg_decoder.vocab" not in state and best_head.is_file():
-            state["itg_decoder.vocab"] = torch.load(best_head, map_location="cpu", weights_only=True)["itg_decoder.vocab"]
+            best = torch.load(best_head, map_location="cpu", weights_only=True)
+            state["itg_decoder.vocab"] = best["itg_decoder.vocab"]
         if "itg_decoder.vocab" not in state:
             print(f"{args.checkpoint}: no ITG vocabulary in it nor in {best_head}", file=sys.stderr)
             return 2
