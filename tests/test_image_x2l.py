@@ -104,6 +104,7 @@ def test_transformers_vision_encoder_from_a_local_folder(tmp_path):
     enc = dict(type="hf", name_or_path=str(vit_dir))
     model = ImageX2L(_config(num_queries=4, encoder=enc), llm_hidden_size=24).eval()
     images = _pictures(2, 64)  # resized to the processor's 32 x 32 inside
+    assert model.picture_size() == (32, 32)  # the size loaders resize to (pictures of any size batch together)
     assert model.patch_features(images).shape == (2, 1 + 16, 32)  # CLS + 4 x 4 patches
     assert model(images).shape == (2, 4, 24)
     model.freeze_encoder()

@@ -351,10 +351,10 @@ def test_picture_table_resizes_to_the_encoders_picture_size(tmp_path):
         paths[utt] = tmp_path / f"{utt}.png"
         Image.new("RGB", (side, side), (255, 0, 0)).save(paths[utt])
     write_table(tmp_path / "utt2image", {u: str(p) for u, p in paths.items()})
-    table = PictureTable(tmp_path / "utt2image", size=TINY_IMAGE.encoder.picture_size())
-    pics = table.pictures(["u2", "u1"])
+    size = ImageX2L(TINY_IMAGE, llm_hidden_size=16).picture_size()
+    assert size == (32, 32)
+    pics = PictureTable(tmp_path / "utt2image", size=size).pictures(["u2", "u1"])
     assert pics.shape == (2, 3, 32, 32) and torch.allclose(pics[:, 0], torch.ones(2, 32, 32))
+    assert PictureTable(tmp_path / "utt2image", size=(24, 40)).pictures(["u1"]).shape == (1, 3, 24, 40)  # (h, w)
     with pytest.raises(ValueError, match="utt2image: the pictures differ in size"):
         PictureTable(tmp_path / "utt2image")
-    hf = ImageEncoderConfig(type="hf", name_or_path="some/vision-model")
-    assert hf.picture_size() is None  # a transformers encoder resizes to its own input size

@@ -45,7 +45,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     if image_table:
         if model is speech:
             raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture ({image_table})")
-        pictures = PictureTable(dump_dir / image_table, model.x2l.config.encoder.picture_size())
+        pictures = PictureTable(dump_dir / image_table, model.x2l.picture_size())
     if picture_guidance and pictures is None:
         raise ValueError("picture guidance needs an image table (--image-table): it contrasts decoding with and "
                          "without the picture")

@@ -20,8 +20,8 @@ from asr.training.train_image import load_png
 from asr.training.train_multimodal import load_llm_decoder
 
 
-def load_picture(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """An image file -> (1, 3, h, w) float in [0, 1], RGB, resized to ``size`` x ``size`` where given."""
+def load_picture(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """An image file -> (1, 3, h, w) float in [0, 1], RGB, resized to ``size`` (side, or (height, width)) where given."""
     from PIL import UnidentifiedImageError
 
     try:
@@ -47,7 +47,7 @@ class SpeechLlmRecognizer:
         if image is not None:
             if self.multimodal is None:
                 raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture")
-            self.picture = load_picture(image, self.multimodal.x2l.config.encoder.picture_size())
+            self.picture = load_picture(image, self.multimodal.x2l.picture_size())
         if picture_guidance and self.picture is None:
             raise ValueError("picture guidance needs a picture (--image)")
         self.picture_guidance = picture_guidance

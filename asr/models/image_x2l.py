@@ -70,11 +70,6 @@ class ImageEncoderConfig:
     def from_dict(cls, d: dict | None) -> "ImageEncoderConfig":
         return dataclass_from_dict(cls, d, "image encoder config")
 
-    def picture_size(self) -> int | None:
-        """The side pictures are resized to before the encoder sees them: small_cnn's ``image_size`` (it would
-        take another size as more or fewer patches, not as the same picture); None for an hf encoder,
-        which resizes to its own input size itself."""
-        return self.image_size if self.type == "small_cnn" else None
 
 
 @dataclass
@@ -293,6 +288,15 @@ class ImageX2L(nn.Module):
     @property
     def num_positions(self) -> int:
         return self.config.qformer.num_queries
+
+    def picture_size(self) -> tuple[int, int]:
+        """(height, width) that pictures are resized to when loaded, so that pictures of any size batch
+        together and mean what they meant in training: small_cnn's ``image_size`` (it would take another
+        size as more or fewer patches, not as the same picture); an hf encoder's processor size (the
+        size it resizes to itself)."""
+        if isinstance(self.encoder, HfImageEncoder):
+            return self.encoder.size
+        return (self.config.encoder.image_size,) * 2
 
     def freeze_encoder(self) -> None:
         """Freeze the image encoder (after the image stage): no gradients, always in eval mode."""

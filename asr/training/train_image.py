@@ -476,27 +476,30 @@ def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -
 
 
 # ---- data -------------------------------------------------------------------------------------
-def load_png(path: str | Path, size: int | None = None) -> np.ndarray:
-    """(3, H, W) uint8 RGB of any image file PIL reads; ``size``: resized to size x size (bicubic) where it differs."""
+def load_png(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """(3, H, W) uint8 RGB of any image file PIL reads; ``size`` (side, or (height, width)): resized to
+    it (bicubic) where it differs."""
     from PIL import Image
 
     with Image.open(path) as im:
         im = im.convert("RGB")
-        if size and im.size != (size, size):
-            im = im.resize((size, size), Image.BICUBIC)
+        height, width = (size, size) if isinstance(size, int) else (size or (None, None))
+        if size and im.size != (width, height):
+            im = im.resize((width, height), Image.BICUBIC)
         return np.asarray(im).transpose(2, 0, 1).copy()
 
 
 class CaptionSet:
     """A captions dir in memory: every distinct picture once (uint8), captions as LLM target ids."""
 
-    def __init__(self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0, size: int | None = None):
+    def __init__(self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0,
+                 size: int | tuple[int, int] | None = None):
         """``swap_negatives`` > 0: the dir's ``word_classes`` table (class name -> its words, e.g.
         ``colour red green blue``) makes, per caption, up to that many captions with two different words
         of one class exchanged ("two red stars and one blue cross" -> "two blue stars and one red
         cross"): the same words in another binding, negatives that only the picture tells apart
         (NegCLIP's word-order negatives); :meth:`collate` adds them as ``negative_ids``. ``size``: pictures
-        are resized to size x size where they differ (the image encoder's picture size)."""
+        are resized to it where they differ (the image encoder's :meth:`ImageX2L.picture_size`)."""
         captions_dir = Path(captions_dir)
         try:
             scp = read_table(captions_dir / "images.scp")
@@ -867,10 +870,11 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
     seed_everything(train_cfg.seed)
     llm = load_llm(stage_cfg.llm)
     swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
-    size = stage_cfg.image_x2l.encoder.picture_size()  # pictures of another size are resized to the encoder's
+    x2l = ImageX2L(stage_cfg.image_x2l, llm.hidden_size)
+    size = x2l.picture_size()  # pictures of another size are resized to the encoder's
     data = CaptionSet(captions, Prompt(llm.tokenizer, stage_cfg.prompt), swaps, size)
     vocab = sorted({t for target in data.targets for t in target}) if stage_cfg.itg_weight > 0 else None
-    model = ImageCaptionModel(stage_cfg, llm, caption_vocab=vocab)
+    model = ImageCaptionModel(stage_cfg, llm, x2l=x2l, caption_vocab=vocab)
     if init is not None:
         init_interface(model, init)
     batching = BatchingConfig.from_dict(cfg.get("batching"))

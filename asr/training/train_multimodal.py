@@ -72,9 +72,10 @@ class MixConfig:
 # ---- data -------------------------------------------------------------------------------------
 class PictureTable:
     """``utt2image`` of a dump dir: each distinct PNG loaded once (uint8), looked up per utterance;
-    ``size``: resized to size x size where it differs (the image encoder's picture size)."""
+    ``size`` (side, or (height, width)): resized to it where it differs (the image encoder's
+    :meth:`ImageX2L.picture_size`)."""
 
-    def __init__(self, table_path: Path, size: int | None = None):
+    def __init__(self, table_path: Path, size: int | tuple[int, int] | None = None):
         try:
             table = read_table(table_path)
         except DataDirError as exc:
@@ -104,7 +105,7 @@ class SpeechSet:
     def __init__(self, dump_dirs: list[str | Path], units, model: MultimodalLlm, frame_divisor: int, preload: bool,
                  with_pictures: bool = False):
         parts = [FeatureDataset(d, units, frame_divisor=frame_divisor, preload=preload) for d in dump_dirs]
-        size = model.x2l.config.encoder.picture_size()
+        size = model.x2l.picture_size()
         tables = [PictureTable(Path(d) / "utt2image", size) for d in dump_dirs] if with_pictures else []
         self.data = FeatureDataset.merge(parts)  # several dirs: ids "<dir index>:<utt>" (corpora may share ids)
         if len(parts) > 1:
@@ -271,7 +272,7 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
         sources.append(src)
         sizes["speech"] = len(data)
     if captions is not None and mix.caption > 0:
-        caps = CaptionSet(captions, model.caption_prompt, size=model.x2l.config.encoder.picture_size())
+        caps = CaptionSet(captions, model.caption_prompt, size=model.x2l.picture_size())
 
         def collate(idx, _c=caps):  # stage 3's caption loss is the LLM's only: no picture ids
             batch = _c.collate(idx)
