@@ -71,7 +71,6 @@ class ImageEncoderConfig:
         return dataclass_from_dict(cls, d, "image encoder config")
 
 
-
 @dataclass
 class QFormerConfig:
     num_queries: int = 32  # image positions the LLM sees

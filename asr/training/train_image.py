@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 STAGE_CONFIG_NAME = "image_stage.json"
 ITC_HEAD_NAME = "itc_head.pt"  # the contrastive head, beside the interface when the run had that loss
 ITG_HEAD_NAME = "itg_decoder.pt"  # the ITG caption decoder, likewise
+LOSS_HEADS = {ITC_HEAD_NAME: "itc_", ITG_HEAD_NAME: "itg_decoder."}  # file -> the model's state keys it holds
 SECTIONS = ("image_x2l", "llm", "prompt", "loss", "batching", "train", "eval")
 TEXT_ENCODERS = ("mean", "transformer")
 ITC_DIM = 256  # the contrastive loss's shared image-text space
@@ -448,18 +449,28 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
                  "itg_weight": self.config.itg_weight, "itg_layers": self.config.itg_layers}
         write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
         # a later run (--init) continues with the loss heads; local/itc_binding.py-style scoring reads them
-        for name, head in ((ITC_HEAD_NAME, self.contrastive_head_state()), (ITG_HEAD_NAME, self.itg_decoder_state())):
-            if head:
-                with atomic_path(out_dir / name) as tmp:
-                    torch.save(head, tmp)
+        for name, head in self.loss_head_states().items():
+            with atomic_path(out_dir / name) as tmp:
+                torch.save(head, tmp)
 
-    def contrastive_head_state(self) -> dict[str, torch.Tensor]:
-        """The contrastive loss's own weights (image and caption projections, temperature); empty without it."""
-        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith("itc_")}
+    def loss_head_states(self) -> dict[str, dict[str, torch.Tensor]]:
+        """File name -> the weights of each loss head this model has (:data:`LOSS_HEADS`): the contrastive
+        head (image and caption projections, temperature), the ITG decoder with its vocabulary."""
+        state = self.state_dict()
+        heads = {name: {k: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
+                 for name, prefix in LOSS_HEADS.items()}
+        return {name: head for name, head in heads.items() if head}
 
-    def itg_decoder_state(self) -> dict[str, torch.Tensor]:
-        """The ITG decoder's weights and vocabulary (keys ``itg_decoder.*``); empty without that loss."""
-        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith("itg_decoder.")}
+    def pair_scores(self, emb: torch.Tensor, targets: list[list[int]], scorer: str) -> torch.Tensor:
+        """(B,) how well caption b fits picture b: "itc" the contrastive similarity, "lm" the frozen LLM's
+        caption log-likelihood, "itg" the ITG decoder's."""
+        if scorer == "itc":
+            return self.similarity(emb, targets).diagonal()
+        if scorer == "lm":
+            return self.caption_log_likelihood(emb, targets)
+        if scorer == "itg":
+            return self.itg_decoder.log_likelihood(emb, targets)
+        raise ValueError(f"scorer must be itc, lm or itg, not {scorer!r}")
 
 
 def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -> ImageCaptionModel:
@@ -808,17 +819,12 @@ def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, 
     ITG decoder's log-likelihood (``itg_swap_wins``)."""
     with_swaps = [i for i in range(len(data)) if data.negatives and data.negatives[i]][:num]
     rows = [(i, n) for i in with_swaps for n in data.negatives[i]]
-    score = {"itc": model.similarity, "lm": None, "itg": None}[scorer]
     wins = 0.0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start: start + batch_size]
         emb = model.image_embeddings(data.pictures([i for i, _ in chunk]).to(model.device))
         true_ids, fake_ids = [data.targets[i] for i, _ in chunk], [n for _, n in chunk]
-        if score is not None:
-            true, fake = score(emb, true_ids).diagonal(), score(emb, fake_ids).diagonal()
-        else:
-            likelihood = model.caption_log_likelihood if scorer == "lm" else model.itg_decoder.log_likelihood
-            true, fake = likelihood(emb, true_ids), likelihood(emb, fake_ids)
+        true, fake = model.pair_scores(emb, true_ids, scorer), model.pair_scores(emb, fake_ids, scorer)
         wins += float((true > fake).float().sum() + 0.5 * (true == fake).float().sum())
     return {f"{scorer}_swap_wins": round(wins / len(rows), 4), f"{scorer}_swap_pairs": len(rows)} if rows else {}
 
@@ -832,26 +838,19 @@ def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
             raise ValueError(f"--init {init_dir}: its {key} ({theirs[key]}) differs from this config's ({mine[key]})")
     model.x2l.load_state_dict(init.state_dict(), strict=False)  # a frozen hf encoder is reloaded from its source
     log.info("image interface initialised from %s", init_dir)
-    mine_head = model.contrastive_head_state()
-    head_file = Path(init_dir) / ITC_HEAD_NAME
-    if mine_head and head_file.is_file():
-        theirs_head = torch.load(head_file, map_location="cpu", weights_only=True)
-        if {k: v.shape for k, v in theirs_head.items()} == {k: v.shape for k, v in mine_head.items()}:
-            model.load_state_dict(theirs_head, strict=False)
-            log.info("contrastive head initialised from %s", head_file)
+    for name, mine_head in model.loss_head_states().items():  # the loss heads, where the earlier run's fit
+        head_file = Path(init_dir) / name
+        if not head_file.is_file():
+            continue
+        theirs = torch.load(head_file, map_location="cpu", weights_only=True)
+        same_shapes = {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in mine_head.items()}
+        # integer tensors (the ITG vocabulary) say what the weights mean: they must be equal too
+        if same_shapes and all(torch.equal(theirs[k], v) for k, v in mine_head.items() if not v.is_floating_point()):
+            model.load_state_dict(theirs, strict=False)
+            log.info("loss head initialised from %s", head_file)
         else:
-            log.info("contrastive head of %s is another architecture (loss.text_encoder): this run's starts fresh",
-                     head_file)
-    mine_itg = model.itg_decoder_state()
-    itg_file = Path(init_dir) / ITG_HEAD_NAME
-    if mine_itg and itg_file.is_file():
-        theirs_itg = torch.load(itg_file, map_location="cpu", weights_only=True)
-        if ({k: v.shape for k, v in theirs_itg.items()} == {k: v.shape for k, v in mine_itg.items()}
-                and torch.equal(theirs_itg["itg_decoder.vocab"], mine_itg["itg_decoder.vocab"])):
-            model.load_state_dict(theirs_itg, strict=False)
-            log.info("ITG decoder initialised from %s", itg_file)
-        else:
-            log.info("ITG decoder of %s has another shape or vocabulary: this run's starts fresh", itg_file)
+            log.info("loss head %s is another architecture or vocabulary (loss config, captions): this run's starts "
+                     "fresh", head_file)
 
 
 def train(config_path: str | Path, captions: str | Path, valid_captions: str | Path | None, exp_dir: str | Path,
@@ -900,7 +899,7 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
         if valid is not None and int(eval_cfg["num_captions"]) > 0:
             best = ImageX2L.from_pretrained(d)
             model.x2l.load_state_dict(best.state_dict())
-            for head_file in (d / ITC_HEAD_NAME, d / ITG_HEAD_NAME):  # the loss heads of the same checkpoint
+            for head_file in (d / name for name in LOSS_HEADS):  # the loss heads of the same checkpoint
                 if head_file.is_file():
                     model.load_state_dict(torch.load(head_file, map_location="cpu", weights_only=True), strict=False)
             scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))

@@ -69,9 +69,6 @@ SCORERS = ("itc", "itg", "lm")
 def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int = 32, scorer: str = "itc") -> dict:
     """Per swap kind, the share of pictures whose true caption scores higher than the swapped one. ``scorer``:
     "itc" the contrastive similarity, "itg" the ITG decoder's caption log-likelihood, "lm" the frozen LLM's."""
-    score_fn = {"itc": lambda emb, ids: model.similarity(emb, ids).diagonal(),
-                "itg": lambda emb, ids: model.itg_decoder.log_likelihood(emb, ids),
-                "lm": model.caption_log_likelihood}[scorer]
     rows = []  # (caption index, kind, swapped text)
     for i, text in enumerate(data.texts):
         rows += [(i, kind, swapped) for kind, swapped in swapped_captions(text).items()]
@@ -82,7 +79,7 @@ def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
         true = [batch["target_ids"][b, : int(batch["target_lengths"][b])].tolist() for b in range(len(chunk))]
         fake = [model.prompt.target_ids(s) for _, _, s in chunk]  # tokenized as training tokenizes captions
         emb = model.image_embeddings(batch["images"].to(model.device))
-        sim_true, sim_fake = score_fn(emb, true), score_fn(emb, fake)
+        sim_true, sim_fake = model.pair_scores(emb, true, scorer), model.pair_scores(emb, fake, scorer)
         for (_, kind, _), a, b in zip(chunk, sim_true.tolist(), sim_fake.tolist()):
             score.setdefault(kind, []).append(1.0 if a > b else 0.5 if a == b else 0.0)
     return {f"binding_{k}": {"captions": len(v), "true_wins": round(sum(v) / len(v), 4)} for k, v in sorted(score.items())}
@@ -122,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     model.eval()
-    data = CaptionSet(args.captions, model.prompt)
+    data = CaptionSet(args.captions, model.prompt, size=model.x2l.picture_size())
     extra = hard_retrieval(model, data) if args.scorer == "itc" else {}
     print(json.dumps({"scorer": args.scorer, **binding_scores(model, data, scorer=args.scorer), **extra}))
     return 0
