@@ -6,9 +6,10 @@
 #   0  corpus: scenes -> pictures + sentences -> word-by-word TTS -> Kaldi data dirs
 #      data/{train,dev,test_clean,test_10db,test_5db,test_0db,test_masked} (+ utt2image, word_spans,
 #      masked_words, utt2image_mismatch) and caption lists data/{captions,captions_dev}
-#   1  train: X-LLM image stages 1-2 on the captions, in two runs: (a) image-text contrastive
-#      pretraining of encoder + Q-Former + I-Adapter (no LLM forward)  -> exp/<itc tag>/final
-#      (b) from there, the frozen LLM's caption loss (+ contrastive); the encoder is frozen
+#   1  train: X-LLM image stages 1-2 on the captions, in two runs: (a) BLIP-2's stage-1 losses on
+#      encoder + Q-Former + I-Adapter: image-text contrastive + image-grounded generation by a small
+#      decoder (no LLM forward)                                          -> exp/<itc tag>/final
+#      (b) from there, the frozen LLM's caption loss (+ ITG, contrastive); the encoder is frozen
 #      afterwards                                                        -> exp/<image tag>/final
 #   2  speech features for every set with the mini recipe's stage-1 feature config (frozen Whisper
 #      encoder) -> dump/<type>/<set> (+ utt2image, utt2image_mismatch); with --image_data other than
@@ -30,8 +31,10 @@ stage=0
 stop_stage=1
 nj=2                                         # parallel synthesis jobs
 corpus_config=conf/corpus_quick.yaml         # corpus size and voices (conf/corpus_tiny.yaml: a smoke test)
-itc_config=conf/image_itc_quick.yaml         # stage 1a: contrastive pretraining ("" skips it)
-image_config=conf/image_smollm2_quick.yaml   # stage 1b: image_x2l, llm, prompt, loss, train, eval
+itc_config=conf/image_itc_itg.yaml           # stage 1a: contrastive + ITG pretraining ("" skips it;
+                                             # conf/image_itc_quick.yaml: contrastive only, binds nothing)
+image_config=conf/image_smollm2_itg.yaml     # stage 1b: image_x2l, llm, prompt, loss, train, eval
+                                             # (conf/image_smollm2_quick.yaml: without ITG)
 image_tag=                                   # default: the image config's file name
 image_data=data                              # pictures and caption lists of stages 1 and 3-5: data, or another
                                              # rendering of the same scenes (data_128: conf/corpus_quick_128.yaml,
@@ -65,7 +68,7 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   init=()
   if [ -n "$itc_config" ]; then
-    log 1 "image stage, run a: contrastive pretraining of the image interface -> $itc_exp"
+    log 1 "image stage, run a: the image interface without the LLM ($itc_config) -> $itc_exp"
     python -m asr.training.train_image --config "$itc_config" --captions "$image_data/captions" \
       --valid-captions "$image_data/captions_dev" --exp-dir "$itc_exp"
     init=(--init "$itc_exp/final")
