@@ -78,7 +78,8 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
         valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
-    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn).train()
+    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn,
+            started_from={"tokenizer": tokenizer_path}).train()
     final = publish_final(exp_dir, model, lambda d: finalize_model_dir(d, tokenizer, feat_info))
     if owns_group:
         dist.cleanup()

@@ -889,7 +889,8 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
              stage_cfg.image_x2l.encoder.type, " frozen" if stage_cfg.image_x2l.freeze_encoder else "",
              stage_cfg.image_x2l.qformer.num_queries, stage_cfg.image_x2l.adapter.type, stage_cfg.llm.name_or_path,
              len(data), data.images.shape[0], len(sampler))
-    Trainer(model, sampler, data.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
+    Trainer(model, sampler, data.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable,
+            started_from={"--init model": init}).train()
 
     def finalize(d: Path) -> None:
         cfg_file = d / "image_x2l.json"

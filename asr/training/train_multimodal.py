@@ -291,7 +291,8 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
     trainable = model.optimizer_groups()
     log.info("stage 3: %.2fM trainable parameters (LoRA lr x %g); sources %s, weights %s, %d steps per epoch",
              sum(p.numel() for g in trainable for p in g["params"]) / 1e6, mm_cfg.lora_lr_scale, sizes, {s.name: s.weight for s in sampler.sources}, len(sampler))
-    Trainer(model, sampler, sampler.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
+    Trainer(model, sampler, sampler.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable,
+            started_from={"stage-2 speech LLM": speech_llm_dir, "image model": image_dir}).train()
     final = publish_final(Path(exp_dir), model, lambda d: None)
     if owns_group:
         dist.cleanup()

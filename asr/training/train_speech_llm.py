@@ -92,7 +92,8 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
     log.info("speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
              sum(p.numel() for p in trainable) / 1e6, " + LoRA" if model.config.llm.lora.enabled else "",
              model.config.llm.name_or_path, len(dataset), len(sampler))
-    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable).train()
+    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable,
+            started_from={"stage-1 model": stage1_dir}).train()
     final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, str(stage1_dir.resolve())))
     if owns_group:
         dist.cleanup()

@@ -3,7 +3,9 @@
 - AdamW, linear warmup then inverse-square-root decay, gradient clipping, gradient accumulation.
 - Checkpoints (model, optimizer, scheduler, step, position in the epoch, RNG states) written
   atomically every ``checkpoint_interval`` steps and at each epoch end; a rerun of the same command
-  resumes from the newest one and continues exactly as an uninterrupted run would.
+  resumes from the newest one and continues exactly as an uninterrupted run would. Checkpoints
+  record the input models a stage started from (``started_from``: by their weights); resuming from
+  other ones is refused (:mod:`asr.training.started_from`).
 - ``train_log.csv`` / ``valid_log.csv`` plus ``curves.png`` (loss and accuracy), tqdm progress.
 - Scale: DistributedDataParallel over the trainable parameters when launched by torchrun (each rank
   takes its share of the epoch's batches, see :mod:`asr.training.distributed`; rank 0 alone writes
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 from asr.io_utils import atomic_path, write_text_atomic
 from asr.training import distributed as dist
+from asr.training import started_from as started_from_lib
 from asr.training.data import BatchLoader
 
 log = logging.getLogger(__name__)
@@ -125,7 +128,8 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, sampler, collate: Callable, config: TrainConfig, exp_dir: str | Path,
                  valid_batches: Callable[[], list[dict]] | None = None,
-                 trainable: list[torch.nn.Parameter] | list[dict] | None = None):
+                 trainable: list[torch.nn.Parameter] | list[dict] | None = None,
+                 started_from: dict[str, str | Path | None] | None = None):
         self.model, self.sampler, self.collate, self.config = model, sampler, collate, config
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
@@ -150,6 +154,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0  # global batches (all ranks together) of the current epoch already trained on
         self.best_valid = float("inf")
+        self.started_from = started_from_lib.describe(started_from)  # kept in checkpoints, checked on resume
 
     def _wrap_ddp(self, model: torch.nn.Module):
         """DDP over the trainable parameters only: frozen ones (a frozen LLM, a frozen stage-1 model) are
@@ -198,6 +203,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best_valid": self.best_valid,
             "rng": rngs[0], "rng_ranks": rngs, "world_size": self.world_size, "precision": self.config.precision,
+            "started_from": self.started_from,
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -210,6 +216,7 @@ class Trainer:
         if not ckpts:
             return False
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)
+        started_from_lib.check_same(state.get("started_from"), self.started_from, ckpts[-1], self.exp_dir)
         if hasattr(self.model, "load_trainable_state_dict"):
             self.model.load_trainable_state_dict(state["model"])
         else:
