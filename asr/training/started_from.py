@@ -61,7 +61,10 @@ def weights_digest(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.is_dir():  # hidden files (a temp file being written) are not part of the model
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    else:
+        files = [path]
     weights = [p for p in files if p.suffix in WEIGHT_SUFFIXES]
     digest = hashlib.sha256()
     for f in weights or files:
@@ -84,12 +87,13 @@ def check_same(saved: dict | None, current: dict, checkpoint: str | Path, exp_di
     """Raise ``ValueError`` when the run that wrote ``checkpoint`` started from other models than this
     one does (by weights; a moved or copied input is the same input). Inputs the checkpoint did not
     record (written before they were, ``saved`` None) are accepted."""
+    def say(d):
+        return "nothing" if not d else f"{d['path']} (weights {d['weights'][:12]})"
+
     for name in sorted(set(saved or {}) & set(current)):  # an input the checkpoint did not record: accepted
         was, now = saved[name], current[name]
         if (was and was["weights"]) == (now and now["weights"]):
             continue
-        def say(d):
-            return "nothing" if not d else f"{d['path']} (weights {d['weights'][:12]})"
         raise ValueError(
             f"{exp_dir}: {checkpoint} continues a run that started from {say(was)} as its {name}, this run "
             f"starts from {say(now)}: resuming would train one model on both. Rerun with the first {name}, "
