@@ -173,16 +173,12 @@ class LlmUnits:
         return dst
 
 
-def find_tokenizer(path: str | Path) -> Path:
-    """The file or dir that a prefix (``exp/tokenizer/units``), a ``.model`` file or a ``.llm`` dir names."""
-    path = Path(path)
-    for candidate in (path, Path(f"{path}.model"), Path(f"{path}.llm")):
-        if (candidate.is_dir() and (candidate / LLM_UNITS_FILE).is_file()) or candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"no tokenizer at {path} (looked for {path}, {path}.model, {path}.llm/{LLM_UNITS_FILE})")
-
-
 def load_tokenizer(path: str | Path) -> "Tokenizer | LlmUnits":
     """Open units from a prefix (``exp/tokenizer/units``), a ``.model`` file or a ``.llm`` dir."""
-    path = find_tokenizer(path)
-    return LlmUnits(path) if path.is_dir() else Tokenizer(path)
+    path = Path(path)
+    for candidate in (path, Path(f"{path}.model"), Path(f"{path}.llm")):
+        if candidate.is_dir() and (candidate / LLM_UNITS_FILE).is_file():
+            return LlmUnits(candidate)
+        if candidate.is_file():
+            return Tokenizer(candidate)
+    raise FileNotFoundError(f"no tokenizer at {path} (looked for {path}, {path}.model, {path}.llm/{LLM_UNITS_FILE})")

@@ -16,7 +16,7 @@ import torch
 from asr.config import load_config
 from asr.features.cmvn import read_cmvn_stats
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
-from asr.tokenizer import LlmUnits, Tokenizer, find_tokenizer, load_tokenizer
+from asr.tokenizer import LlmUnits, Tokenizer, load_tokenizer
 from asr.training import distributed as dist
 from asr.training.data import Batches, dataset_and_batches
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
@@ -79,7 +79,7 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
     Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn,
-            started_from={"tokenizer": find_tokenizer(tokenizer_path)}).train()
+            started_from={"tokenizer": tokenizer.model_path}).train()
     final = publish_final(exp_dir, model, lambda d: finalize_model_dir(d, tokenizer, feat_info))
     if owns_group:
         dist.cleanup()
