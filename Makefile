@@ -40,13 +40,18 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.setup-*; touch $@
 
 DEMO_EXP := recipes/mini/exp/cformer_whisper_llm_quick
-SAMPLE_AUDIO := $(wildcard /usr/share/pocketsphinx/test/data/librivox/*.wav)
+# human speech from pocketsphinx-testdata; a shell glob, expanded when the demo runs (after set-up
+# has installed the package), not when make reads this file
+SAMPLE_AUDIO_DIR := /usr/share/pocketsphinx/test/data/librivox
 
 demo: setup
 	time (cd recipes/mini && ./run.sh --nj $(NJ))
 	@echo "== transcribing sample audio (human speech) with the exported model $(DEMO_EXP)/model"
+	@set -- $(SAMPLE_AUDIO_DIR)/*.wav; if [ ! -f "$$1" ]; then \
+	  echo "demo: no sample audio in $(SAMPLE_AUDIO_DIR) (Debian package pocketsphinx-testdata)" >&2; exit 1; fi; \
+	echo "$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/model ... $$*"; \
 	$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/model --output-dir $(DEMO_EXP)/transcripts --output-format all \
-	  --beam-size 4 --verbose $(SAMPLE_AUDIO)
+	  --beam-size 4 --verbose "$$@"
 
 test: setup
 	$(PY) -m pytest -q tests
