@@ -82,20 +82,23 @@ def add_tokenizer(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_prefix", help="sentencepiece: writes <prefix>.model and <prefix>.vocab; "
                    "LLM tokens: writes the dir <prefix>.llm/")
     p.add_argument("--config", help="experiment YAML; its 'tokenizer' section: {model_type: bpe|unigram|char, "
-                   "vocab_size: N} or {model_type: llm, llm: NAME} (the LLM's own tokens)")
+                   "vocab_size: N}, {model_type: llm, llm: NAME} (the LLM's own tokens) or {model_type: whisper} "
+                   "(Whisper's tokens: <prefix>.whisper/)")
     p.add_argument("--vocab-size", type=int)
-    p.add_argument("--model-type", choices=["bpe", "unigram", "char", "llm"])
+    p.add_argument("--model-type", choices=["bpe", "unigram", "char", "llm", "whisper"])
     p.add_argument("--llm", help="LLM whose tokens are the units (model_type llm): embedded name, hub id or dir")
     p.set_defaults(func=run_tokenizer)
 
 
 def run_tokenizer(args) -> int:
-    from asr.tokenizer import build_llm_units, load_tokenizer, train_tokenizer
+    from asr.tokenizer import build_llm_units, build_whisper_units, load_tokenizer, train_tokenizer
 
     section = _config_section(args.config, "tokenizer")
     model_type = args.model_type or section.get("model_type", "bpe")
     if model_type == "llm":
         path = build_llm_units(args.text, args.llm or section.get("llm", "smollm2-135m-instruct"), args.out_prefix)
+    elif model_type == "whisper":  # Whisper's own tokens (a Whisper C-Former): nothing to learn from the text
+        path = build_whisper_units(args.out_prefix, section.get("whisper", "packaged"))
     else:
         vocab_size = args.vocab_size or section.get("vocab_size", 500)
         path = train_tokenizer(args.text, args.out_prefix, vocab_size=vocab_size, model_type=model_type)
@@ -108,7 +111,7 @@ def add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="experiment YAML (model, train sections)")
     p.add_argument("--train-dir", required=True, help="dump dir with feats.scp, text, cmvn.ark")
     p.add_argument("--valid-dir", help="dump dir for validation")
-    p.add_argument("--tokenizer", required=True, help="sentencepiece .model")
+    p.add_argument("--tokenizer", required=True, help="units: sentencepiece prefix/.model, .llm/ or .whisper/ dir")
     p.add_argument("--exp-dir", required=True, help="output dir; rerunning resumes from its newest checkpoint")
     add_train_overrides(p)
     p.set_defaults(func=run_train)

@@ -2,8 +2,9 @@
 
 A wav.scp entry is either a path or a shell pipe ending in ``|`` whose stdout is a wav file
 (``sox a.mp3 -t wav - |``). A path is decoded by the first decoder that can read it:
-soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, sph/NIST, aiff, ...), then torchaudio
-(when torchcodec is installed), then an ``ffmpeg`` or ``sox`` process (when on PATH).
+soundfile (libsndfile: wav, flac, ogg/vorbis/opus, mp3, sph/NIST, aiff, ...), then PyAV (FFmpeg's
+libraries: m4a/aac, webm, raw G.722, ...), then torchaudio (when torchcodec is installed), then an
+``ffmpeg`` or ``sox`` process (when on PATH).
 Everything is returned as mono float32 in [-1, 1] at the requested sample rate.
 """
 
@@ -54,12 +55,39 @@ def _ffmpeg(path: str) -> tuple[np.ndarray, int]:
     return np.frombuffer(raw, dtype="<f4").reshape(-1, 1), rate
 
 
+# containers PyAV cannot recognise from the bytes: raw codec streams named by their suffix
+_RAW_STREAM_FORMATS = {".g722": "g722", ".gsm": "gsm", ".ulaw": "mulaw", ".alaw": "alaw"}
+
+
+def _pyav(path: str) -> tuple[np.ndarray, int]:
+    """Any format FFmpeg's libraries know (m4a/aac, webm/opus, mp3, G.722...) through PyAV, no binary."""
+    import av
+
+    fmt = _RAW_STREAM_FORMATS.get(Path(path).suffix.lower())
+    with av.open(path, format=fmt) as container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise ValueError("no audio stream")
+        chunks = [frame.to_ndarray() for frame in container.decode(stream)]
+        rate = stream.codec_context.sample_rate or stream.rate
+    if not chunks:
+        raise ValueError("no audio frames")
+    # planar (C, n) or packed (1, n * C) frames of any sample type -> (N, C) float32
+    channels = stream.codec_context.channels or 1
+    data = np.concatenate([c.reshape(channels, -1) if c.shape[0] == channels else c.reshape(-1, channels).T for c in chunks], axis=1)
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / np.iinfo(data.dtype).max
+    return data.T.astype(np.float32), int(rate)
+
+
 def _sox(path: str) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(_run(["sox", "-D", path, "-t", "wav", "-"])), dtype="float32", always_2d=True)
 
 
 def _file_decoders() -> list:
     decoders = [("soundfile", lambda p: sf.read(p, dtype="float32", always_2d=True))]
+    if importlib.util.find_spec("av") is not None:
+        decoders.append(("pyav", _pyav))
     if importlib.util.find_spec("torchcodec") is not None:  # torchaudio >= 2.9 decodes through torchcodec
         decoders.append(("torchaudio", _torchaudio))
     decoders += [(tool, fn) for tool, fn in (("ffmpeg", _ffmpeg), ("sox", _sox)) if shutil.which(tool)]

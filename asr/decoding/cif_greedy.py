@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
+from asr.models.auto import load_stage1
 from asr.models.cif_asr import CifAsrModel
 from asr.tokenizer import Tokenizer, load_tokenizer
 from asr.training.data import FrameBatchSampler, pad_features
@@ -26,7 +27,7 @@ from asr.training.data import FrameBatchSampler, pad_features
 
 def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict]:
     model_dir = Path(model_dir)
-    model = CifAsrModel.from_pretrained(model_dir)
+    model = load_stage1(model_dir)
     tokenizer = load_tokenizer(model_dir / "tokenizer")
     feat_info = json.loads((model_dir / "feat_info.json").read_text())
     return model, tokenizer, feat_info

@@ -47,6 +47,7 @@ class SpecAugmentConfig:
 
 @dataclass
 class CifAsrConfig:
+    kind: str = "cif_asr"  # the model dir's kind (asr.models.auto.load_stage1 dispatches on it)
     vocab_size: int = 500
     feat_dim: int = 80
     encoder_type: str = "conformer"  # "conformer" (trained) | "frozen" (features are frozen-encoder outputs)

