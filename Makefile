@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.setup-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.setup-$(shell (cat requirements.lock pyproject.toml; echo $(APT_PACKAGES)) 2>/dev/null | sha1sum | cut -c1-12)
 APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts pocketsphinx-testdata \
-                alsa-utils sox fortunes wordnet-base bible-kjv bible-kjv-text wamerican sctk
+                alsa-utils asterisk-core-sounds-en asterisk-core-sounds-en-g722 sox fortunes wordnet-base \
+                bible-kjv bible-kjv-text wamerican sctk
 NJ ?= 2
 
 .PHONY: setup apt demo test test-fast bench clean help

@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 from asr.io_utils import write_text_atomic
+from asr.models.auto import load_stage1, model_kind
 from asr.training.train_speech_llm import stage1_dir_of, write_stage1_link
 
 EXPORT_FILE = "export.json"
@@ -29,9 +30,16 @@ FORMAT = 1
 DECODE_DEFAULTS = {"beam_size": 1, "cif_weight": 0.0}
 
 
-def export_model(model_dir: Path, out: Path, decode: dict | None = None) -> Path:
-    """``decode``: decoding defaults for the speech LLM (``beam_size``, ``cif_weight``)."""
+def model_kind_or_none(model_dir: Path) -> str | None:
+    return model_kind(model_dir) if (model_dir / "config.json").is_file() else None
+
+
+def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=None) -> Path:
+    """``decode``: decoding defaults for the speech LLM (``beam_size``, ``cif_weight``); ``dtype``
+    (a stage-1 Whisper C-Former only, e.g. torch.float16): the weights are saved in that dtype."""
     model_dir = Path(model_dir)
+    if dtype is not None and model_kind_or_none(model_dir) != "whisper_cformer":
+        raise ValueError(f"{model_dir}: --dtype applies to stage-1 Whisper C-Former dirs only")
     decode = {**DECODE_DEFAULTS, **(decode or {})}
     unknown = set(decode) - set(DECODE_DEFAULTS)
     if unknown:
@@ -58,12 +66,16 @@ def export_model(model_dir: Path, out: Path, decode: dict | None = None) -> Path
         write_stage1_link(tmp, "stage1")  # relative: the dir can be moved
         llm = json.loads((model_dir / "speech_llm.json").read_text())["llm"]["name_or_path"]
         doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT, "decode": decode}
-    elif (model_dir / "model.pt").is_file() and (model_dir / "feat_info.json").is_file():
+    elif (model_dir / "config.json").is_file() and (model_dir / "feat_info.json").is_file():
         shutil.copytree(model_dir, tmp)
-        doc = {"kind": "cif", "llm": None, "format": FORMAT}
+        if dtype is not None:  # re-save the weights in that dtype (the shipped models: fp16)
+            for stale in ("model.pt", "model.safetensors"):
+                (tmp / stale).unlink(missing_ok=True)
+            load_stage1(model_dir).save_pretrained(tmp, dtype=dtype)
+        doc = {"kind": "cif", "llm": None, "format": FORMAT, "model_kind": model_kind(model_dir)}
     else:
         raise FileNotFoundError(f"{model_dir}: not a stage-3 model dir (multimodal.json), a stage-2 one (speech_llm.json) "
-                                "or a stage-1 one (model.pt, feat_info.json)")
+                                "or a stage-1 one (config.json, feat_info.json)")
     write_text_atomic(tmp / EXPORT_FILE, json.dumps(doc, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

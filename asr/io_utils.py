@@ -34,7 +34,9 @@ def write_table(path: str | Path, rows: dict[str, str] | list[tuple[str, str]]) 
 
 
 def save_config_and_weights(out_dir: str | Path, config_name: str, config: dict, weights_name: str, state: dict) -> None:
-    """A model dir as save_pretrained writes it: a JSON config and a torch state dict, each atomically."""
+    """A model dir as save_pretrained writes it: a JSON config and the weights, each atomically.
+
+    ``weights_name`` ending in ``.safetensors`` writes safetensors, else a torch state dict."""
     import json
 
     import torch
@@ -43,4 +45,23 @@ def save_config_and_weights(out_dir: str | Path, config_name: str, config: dict,
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / config_name, json.dumps(config, indent=2) + "\n")
     with atomic_path(out_dir / weights_name) as tmp:
-        torch.save(state, tmp)
+        if weights_name.endswith(".safetensors"):
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        else:
+            torch.save(state, tmp)
+
+
+def load_weights(model_dir: str | Path, stem: str = "model", map_location: str = "cpu") -> dict:
+    """The state dict of a model dir: ``<stem>.safetensors`` if present, else ``<stem>.pt``."""
+    import torch
+
+    model_dir = Path(model_dir)
+    if (model_dir / f"{stem}.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(model_dir / f"{stem}.safetensors"), device=map_location)
+    if (model_dir / f"{stem}.pt").is_file():
+        return torch.load(model_dir / f"{stem}.pt", map_location=map_location)
+    raise FileNotFoundError(f"{model_dir}: no weights ({stem}.safetensors or {stem}.pt)")

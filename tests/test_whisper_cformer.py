@@ -98,26 +98,33 @@ def test_training_step_learns_and_leaves_whispers_embeddings_alone(tokenizer):
         out["loss"].backward()
         opt.step()
         first = first if first is not None else out["loss"].item()
-    assert float(out["loss"]) < 0.5 * first
+    assert out["loss"].item() < 0.5 * first
     assert set(out) >= {"loss", "ce", "head_ce", "quantity", "acc", "head_acc"}
     assert torch.equal(model.embeddings, table)
     assert not model.embeddings.requires_grad
 
 
 def test_save_and_load_round_trip_without_whispers_table(tokenizer, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     model = _model(tokenizer)
     with torch.no_grad():
         model.acoustic.weight.normal_()  # something trained
-    model.save_pretrained(tmp_path)
-    saved = torch.load(tmp_path / "model.pt")
+    model.save_pretrained(tmp_path / "fp32")
+    saved = load_file(tmp_path / "fp32" / "model.safetensors")
     assert EMBEDDING_KEY not in saved
-    loaded = WhisperCFormer.from_pretrained(tmp_path)
+    loaded = WhisperCFormer.from_pretrained(tmp_path / "fp32")
     assert loaded.config == model.config
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
-    torch.save({**saved, "stray.weight": torch.zeros(1)}, tmp_path / "model.pt")
-    with pytest.raises(ValueError, match="does not fit"):
-        WhisperCFormer.from_pretrained(tmp_path)
+    model.save_pretrained(tmp_path / "fp16", dtype=torch.float16)  # the shipped form: half the bytes
+    assert load_file(tmp_path / "fp16" / "model.safetensors")["acoustic.weight"].dtype == torch.float16
+    half = WhisperCFormer.from_pretrained(tmp_path / "fp16")
+    assert half.acoustic.weight.dtype == torch.float32
+    torch.testing.assert_close(half.acoustic.weight, model.acoustic.weight, atol=1e-2, rtol=1e-3)
+    save_file({**saved, "stray.weight": torch.zeros(1)}, tmp_path / "fp32" / "model.safetensors")
+    with pytest.raises(ValueError, match="do not fit"):
+        WhisperCFormer.from_pretrained(tmp_path / "fp32")
 
 
 def test_random_decoder_control_keeps_only_the_token_table(tokenizer):
@@ -135,3 +142,76 @@ def test_whisper_units_encode_as_whisper_writes(tmp_path, tokenizer):
     assert ids == tokenizer.encode(" Hello, world.", add_special_tokens=False)
     assert units.decode(ids + [tokenizer.eos_token_id]) == "Hello, world."
     assert len(units) == len(tokenizer)
+
+
+# ---- the model in the toolkit: decoding, export, transcribe --------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tokenizer, tmp_path_factory):
+    """An untrained Whisper C-Former as `asr train` leaves it (final/ with units and feature description)."""
+    from asr.training.train_cif import finalize_model_dir
+
+    root = tmp_path_factory.mktemp("wcf")
+    units = load_tokenizer(build_whisper_units(root / "units", hf_tokenizer=tokenizer))
+    model = _model(tokenizer)
+    with torch.no_grad():
+        model.cif.linear.bias.fill_(-0.5)
+    model.save_pretrained(root / "final")
+    finalize_model_dir(root / "final", units, {"feature_type": "whisper_encoder", "options": {"model": "packaged", "pool": 1},
+                                               "dim": 384, "frame_rate_hz": 50.0})
+    return root / "final"
+
+
+def test_export_in_fp16_transcribes_like_the_model_dir(model_dir, espeak_dir, tmp_path):
+    from asr.data.datadir import read_table
+    from asr.decoding.transcribe import load_recognizer
+    from asr.export import export_model
+    from asr.models.auto import load_stage1, model_kind
+
+    out = export_model(model_dir, tmp_path / "export", dtype=torch.float16)
+    assert model_kind(out) == "whisper_cformer" and isinstance(load_stage1(out), WhisperCFormer)
+    assert (out / "model.safetensors").stat().st_size < 0.6 * (model_dir / "model.safetensors").stat().st_size
+    wav = next(p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|"))
+    from asr.data.audio import read_audio
+
+    wave, _ = read_audio(wav)
+    full, half = load_recognizer(model_dir)([wave])[0], load_recognizer(out)([wave])[0]
+    assert full.text and full.words
+    assert half.text == full.text  # fp16 weights change nothing that argmax sees here
+    assert all(0 <= w.start <= w.end <= wave.shape[0] / 16000 + 1e-3 for w in full.words)
+
+
+def test_transcribe_command_with_a_whisper_cformer(model_dir, espeak_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from asr.data.datadir import read_table
+
+    wav = next(p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|"))
+    asr = str(Path(sys.executable).parent / "asr")
+    run = subprocess.run([asr, "transcribe", "--model", str(model_dir), "-o", str(tmp_path), "-f", "json", wav],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((tmp_path / f"{Path(wav).stem}.json").read_text())
+    assert doc["text"] and doc["segments"]
+
+
+def test_resolve_model_names(tmp_path, monkeypatch):
+    from asr import pretrained
+
+    assert pretrained.resolve_model(tmp_path) == tmp_path
+    with pytest.raises(FileNotFoundError, match="no such model dir"):
+        pretrained.resolve_model(tmp_path / "missing" / "final")
+    calls = []
+
+    def fake_download(repo_id):
+        calls.append(repo_id)
+        raise OSError("offline")
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    with pytest.raises(FileNotFoundError, match="hub download failed"):
+        pretrained.resolve_model("someone/some-model")
+    assert calls == ["someone/some-model"]

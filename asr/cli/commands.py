@@ -252,7 +252,8 @@ def run_results(args) -> int:
 def add_transcribe(p: argparse.ArgumentParser) -> None:
     p.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, opus, mp3, sph, ...; any rate, mono or "
                    "multi-channel), directories (searched recursively) or Kaldi wav.scp files (paths or 'cmd |' pipes)")
-    p.add_argument("--model", required=True, help="model dir: exp/<tag>/final (stage 1, CIF) or an exported speech LLM dir")
+    p.add_argument("--model", help="model dir (exp/<tag>/final, an exported model), a shipped model's name or a "
+                   "Hugging Face hub id (default: the shipped model, asr/pretrained/)")
     p.add_argument("--wav-scp", help="a Kaldi wav.scp; outputs are named by its keys")
     p.add_argument("--output-dir", "-o", type=Path, default=Path("."), help="where <name>.<format> go (default: .)")
     p.add_argument("--output-format", "-f", choices=["txt", "json", "srt", "vtt", "tsv", "all"], default="all",

@@ -66,13 +66,18 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the self-contained dir `asr transcribe --model` loads")
     p.add_argument("--beam-size", type=int, default=1, help="decoding default recorded for `asr transcribe`")
     p.add_argument("--cif-weight", type=float, default=0.0, help="decoding default recorded for `asr transcribe`")
+    p.add_argument("--dtype", choices=["float16", "float32"],
+                   help="stage-1 Whisper C-Former: save the weights in this dtype (float16 halves the dir)")
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
     from asr.export import export_model
 
-    out = export_model(Path(args.model_dir), Path(args.out), {"beam_size": args.beam_size, "cif_weight": args.cif_weight})
+    import torch
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    out = export_model(Path(args.model_dir), Path(args.out), {"beam_size": args.beam_size, "cif_weight": args.cif_weight}, dtype)
     print(f"exported: {out}")
     return 0
 

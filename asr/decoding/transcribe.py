@@ -27,6 +27,7 @@ from asr.decoding.hypothesis import Hypothesis, Recognizer, words_from_pieces
 from asr.decoding.segmenter import speech_chunks
 from asr.decoding.writers import Segment, Transcript
 from asr.features.extractors import build_extractor
+from asr.pretrained import resolve_model
 from asr.training.data import pad_features
 
 POOL_BATCHES = 8  # chunks of this many batches (at least) are pooled, sorted by length and decoded together
@@ -71,19 +72,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_recognizer(model_dir: str | Path, device: str = "cpu", beam_size: int | None = None,
+def load_recognizer(model_dir: str | Path | None = None, device: str = "cpu", beam_size: int | None = None,
                     cif_weight: float | None = None, image: str | Path | None = None,
                     picture_guidance: float | None = None) -> Recognizer:
-    """The recognizer a model dir describes. ``beam_size`` and ``cif_weight`` apply to the speech LLM
+    """The recognizer a model dir describes (None: the shipped default model; a hub id is downloaded,
+    see :func:`asr.pretrained.resolve_model`). ``beam_size`` and ``cif_weight`` apply to the speech LLM
     (CIF is greedy); left None, they are the export's defaults (``export.json`` "decode").
     ``image``: a picture shown with all the audio (stage-3 exports only); ``picture_guidance``: with it,
     greedy decoding that amplifies the picture's effect (default 0: plain decoding)."""
-    model_dir, device = Path(model_dir), resolve_device(device)
+    model_dir, device = resolve_model(model_dir), resolve_device(device)
     export = model_dir / "export.json"
-    if export.exists():
-        doc = json.loads(export.read_text())
-        if doc.get("kind") not in ("speech_llm", "multimodal"):
-            raise ValueError(f"{export}: unknown kind {doc.get('kind')!r} (expected 'speech_llm' or 'multimodal')")
+    doc = json.loads(export.read_text()) if export.exists() else {"kind": "cif"}
+    if doc.get("kind") not in ("cif", "speech_llm", "multimodal"):
+        raise ValueError(f"{export}: unknown kind {doc.get('kind')!r} (expected 'cif', 'speech_llm' or 'multimodal')")
+    if doc["kind"] != "cif":
         if image is not None and doc["kind"] != "multimodal":
             raise ValueError(f"{model_dir} is a speech-only model: --image needs a stage-3 (multimodal) export")
         from asr.decoding.llm_recognizer import SpeechLlmRecognizer
@@ -156,7 +158,8 @@ class CifRecognizer:
         self.model.to(self.device)
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
         # seconds per encoder frame seen by CIF
-        self.frame_seconds = getattr(self.model.encoder, "frame_rate_divisor", 1) / feat_info["frame_rate_hz"]
+        divisor = getattr(self.model, "frame_rate_divisor", None) or getattr(self.model.encoder, "frame_rate_divisor", 1)
+        self.frame_seconds = divisor / feat_info["frame_rate_hz"]
 
     @torch.inference_mode()
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:

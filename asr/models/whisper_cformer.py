@@ -28,6 +28,7 @@ Losses: decoder CE + head_weight x head CE + quantity_weight x quantity loss.
 
 The token embedding table E is Whisper's and is never trained; it is not saved with the model
 but rebuilt from the Whisper weights the config names (hash-checked for the packaged tiny.en).
+Saved as ``config.json`` (with ``kind``) + ``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr.features.cmvn import GlobalCMVN
-from asr.io_utils import save_config_and_weights
+from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.cif_asr import IGNORE_ID, SinusoidalPositions, lengths_to_padding_mask
 
@@ -184,6 +185,15 @@ class WhisperCFormer(nn.Module):
         return self.decoder.embed_tokens.weight
 
     # ---- the forward pieces -------------------------------------------------------------------
+    @property
+    def frame_rate_divisor(self) -> int:
+        """Encoder frames per CIF frame (fire frames and alphas count CIF frames)."""
+        return self.config.pool
+
+    def cif_lengths(self, feat_lengths: torch.Tensor) -> torch.Tensor:
+        """(B,) encoder frames -> (B,) CIF frames (at least one)."""
+        return torch.clamp(feat_lengths // self.config.pool, min=1)
+
     def cif_tokens(self, feats: torch.Tensor, feat_lengths: torch.Tensor, target_lengths: torch.Tensor | None = None):
         """feats (B, T, F) -> acoustic token vectors (B, N, D), their lengths (B,), the CifOutput."""
         p = self.config.pool
@@ -193,7 +203,7 @@ class WhisperCFormer(nn.Module):
             if T == 0:  # shorter than one pooled frame: keep one
                 x, T = F.pad(x, (0, 0, 0, p - x.shape[1])), p
             x = x[:, :T].reshape(x.shape[0], T // p, p, x.shape[2]).mean(2)
-        lengths = torch.clamp(feat_lengths // p, min=1)
+        lengths = self.cif_lengths(feat_lengths)
         frames = self.proj(x)  # (B, T', D)
         mask = ~lengths_to_padding_mask(lengths, frames.shape[1])
         out = self.cif(frames, mask, target_lengths)
@@ -282,7 +292,7 @@ class WhisperCFormer(nn.Module):
         B, N = tokens.shape[:2]
         if N == 0:
             empty = [[] for _ in range(B)]
-            return {"tokens": empty, "fire_frames": empty, "frame_lengths": feat_lengths.tolist(),
+            return {"tokens": empty, "fire_frames": empty, "frame_lengths": self.cif_lengths(feat_lengths).tolist(),
                     "hidden": tokens, "logits": None, "token_lengths": token_lengths, "alphas": cif_out.alphas}
         head = self.head_logits(tokens, token_lengths)
         logits, previous = head, head.softmax(-1) @ self.embeddings
@@ -290,30 +300,31 @@ class WhisperCFormer(nn.Module):
             logits = self.slot_logits(previous, tokens, feats, feat_lengths)
             previous = self.embeddings[logits.argmax(-1)]
         ids = logits.argmax(-1)
-        p = self.config.pool
         lengths = token_lengths.tolist()
-        return {
+        return {  # frames are CIF frames (frame_rate_divisor encoder frames each), as in CifAsrModel
             "tokens": [ids[b, : lengths[b]].tolist() for b in range(B)],
-            # fire frames in encoder frames (50 Hz), as the frame lengths are
-            "fire_frames": [[f * p + p - 1 for f in cif_out.fire_frames[b, : lengths[b]].tolist()] for b in range(B)],
-            "frame_lengths": feat_lengths.tolist(), "hidden": tokens, "logits": logits,
+            "fire_frames": [cif_out.fire_frames[b, : lengths[b]].tolist() for b in range(B)],
+            "frame_lengths": self.cif_lengths(feat_lengths).tolist(), "hidden": tokens, "logits": logits,
             "token_lengths": token_lengths, "alphas": cif_out.alphas,
         }
 
     # ---- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        """config.json + model.pt without Whisper's token table (see :func:`load_whisper_decoder`)."""
-        state = {k: v for k, v in self.state_dict().items() if k != EMBEDDING_KEY}
-        save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.pt", state)
+    def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
+        """config.json + model.safetensors, without Whisper's token table (rebuilt from the Whisper
+        weights the config names); ``dtype`` (e.g. torch.float16) casts floating-point weights."""
+        state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                 for k, v in self.state_dict().items() if k != EMBEDDING_KEY}
+        save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.safetensors", state)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> "WhisperCFormer":
+        """Load a dir written by :meth:`save_pretrained` (or a training checkpoint's ``model.pt``)."""
         model_dir = Path(model_dir)
         config = WhisperCFormerConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
         model = cls(config, load_whisper_decoder(config.whisper))
-        missing, unexpected = model.load_state_dict(torch.load(model_dir / "model.pt", map_location=map_location), strict=False)
+        missing, unexpected = model.load_state_dict(load_weights(model_dir, map_location=map_location), strict=False)
         if unexpected or set(missing) - {EMBEDDING_KEY}:
-            raise ValueError(f"{model_dir}/model.pt does not fit a {KIND} model: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"{model_dir}: weights do not fit a {KIND} model: missing {missing}, unexpected {unexpected}")
         return model.eval()
 
 
