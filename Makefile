@@ -62,7 +62,11 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m bench.run --out bench/out
-	$(PY) -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real --out bench/out
+	@# peers and this toolkit's models on the same audio: the shipped default model, and the demo's when it exists
+	models="default="; [ -f $(DEMO_EXP)/model/export.json ] && models="$$models demo=$(DEMO_EXP)/model"; \
+	$(PY) -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real recipes/mini/data/test_real_ivr \
+	  --models $$models --out bench/out
+	$(PY) -m bench.transcribe_rtf --out bench/out/default
 	if [ -f $(DEMO_EXP)/model/export.json ]; then $(PY) -m bench.transcribe_rtf --model $(DEMO_EXP)/model --out bench/out; \
 	else echo "no exported model ($(DEMO_EXP)/model): run make demo first for the transcribe benchmark"; fi
 

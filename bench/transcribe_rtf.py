@@ -6,7 +6,8 @@ Two runs over the same files: one file per process at ``--batch-size 1`` (RTF of
 model loading excluded by the command's own timer) and all files in one process at
 ``--batch-size 8`` (a batch of files). The numbers come from the summary line ``asr transcribe``
 prints on stderr (audio seconds, wall seconds, real-time factor, peak RSS).
-Defaults to the human speech of pocketsphinx-testdata (librivox, cards) and alsa-utils.
+Defaults to the human speech of pocketsphinx-testdata (librivox, cards), alsa-utils and the asterisk
+vm-* prompts (G.722).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from asr.io_utils import write_text_atomic
 
 DEFAULT_AUDIO = [Path("/usr/share/pocketsphinx/test/data/librivox"), Path("/usr/share/pocketsphinx/test/data/cards"),
                  Path("/usr/share/sounds/alsa")]
+IVR_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 SUMMARY = re.compile(r"([\d.]+) s of audio in ([\d.]+) s \(real-time factor ([\d.]+)\), peak memory (\d+) MiB")
 
 
 def transcribe(model: Path, audio: list[str], batch_size: int, beam_size: int, out_dir: Path) -> dict:
-    cmd = [str(Path(sys.executable).parent / "asr"), "transcribe", "--model", str(model), "-o", str(out_dir), "-f", "txt",
-           "--batch-size", str(batch_size), "--beam-size", str(beam_size), *audio]
+    cmd = [str(Path(sys.executable).parent / "asr"), "transcribe", *(["--model", str(model)] if model else []),
+           "-o", str(out_dir), "-f", "txt", "--batch-size", str(batch_size), "--beam-size", str(beam_size), *audio]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     m = SUMMARY.search(proc.stderr)
     if proc.returncode != 0 or not m:
@@ -39,12 +41,14 @@ def transcribe(model: Path, audio: list[str], batch_size: int, beam_size: int, o
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("audio", nargs="*", help="files or dirs (default: pocketsphinx-testdata and alsa-utils speech)")
-    p.add_argument("--model", type=Path, required=True, help="model dir for asr transcribe (exported or stage 1)")
+    p.add_argument("--model", type=Path, help="model dir for asr transcribe (exported or stage 1; default: the shipped model)")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("bench/out"))
     args = p.parse_args(argv)
     roots = [Path(a) for a in args.audio] or [d for d in DEFAULT_AUDIO if d.is_dir()]
     files = sorted(str(f) for r in roots for f in ([r] if r.is_file() else r.rglob("*.wav")))
+    if not args.audio and IVR_AUDIO.is_dir():  # and the voicemail prompts of the test_real_ivr set
+        files += sorted(str(f) for f in IVR_AUDIO.glob("vm-*.g722"))
     if not files:
         raise SystemExit("no audio files to transcribe")
     with tempfile.TemporaryDirectory() as tmp:

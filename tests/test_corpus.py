@@ -180,6 +180,25 @@ def _table(path: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in path.read_text().splitlines())
 
 
+def test_ivr_prompts_are_the_vm_prompts_without_digits_or_notes():
+    import real_speech
+
+    if not real_speech.ASTERISK_TRANSCRIPTS.is_file():
+        pytest.skip("asterisk-core-sounds-en (Debian) not installed")
+    prompts = real_speech._asterisk_prompts(real_speech.ASTERISK_TRANSCRIPTS)
+    names = [name for name, _ in prompts]
+    assert names and all(name.startswith("vm-") for name in names)
+    assert not any(re.search(r"[0-9\[\]]", text) for _, text in prompts)
+    # the package's transcripts do have prompts with digits and other prompts: they are left out
+    import gzip
+
+    lines = gzip.open(real_speech.ASTERISK_TRANSCRIPTS, "rt", errors="replace").read().splitlines()
+    assert any(line.startswith("vm-") and re.search("[0-9]", line.split(":", 1)[1]) for line in lines if ":" in line)
+    utts = real_speech.read_source("ivr")
+    assert {u.key for u in utts} <= set(names) and all(u.path.suffix == ".g722" and u.path.is_file() for u in utts)
+    assert all(S.normalize_text(u.text) == u.text for u in utts)
+
+
 def test_corpus_data_dirs_validate(tiny_corpus):
     sys.path.insert(0, str(ROOT))
     from asr.data.datadir import validate_data_dir

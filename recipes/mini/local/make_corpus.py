@@ -209,10 +209,14 @@ def plan_augment(cfg: dict, train: list[Utt], seed: int) -> list[Utt]:
 
 def plan_real(cfg: dict, data: Path, set_name: str = "test_real", default_sources=real_speech.REAL_SOURCES) -> list[Utt]:
     """test_real, test_real_ivr: human speech converted to 16 kHz mono wav."""
-    names = (cfg.get(set_name) or {}).get("sources", list(default_sources))
+    scfg = cfg.get(set_name) or {}
+    names, most = scfg.get("sources", list(default_sources)), int(scfg.get("max_utts", 0))
     out = []
     for name in names:
-        for i, r in enumerate(real_speech.read_source(name)):
+        found = real_speech.read_source(name)
+        if most and len(found) > most:  # evenly spread over the source
+            found = [found[i * len(found) // most] for i in range(most)]
+        for i, r in enumerate(found):
             utt = f"{r.speaker}-{i:06d}"
             wav = data / "wav" / set_name / r.speaker / f"{utt}.wav"
             sig = json.dumps({"src": str(r.path), "key": r.key}, sort_keys=True)
