@@ -52,7 +52,7 @@ demo: setup
 	  echo "demo: no sample audio in $(SAMPLE_AUDIO_DIR) (Debian package pocketsphinx-testdata)" >&2; exit 1; fi; \
 	echo "$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/model ... $$*"; \
 	$(VENV)/bin/asr transcribe --model $(DEMO_EXP)/model --output-dir $(DEMO_EXP)/transcripts --output-format all \
-	  --beam-size 4 --verbose "$$@"
+	  --beam-size 4 "$$@"
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -7,3 +7,10 @@ Data flows one way through the subpackages:
 """
 
 __version__ = "0.1.0"
+
+
+def load_model(name_or_path=None, device: str = "auto", **options):
+    """``asr.load_model().transcribe("talk.wav")``: see :mod:`asr.api` (imported on first use)."""
+    from asr.api import load_model as _load
+
+    return _load(name_or_path, device=device, **options)

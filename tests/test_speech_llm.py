@@ -284,8 +284,9 @@ def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
                            "-f", "json", "--beam-size", "2", wav], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / f"{Path(wav).stem}.json").read_text())
-    starts = [w["start"] for w in doc["words"]]
-    assert starts == sorted(starts) and all(0 <= w["start"] <= w["end"] <= doc["duration"] + 1e-3 for w in doc["words"])
+    words = [w for seg in doc["segments"] for w in seg["words"]]
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts) and all(0 <= w["start"] <= w["end"] <= doc["duration"] + 1e-3 for w in words)
 
 
 def test_prefix_cache_gives_the_same_loss_and_gradients(dump_dir, tiny_llm):

@@ -69,7 +69,12 @@ def check_outputs(out: Path, name: str, duration: float | None = None) -> dict:
     segs = doc["segments"]
     assert 0 <= segs[0]["start"] and segs[-1]["end"] <= dur + 2e-3
     assert all(a["start"] < a["end"] <= b["start"] for a, b in zip(segs, segs[1:]))  # in order; long pauses left out
-    for key, label in (("words", "text"), ("tokens", "token")):
+    assert [s["id"] for s in segs] == list(range(len(segs))) and doc["language"] == "en"
+    doc["words"] = [w for s in segs for w in s["words"]]  # whisper keeps words inside their segment
+    for w in doc["words"]:
+        assert set(w) == {"word", "start", "end", "probability"} and w["word"].startswith(" ")
+        assert 0 < w["probability"] <= 1
+    for key, label in (("words", "word"), ("tokens", "token")):
         items = doc[key]
         assert all(0 <= x["start"] <= x["end"] <= dur + 1e-3 for x in items), key
         assert all(a["end"] <= b["start"] for a, b in zip(items, items[1:])), key  # in order, not overlapping
@@ -136,10 +141,55 @@ def test_directory_input_recursive(model_dir, wavs, tmp_path, capsys):
         dest.write_bytes(Path(wav).read_bytes())
     (src / "notes.txt").write_text("not audio\n")
     out = tmp_path / "out"
-    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "json", "--verbose", str(src)]) == 0
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "json", str(src)]) == 0
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
     assert names == sorted([f"{Path(wavs[0]).stem}.json"] + [f"sub/{Path(w).stem}.json" for w in wavs[1:3]])
-    assert Path(wavs[1]).name in capsys.readouterr().out  # --verbose prints each transcript
+    printed = capsys.readouterr().out  # each file's name, then its segments as whisper prints them
+    assert Path(wavs[1]).name in printed
+    doc = json.loads((out / f"{Path(wavs[0]).stem}.json").read_text())
+    first = doc["segments"][0]
+    assert f"[00:{first['start']:06.3f} --> 00:{first['end']:06.3f}] {first['text']}" in printed
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "json", "--quiet", str(src)]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_whisper_spelling_and_json_shape(model_dir, wavs, tmp_path):
+    out = tmp_path / "out"
+    proc = _asr("transcribe", "--model", model_dir, "--output_dir", out, "--output_format", "json", "--batch_size", "2", wavs[0])
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in out.iterdir()] == [f"{Path(wavs[0]).stem}.json"]
+    doc = json.loads((out / f"{Path(wavs[0]).stem}.json").read_text())
+    assert {"text", "language", "segments"} <= set(doc)
+    seg = doc["segments"][0]
+    assert {"id", "start", "end", "text", "words"} <= set(seg)
+    assert {"word", "start", "end", "probability"} == set(seg["words"][0])
+    assert "".join(w["word"] for s in doc["segments"] for w in s["words"]).strip() == doc["text"]
+
+
+def test_kaldi_text_output_and_bad_output_dir(model_dir, espeak_dir, tmp_path):
+    scp = read_table(espeak_dir / "wav.scp")
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "kaldi", "-q", str(espeak_dir / "wav.scp")]) == 0
+    assert [p.name for p in out.iterdir()] == ["text"]
+    text = read_table(out / "text", allow_empty_value=True)
+    assert sorted(text) == sorted(scp)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a dir\n")
+    proc = _asr("transcribe", "--model", model_dir, "-o", blocker / "sub", next(iter(scp.values())))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("asr transcribe: error: cannot create the output dir")
+
+
+def test_python_api(model_dir, wavs):
+    import asr
+
+    model = asr.load_model(model_dir, device="cpu")
+    result = model.transcribe(wavs[0])
+    assert {"text", "language", "segments"} <= set(result) and result["segments"][0]["words"]
+    wave = read_audio(wavs[0], 16000)[0].numpy()
+    assert model.transcribe(wave) == result  # a waveform at 16 kHz, as whisper takes one
+    with pytest.raises(ValueError, match="1-D"):
+        model.transcribe(np.zeros((2, 16000), dtype=np.float32))
 
 
 def test_wav_scp_inputs(model_dir, espeak_dir, tmp_path):

@@ -250,15 +250,18 @@ def run_results(args) -> int:
 
 # ---- transcribe ---------------------------------------------------------------------------------
 def add_transcribe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, opus, mp3, sph, ...; any rate, mono or "
-                   "multi-channel), directories (searched recursively) or Kaldi wav.scp files (paths or 'cmd |' pipes)")
+    p.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, opus, mp3, m4a, webm, sph, ...; any rate, mono "
+                   "or multi-channel), directories (searched recursively) or Kaldi wav.scp files (paths or 'cmd |' pipes)")
     p.add_argument("--model", help="model dir (exp/<tag>/final, an exported model), a shipped model's name or a "
                    "Hugging Face hub id (default: the shipped model, asr/pretrained/)")
     p.add_argument("--wav-scp", help="a Kaldi wav.scp; outputs are named by its keys")
     p.add_argument("--output-dir", "-o", type=Path, default=Path("."), help="where <name>.<format> go (default: .)")
-    p.add_argument("--output-format", "-f", choices=["txt", "json", "srt", "vtt", "tsv", "all"], default="all",
-                   help="json: segments, word and token times; srt/vtt/tsv: timed cues (default: all)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument("--output-format", "-f", choices=["txt", "json", "srt", "vtt", "tsv", "kaldi", "all"], default="all",
+                   help="json: whisper's shape (segments with word times and probabilities); srt/vtt/tsv: timed cues; "
+                   "kaldi: one Kaldi 'text' file for all inputs, keyed by wav.scp id or file name (default: all = "
+                   "txt, json, srt, vtt, tsv)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="default auto: cuda when present")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (default 0: torch's default)")
     p.add_argument("--batch-size", type=int, default=8, help="audio chunks decoded together (default: 8)")
     p.add_argument("--beam-size", type=int, help="beam size of the speech LLM (default: the export's); CIF decoding is greedy")
     p.add_argument("--cif-weight", type=float,
@@ -269,38 +272,69 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
                    "(log p with picture + W x (log p with - log p without); default 0: plain decoding)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
-    p.add_argument("--verbose", dest="print_transcripts", action="store_true", help="print each transcript as it is done")
+    p.add_argument("--max-line-width", type=int, help="srt/vtt/tsv: at most this many characters in a cue (default: 42)")
+    p.add_argument("--max-words-per-line", type=int, help="srt/vtt/tsv: at most this many words in a cue")
+    p.add_argument("--quiet", "-q", action="store_true", help="print no segments, only errors and the summary")
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
+    p.epilog = "Multi-word options also take whisper's spelling: --output_dir, --output_format, --beam_size, ..."
     p.set_defaults(func=run_transcribe)
+
+
+def _output_dir(path: Path) -> Path | None:
+    """Create the output dir; None (after one line on stderr) when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except OSError as exc:
+        print(f"asr transcribe: error: cannot create the output dir {path}: {exc.strerror or exc}", file=sys.stderr)
+        return None
 
 
 def run_transcribe(args) -> int:
     import resource
     import time
 
+    import torch
     from tqdm import tqdm
 
     from asr.data.audio import AudioError
     from asr.decoding.transcribe import collect_inputs, load_recognizer, transcribe_inputs
-    from asr.decoding.writers import write_outputs
+    from asr.decoding.writers import format_segment, write_outputs
+    from asr.io_utils import write_table
 
     if not args.audio and not args.wav_scp:
         raise ValueError("no input: give audio files, directories or --wav-scp")
     if args.batch_size < 1 or args.chunk_seconds <= 0:
         raise ValueError("--batch-size and --chunk-seconds must be positive")
+    if args.threads < 0 or (args.max_line_width or 1) < 1 or (args.max_words_per_line or 1) < 1:
+        raise ValueError("--threads, --max-line-width and --max-words-per-line must be positive")
+    if _output_dir(args.output_dir) is None:
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     inputs = collect_inputs(args.audio, args.wav_scp)
     recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size, cif_weight=args.cif_weight,
                                  image=args.image, picture_guidance=args.picture_guidance)
-    start, audio_seconds, failed = time.perf_counter(), 0.0, 0
-    with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1) as bar:
+    start, audio_seconds, failed, kaldi_text = time.perf_counter(), 0.0, 0, {}
+    with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1, disable=not args.quiet) as bar:
         for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar):
             if isinstance(result, AudioError):
                 failed += 1
                 tqdm.write(f"{item.source}: skipped: {result}", file=sys.stderr)
                 continue
-            write_outputs(result, args.output_dir, item.name, args.output_format)
+            if args.output_format == "kaldi":
+                kaldi_text[item.name] = result.text
+            else:
+                write_outputs(result, args.output_dir, item.name, args.output_format,
+                              args.max_line_width, args.max_words_per_line)
             audio_seconds += result.duration
-            if args.print_transcripts:
-                tqdm.write(f"{item.source}: {result.text}")
+            if not args.quiet:
+                if len(inputs) > 1:
+                    print(f"{item.source}:")
+                for seg in result.segments:
+                    print(format_segment(seg.start, seg.end, seg.hypothesis.text.strip()), flush=True)
+    if args.output_format == "kaldi":
+        write_table(args.output_dir / "text", kaldi_text)
     elapsed = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(f"{len(inputs) - failed} file(s), {audio_seconds:.1f} s of audio in {elapsed:.1f} s "

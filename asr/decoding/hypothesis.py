@@ -17,6 +17,7 @@ class Word:
     text: str
     start: float  # seconds
     end: float  # seconds
+    probability: float | None = None  # mean probability of its tokens, when the recognizer has one
 
 
 @dataclass
@@ -26,11 +27,12 @@ class Hypothesis:
     tokens: list[str] = field(default_factory=list)  # output units as the model emitted them
     token_times: list[float] = field(default_factory=list)  # one per token: CIF fire time (its end), seconds
     token_starts: list[float] = field(default_factory=list)  # one per token: where its evidence begins
+    token_probs: list[float] = field(default_factory=list)  # one per token when known: its probability
 
     def shifted(self, offset: float) -> "Hypothesis":
         return replace(
             self,
-            words=[Word(w.text, round(w.start + offset, 3), round(w.end + offset, 3)) for w in self.words],
+            words=[replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3)) for w in self.words],
             token_times=[round(t + offset, 3) for t in self.token_times],
             token_starts=[round(t + offset, 3) for t in self.token_starts],
         )
@@ -44,24 +46,33 @@ class Recognizer(Protocol):
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]: ...
 
 
-def words_from_pieces(pieces: list[str], starts: list[float], ends: list[float], marker: str = "▁") -> list[Word]:
+def words_from_pieces(pieces: list[str], starts: list[float], ends: list[float], marker: str = "▁",
+                      probs: list[float] | None = None) -> list[Word]:
     """Group unit pieces into timed words. A piece starting with ``marker`` opens a word.
 
     A word spans from its first piece's start to its last piece's end (CIF: the first frame after
-    the previous fire that carries weight, and the fire frame).
+    the previous fire that carries weight, and the fire frame); its probability is the mean of its
+    pieces' (as whisper's word timestamps have it) when ``probs`` are given.
     """
     words: list[Word] = []
-    text, begin, last = "", 0.0, 0.0
-    for piece, s, e in zip(pieces, starts, ends):
+    text, begin, last, word_probs = "", 0.0, 0.0, []
+
+    def close() -> None:
+        prob = round(sum(word_probs) / len(word_probs), 4) if probs is not None and word_probs else None
+        words.append(Word(text.strip(), round(begin, 3), round(last, 3), prob))
+
+    for k, (piece, s, e) in enumerate(zip(pieces, starts, ends)):
         if piece.startswith(marker) and text.strip():
-            words.append(Word(text.strip(), round(begin, 3), round(last, 3)))
-            text = ""
+            close()
+            text, word_probs = "", []
         if not text.strip():
             begin = s
         text += piece.replace(marker, " ")
         last = e
+        if probs is not None:
+            word_probs.append(probs[k])
     if text.strip():
-        words.append(Word(text.strip(), round(begin, 3), round(last, 3)))
+        close()
     return words
 
 
@@ -78,7 +89,7 @@ def align_words(words: list[str], timed: list[Word]) -> list[Word]:
     ops = SequenceMatcher(None, [w.lower() for w in words], [w.text.lower() for w in timed], autojunk=False).get_opcodes()
     for tag, i1, i2, j1, j2 in ops:
         if tag == "equal":
-            out += [Word(words[i], timed[j].start, timed[j].end) for i, j in zip(range(i1, i2), range(j1, j2))]
+            out += [Word(words[i], timed[j].start, timed[j].end, timed[j].probability) for i, j in zip(range(i1, i2), range(j1, j2))]
         elif tag in ("replace", "insert") and i2 > i1:
             if j2 > j1:
                 begin, end = timed[j1].start, timed[j2 - 1].end

@@ -134,17 +134,17 @@ def wave_features(extractor, waves: list[torch.Tensor], sample_rate: int) -> tup
 
 
 def timed_cif_hypothesis(units, tokens: list[int], fire_frames: list[int], alphas: torch.Tensor,
-                         frame_seconds: float, duration: float) -> Hypothesis:
+                         frame_seconds: float, duration: float, probs: list[float] | None = None) -> Hypothesis:
     """A CIF result of one wave -> Hypothesis with token and word times clipped to ``duration``.
 
-    alphas (T',): the CIF weights of the wave's own frames.
+    alphas (T',): the CIF weights of the wave's own frames; probs: each token's probability.
     """
     starts, ends = cif_token_times(alphas, fire_frames, frame_seconds)
     ends = [min(e, round(duration, 3)) for e in ends]
     starts = [min(s, e) for s, e in zip(starts, ends)]
     pieces = units.pieces(tokens)
-    words = words_from_pieces(pieces, starts, ends, marker=units.word_marker)
-    return Hypothesis(units.decode(tokens), words, pieces, ends, starts)
+    words = words_from_pieces(pieces, starts, ends, marker=units.word_marker, probs=probs)
+    return Hypothesis(units.decode(tokens), words, pieces, ends, starts, list(probs or []))
 
 
 class CifRecognizer:
@@ -170,9 +170,12 @@ class CifRecognizer:
         feats, lengths = wave_features(self.extractor, waves, self.sample_rate)  # (B, T_max, F), (B,)
         result = self.model.recognize(feats.to(self.device), lengths.to(self.device))
         alphas = result["alphas"].float().cpu()  # (B, T')
+        logits = result["logits"]
+        probs = logits.float().softmax(-1).amax(-1).cpu() if logits is not None else None  # (B, N)
         return [timed_cif_hypothesis(self.tokenizer, result["tokens"][b], result["fire_frames"][b],
                                      alphas[b, : result["frame_lengths"][b]], self.frame_seconds,
-                                     wave.shape[0] / self.sample_rate)
+                                     wave.shape[0] / self.sample_rate,
+                                     [round(p, 4) for p in probs[b, : len(result["tokens"][b])].tolist()] if probs is not None else None)
                 for b, wave in enumerate(waves)]
 
 
@@ -200,6 +203,14 @@ def _decode_pool(recognizer: Recognizer, pool: list[_Pending], batch_size: int, 
         segments = [Segment(round(s / rate, 3), round(e / rate, 3), hyps[i, j].shifted(s / rate))
                     for j, (s, e) in enumerate(p.spans)]
         yield p.item, Transcript(p.wave.shape[0] / rate, segments)
+
+
+def transcribe_wave(recognizer: Recognizer, wave: torch.Tensor, batch_size: int = 8,
+                    chunk_seconds: float = 20.0) -> Transcript:
+    """One waveform (N,) at the recognizer's rate -> its Transcript (chunked as files are)."""
+    item = AudioInput("audio", "<waveform>")
+    pending = _Pending(item, wave, speech_chunks(wave, recognizer.sample_rate, chunk_seconds))
+    return next(_decode_pool(recognizer, [pending], batch_size, None))[1]
 
 
 def transcribe_inputs(recognizer: Recognizer, inputs: list[AudioInput], batch_size: int = 8,
