@@ -1,6 +1,6 @@
 """Text normalizers applied to both reference and hypothesis before scoring.
 
-A normalizer is any callable ``str -> str``. Three are provided, by name:
+A normalizer is any callable ``str -> str``. Four are provided, by name:
 
 ``english``
     Unicode NFKC, lowercase, punctuation removed (see :func:`remove_punctuation`),
@@ -10,6 +10,11 @@ A normalizer is any callable ``str -> str``. Three are provided, by name:
     and ``。、《》【】“”`` are Unicode punctuation already), Latin letters lowercased, then every
     space touching a CJK character is removed: "我 爱 Python 编程。" -> "我爱python编程".
     Spaces between Latin words stay, so "machine learning" keeps its two words.
+``whisper``
+    Whisper's ``EnglishTextNormalizer`` (shipped in transformers): numbers spelled as digits,
+    contractions and fillers handled as in Whisper's paper, so WERs compare with published
+    LibriSpeech results. (Its British -> American spelling table ships with Whisper's tokenizer
+    files, not offline here: without it spellings are left as they are.)
 ``none``
     The text unchanged.
 """
@@ -82,11 +87,25 @@ class NoNormalizer:
         return text
 
 
-NORMALIZERS: dict[str, type] = {cls.name: cls for cls in (EnglishNormalizer, ChineseNormalizer, NoNormalizer)}
+class WhisperNormalizer:
+    """Whisper's English normalizer (``transformers``' ``EnglishTextNormalizer``)."""
+
+    name = "whisper"
+
+    def __init__(self, spelling_mapping: dict[str, str] | None = None):
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+        self._normalize = EnglishTextNormalizer(spelling_mapping or {})
+
+    def __call__(self, text: str) -> str:
+        return " ".join(self._normalize(text).split())
+
+
+NORMALIZERS: dict[str, type] = {cls.name: cls for cls in (EnglishNormalizer, WhisperNormalizer, ChineseNormalizer, NoNormalizer)}
 
 
 def get_normalizer(name: str) -> Normalizer:
-    """Return a new normalizer by name: ``english``, ``chinese`` or ``none``."""
+    """Return a new normalizer by name: ``english``, ``whisper``, ``chinese`` or ``none``."""
     try:
         return NORMALIZERS[name]()
     except KeyError:

@@ -362,3 +362,55 @@ def test_random_set_matches_sclite(tmp_path):
     k = theirs[2] - ours[2]
     assert k >= 0
     assert [t - o for t, o in zip(theirs[2:6], ours[2:6])] == [k, -2 * k, k, k]
+
+
+# ---- asr score --ref --hyp: your own transcripts -------------------------------------------------
+REF = "a1 the cat sat on the mat\na2 hello world\na3 it is 5 o'clock\n"
+HYP = "a1 the cat sat on mat mat\na2 Hello, world!\na3 it's five o'clock\n"
+
+
+def _texts(tmp_path):
+    (tmp_path / "ref.txt").write_text(REF)
+    (tmp_path / "hyp.txt").write_text(HYP)
+    return tmp_path / "ref.txt", tmp_path / "hyp.txt"
+
+
+def test_score_own_transcripts_against_hand_counts(tmp_path, capsys):
+    from asr.cli.main import main
+
+    ref, hyp = _texts(tmp_path)
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "out")]) == 0
+    # a1: the -> mat (1 sub); a2: case and punctuation normalized away; a3: it -> it's, 5 -> five (2 sub), is deleted
+    assert "%WER 33.33 [ 4 / 12, 0 ins, 1 del, 3 sub ]" in capsys.readouterr().out
+    result = (tmp_path / "out" / "result.txt").read_text()
+    assert "Sum/Avg" in result and "a3" in result
+    # Whisper's normalizer: "it's" -> "it is", "five" -> "5": only a1's error is left
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "w"), "--normalizer", "whisper"]) == 0
+    assert "%WER 8.33 [ 1 / 12, 0 ins, 0 del, 1 sub ]" in capsys.readouterr().out
+    # characters: a CER over the same files
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "c"), "--unit", "char"]) == 0
+    assert "%CER" in capsys.readouterr().out
+
+
+def test_score_arguments_are_checked(tmp_path):
+    from asr.cli.main import main
+
+    ref, _ = _texts(tmp_path)
+    assert main(["score", "--ref", str(ref)]) == 1  # --hyp missing
+    with pytest.raises(SystemExit):
+        main(["score", "--ref", str(ref), "--hyp", str(ref), "--normalizer", "klingon"])
+
+
+def test_sclite_report_agrees_with_our_counts(tmp_path):
+    from asr.cli.main import main
+    from evaluation.sctk import find_sclite
+
+    if find_sclite() is None:
+        pytest.skip("sclite (Debian sctk) not installed")
+    ref, hyp = _texts(tmp_path)
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--out", str(tmp_path / "out"), "--sclite"]) == 0
+    summary = (tmp_path / "out" / "sclite" / "hyp.trn.sys").read_text()
+    row = next(line for line in summary.splitlines() if "Sum/Avg" in line)
+    numbers = [float(x) for x in row.replace("|", " ").split()[1:]]
+    assert numbers[:2] == [3, 12]  # sentences, words
+    assert numbers[2:7] == pytest.approx([66.7, 25.0, 8.3, 0.0, 33.3], abs=0.05)  # Corr Sub Del Ins Err

@@ -186,20 +186,42 @@ def run_decode(args) -> int:
 
 # ---- score --------------------------------------------------------------------------------------
 def add_score(p: argparse.ArgumentParser) -> None:
-    p.add_argument("decode_dirs", nargs="+", help="decode dirs holding 'ref' and 'hyp'")
+    from evaluation.normalize import NORMALIZERS
+
+    p.add_argument("decode_dirs", nargs="*", help="decode dirs holding 'ref' and 'hyp'")
+    p.add_argument("--ref", help="a reference Kaldi text file (utt words...): score --hyp against it instead of decode dirs")
+    p.add_argument("--hyp", help="a hypothesis Kaldi text file (with --ref)")
+    p.add_argument("--out", help="with --ref/--hyp: where result.txt goes (default: the hypothesis file's dir)")
     p.add_argument("--unit", choices=["word", "char"], default="word", help="WER (word) or CER (char)")
-    p.add_argument("--normalizer", default="english", help="english | chinese | none")
+    p.add_argument("--normalizer", choices=list(NORMALIZERS), default="english",
+                   help="applied to both texts: english (lowercase, no punctuation), whisper (Whisper's "
+                   "EnglishTextNormalizer: numbers, contractions, fillers, as published LibriSpeech results use), "
+                   "chinese, none (default: english)")
+    p.add_argument("--sclite", action="store_true", help="also run NIST sclite (Debian sctk) for its report, in <out>/sclite/")
     p.set_defaults(func=run_score)
 
 
 def run_score(args) -> int:
-    from evaluation.score import score_dir
-
     from evaluation.sclite import format_summary_line
+    from evaluation.score import read_text, score_dir
+    from evaluation.sctk import run_sclite
 
-    for d in args.decode_dirs:
-        score = score_dir(d, unit=args.unit, normalizer=args.normalizer)
-        print(f"{d}: {format_summary_line(score, args.unit)}")
+    if bool(args.ref) != bool(args.hyp) or (args.ref and args.decode_dirs) or not (args.ref or args.decode_dirs):
+        raise ValueError("give decode dirs, or --ref and --hyp text files")
+    if args.ref:
+        out = Path(args.out) if args.out else Path(args.hyp).resolve().parent
+        out.mkdir(parents=True, exist_ok=True)
+        jobs = [(out, Path(args.ref), Path(args.hyp))]
+    else:
+        jobs = [(Path(d), Path(d) / "ref", Path(d) / "hyp") for d in args.decode_dirs]
+    for out, ref, hyp in jobs:
+        score = score_dir(out, ref, hyp, unit=args.unit, normalizer=args.normalizer)
+        print(f"{hyp if args.ref else out}: {format_summary_line(score, args.unit)} ({out / 'result.txt'})")
+        if args.sclite:
+            if args.unit != "word":
+                raise ValueError("--sclite scores words; use it without --unit char")
+            summary = run_sclite(read_text(ref), read_text(hyp), out, args.normalizer)
+            print(f"sclite report: {summary}")
     return 0
 
 
