@@ -241,3 +241,21 @@ def test_corpus_resume_is_a_noop(tiny_corpus):
     assert _wav_state(data) == tiny_corpus["wavs"], "second run rewrote or added wavs"
     assert _snapshot(data) == tiny_corpus["snap"], "second run changed the data dirs"
     assert "nothing synthesized this run" in tiny_corpus["second"].stdout
+
+
+def test_written_transcripts_keep_case_and_punctuation(tiny_corpus, tmp_path):
+    """``transcripts: written``: the same corpus (same wavs) with the sentences as written."""
+    cfg = tmp_path / "written.yaml"
+    cfg.write_text("transcripts: written\n" + TINY_CONFIG.format(n_train=6 * len(tiny_corpus["train"]),
+                                                                  train=tiny_corpus["train"], test=tiny_corpus["test"]))
+    data = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "local/make_corpus.py", "--config", str(cfg), "--data", str(data), "--nj", "2"],
+                          cwd=RECIPE, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("train", "dev", "test_unseen"):
+        written, plain = _table(data / name / "text"), _table(tiny_corpus["data"] / name / "text")
+        assert set(written) == set(plain)
+        assert all(S.normalize_text(written[u]) == plain[u] for u in plain)  # scoring sees the same words
+    texts = list(_table(data / "train" / "text").values())
+    assert any(re.search(r"[A-Z]", t) for t in texts) and any(re.search(r"[.,;:!?]", t) for t in texts)

@@ -127,6 +127,16 @@ def check_unseen(train_voices: list[V.Voice], test_voices: list[V.Voice]) -> Non
             )
 
 
+def transcripts_written(cfg: dict) -> bool:
+    """``transcripts: written`` keeps case and punctuation in the data dirs' ``text`` (as the sentence
+    was written and read by the synthesizer; scoring normalizes both sides); ``normalized`` (the
+    default) writes lowercase words without punctuation."""
+    form = cfg.get("transcripts", "normalized")
+    if form not in ("written", "normalized"):
+        raise SystemExit(f"transcripts: {form!r} is not 'written' or 'normalized'")
+    return form == "written"
+
+
 def stable_int(key: str) -> int:
     return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big")
 
@@ -138,6 +148,7 @@ def short_hash(text: str) -> str:
 def plan_synthetic(cfg: dict, split: dict[str, list[S.Sentence]], data: Path, seed: int) -> dict[str, list[Utt]]:
     """Utterances of train, dev and test_unseen: sentence i // k read by voice i mod (#voices)."""
     perturb = cfg.get("perturb") or {}
+    written = transcripts_written(cfg)
     train_voices = _voices(cfg["train"]["voices"], "train")
     plans: dict[str, list[Utt]] = {}
     for set_name, bucket in SYNTH_SETS.items():
@@ -163,7 +174,7 @@ def plan_synthetic(cfg: dict, split: dict[str, list[S.Sentence]], data: Path, se
             wav = data / "wav" / set_name / v.name / f"{utt}.wav"
             sig = json.dumps({"voice": v.spec, "params": params, "tts": s.tts}, sort_keys=True)
             job = {"utt": utt, "text": s.tts, "params": params, "wav": str(wav)}
-            plan.append(Utt(utt, v.name, wav, s.text, s.source, sig, "synth", {"voice": v.spec, **job}))
+            plan.append(Utt(utt, v.name, wav, s.tts if written else s.text, s.source, sig, "synth", {"voice": v.spec, **job}))
         plans[set_name] = plan
     return plans
 
@@ -220,7 +231,7 @@ def plan_real(cfg: dict, data: Path, set_name: str = "test_real", default_source
             utt = f"{r.speaker}-{i:06d}"
             wav = data / "wav" / set_name / r.speaker / f"{utt}.wav"
             sig = json.dumps({"src": str(r.path), "key": r.key}, sort_keys=True)
-            out.append(Utt(utt, r.speaker, wav, r.text, name, sig, "copy", {"utt": utt, "src": str(r.path), "wav": str(wav)}))
+            out.append(Utt(utt, r.speaker, wav, r.written if transcripts_written(cfg) else r.text, name, sig, "copy", {"utt": utt, "src": str(r.path), "wav": str(wav)}))
     return out
 
 
@@ -503,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         stats["failed"] = sum(1 for r in failed if set_of.get(r["utt"]) == name)
         sets[name] = stats
 
-    train_texts = [u.text for u in plans["train"]]
+    train_texts = [S.normalize_text(u.text) for u in plans["train"]]
     summary = {
         "config": str(args.config),
         "seed": seed,
@@ -516,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sets": sets,
         "total_hours": round(sum(s["hours"] for s in sets.values()), 3),
-        "oov": {n: oov_rate(train_texts, [u.text for u in plans[n]]) for n in ("dev", "test_unseen")},
+        "oov": {n: oov_rate(train_texts, [S.normalize_text(u.text) for u in plans[n]]) for n in ("dev", "test_unseen")},
         "speed": engine_speed(results),
         "wall_s": round(time.time() - t_start, 1),
         "data_dirs": [str(data / n) for n in ALL_SETS],

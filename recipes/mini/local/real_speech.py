@@ -41,7 +41,8 @@ class RealUtterance:
     speaker: str
     key: str  # the source's own id, kept for reference
     path: Path
-    text: str
+    text: str  # normalized (sentences.normalize_text)
+    written: str = ""  # as the source writes it (case and punctuation)
 
 
 def _sphinx_transcription(path: Path) -> list[tuple[str, str]]:
@@ -94,7 +95,7 @@ def read_source(name: str) -> list[RealUtterance]:
     for key, path, text in sorted(items):
         norm = normalize_text(text)
         if path.is_file() and norm:
-            out.append(RealUtterance(spk, key, path, norm))
+            out.append(RealUtterance(spk, key, path, norm, " ".join(text.split())))
         else:
             log.warning("real speech: %s %s skipped (missing audio or empty text)", name, key)
     if not out:
