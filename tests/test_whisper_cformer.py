@@ -215,3 +215,26 @@ def test_resolve_model_names(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="hub download failed"):
         pretrained.resolve_model("someone/some-model")
     assert calls == ["someone/some-model"]
+
+
+def test_checkpoints_hold_no_whisper_table_and_average_into_a_model_dir(tokenizer, model_dir, tmp_path):
+    """Checkpoints carry the trainable state only; asr average-checkpoints gives a loadable dir."""
+    import shutil
+
+    from asr.training.trainer import average_checkpoints
+
+    model = WhisperCFormer.from_pretrained(model_dir)
+    state = model.trainable_state_dict()
+    assert EMBEDDING_KEY not in state and len(state) == len(model.state_dict()) - 1
+    exp = tmp_path / "exp"
+    shutil.copytree(model_dir, exp / "final")
+    (exp / "checkpoints").mkdir()
+    for step, shift in ((10, 0.0), (20, 1.0)):
+        torch.save({"model": {k: v + shift if v.is_floating_point() else v for k, v in state.items()}, "step": step},
+                   exp / "checkpoints" / f"step_{step:08d}.pt")
+    out = average_checkpoints(exp, tmp_path / "avg", num=2)
+    averaged = WhisperCFormer.from_pretrained(out)
+    torch.testing.assert_close(averaged.acoustic.bias, model.acoustic.bias + 0.5)
+    torch.testing.assert_close(averaged.embeddings, model.embeddings)  # Whisper's, untouched
+    with pytest.raises(ValueError, match="do not fit"):
+        model.load_trainable_state_dict({k: v for k, v in state.items() if k != "acoustic.bias"})

@@ -309,11 +309,20 @@ class WhisperCFormer(nn.Module):
         }
 
     # ---- persistence ---------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What checkpoints and saved dirs hold: everything but Whisper's frozen token table."""
+        return {k: v for k, v in self.state_dict().items() if k != EMBEDDING_KEY}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {EMBEDDING_KEY}:
+            raise ValueError(f"weights do not fit a {KIND} model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors, without Whisper's token table (rebuilt from the Whisper
         weights the config names); ``dtype`` (e.g. torch.float16) casts floating-point weights."""
         state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
-                 for k, v in self.state_dict().items() if k != EMBEDDING_KEY}
+                 for k, v in self.trainable_state_dict().items()}
         save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.safetensors", state)
 
     @classmethod
@@ -322,9 +331,10 @@ class WhisperCFormer(nn.Module):
         model_dir = Path(model_dir)
         config = WhisperCFormerConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
         model = cls(config, load_whisper_decoder(config.whisper))
-        missing, unexpected = model.load_state_dict(load_weights(model_dir, map_location=map_location), strict=False)
-        if unexpected or set(missing) - {EMBEDDING_KEY}:
-            raise ValueError(f"{model_dir}: weights do not fit a {KIND} model: missing {missing}, unexpected {unexpected}")
+        try:
+            model.load_trainable_state_dict(load_weights(model_dir, map_location=map_location))
+        except ValueError as exc:
+            raise ValueError(f"{model_dir}: {exc}") from None
         return model.eval()
 
 

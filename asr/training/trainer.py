@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr.io_utils import atomic_path, write_text_atomic
+from asr.io_utils import atomic_path, load_weights, write_text_atomic
 from asr.training import distributed as dist
 from asr.training import started_from as started_from_lib
 from asr.training.data import BatchLoader
@@ -425,7 +425,8 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return sorted(Path(ckpt_dir).glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
 
 
-MODEL_WEIGHTS = {"speech_llm.json": "adapter.pt", "config.json": "model.pt"}  # model dir config -> weights file
+# model dir config -> its weights file (the first that exists)
+MODEL_WEIGHTS = {"speech_llm.json": ("adapter.pt",), "config.json": ("model.safetensors", "model.pt")}
 
 
 def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
@@ -486,11 +487,13 @@ def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | Non
     if template is None:
         raise FileNotFoundError(f"{exp_dir}: no final/ or best/ model dir to take the config and tokenizer from "
                                 "(train to the end once, then average)")
-    weights = next((w for cfg, w in MODEL_WEIGHTS.items() if (template / cfg).exists() and (template / w).exists()), None)
+    weights = next((w for cfg, names in MODEL_WEIGHTS.items() if (template / cfg).exists()
+                    for w in names if (template / w).exists()), None)
     if weights is None:
-        raise FileNotFoundError(f"{template}: neither config.json + model.pt (stage 1) nor speech_llm.json + adapter.pt (stage 2)")
+        raise FileNotFoundError(f"{template}: neither config.json + model.safetensors/.pt (stage 1) nor "
+                                "speech_llm.json + adapter.pt (stage 2)")
     averaged = average_state_dicts(paths)
-    reference = torch.load(template / weights, map_location="cpu", weights_only=False)
+    reference = load_weights(template, Path(weights).stem)
     if set(reference) != set(averaged):
         diff = sorted(set(reference) ^ set(averaged))
         raise ValueError(f"checkpoints in {exp_dir / 'checkpoints'} do not match {template / weights} "
@@ -502,7 +505,12 @@ def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | Non
         for stale in ("averaged.json",):
             (tmp / stale).unlink(missing_ok=True)
         with atomic_path(tmp / weights) as part:
-            torch.save(averaged, part)
+            if weights.endswith(".safetensors"):
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in averaged.items()}, str(part), metadata={"format": "pt"})
+            else:
+                torch.save(averaged, part)
         write_text_atomic(tmp / "averaged.json", json.dumps(
             {"exp_dir": str(exp_dir.resolve()), "checkpoints": [p.name for p in paths],
              "steps": [int(p.stem.split("_")[1]) for p in paths], "config_from": template.name}, indent=2) + "\n")
