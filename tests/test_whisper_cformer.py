@@ -238,3 +238,34 @@ def test_checkpoints_hold_no_whisper_table_and_average_into_a_model_dir(tokenize
     torch.testing.assert_close(averaged.embeddings, model.embeddings)  # Whisper's, untouched
     with pytest.raises(ValueError, match="do not fit"):
         model.load_trainable_state_dict({k: v for k, v in state.items() if k != "acoustic.bias"})
+
+
+# ---- X-LLM stage 2 on top: the S-Adapter reads the decoder's states ------------------------------
+def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path):
+    from asr.models.llm import LlmConfig, load_llm
+    from asr.models.s_adapter import SAdapterConfig
+    from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, whisper_units_llm_table
+
+    llm = load_llm(LlmConfig(name_or_path="tiny-glm"))
+    units = load_tokenizer(model_dir / "tokenizer")
+    stage1 = WhisperCFormer.from_pretrained(model_dir)
+    # each Whisper token stands as the LLM's embedding of its text
+    table = whisper_units_llm_table(units, llm, stage1.config.vocab_size)
+    word = tokenizer.convert_tokens_to_ids("Ġhello")
+    llm_ids = llm.tokenizer(" hello", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(table[word], llm.model.get_input_embeddings().weight[llm_ids].float().mean(0))
+    assert table[tokenizer.eos_token_id].abs().sum() == 0
+
+    config = SpeechLlmConfig(llm=LlmConfig(name_or_path="tiny-glm"), adapter=SAdapterConfig(hidden_dim=32, mode="expected_embedding"))
+    model = SpeechLlm(config, stage1, llm, units).eval()
+    torch.manual_seed(5)
+    feats, lengths = torch.randn(2, 90, 384), torch.tensor([90, 70])
+    speech, rec = model.speech_embeddings(feats, lengths)
+    n = rec["token_lengths"].tolist()
+    assert [s.shape for s in speech] == [(max(1, k), llm.hidden_size) for k in n]
+    # the adapter's last layer starts at zero: the LLM first reads the expected embedding of the decoder's posterior
+    expected = rec["logits"].softmax(-1) @ table
+    torch.testing.assert_close(speech[0], expected[0, : n[0]].to(speech[0].dtype), atol=1e-4, rtol=1e-4)
+    target = llm.tokenizer("hello world", add_special_tokens=False)["input_ids"] + [llm.tokenizer.eos_token_id]
+    out = model.train()(feats, lengths, torch.tensor([target, target]), torch.tensor([len(target)] * 2))
+    assert torch.isfinite(out["loss"]) and out["loss"].requires_grad

@@ -54,7 +54,7 @@ class SpeechLlmRecognizer:
         self.units = self.model.stage1_units()  # loaded with the model
         feat_info = json.loads((stage1 / "feat_info.json").read_text())
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
-        self.frame_seconds = getattr(self.model.stage1.encoder, "frame_rate_divisor", 1) / feat_info["frame_rate_hz"]
+        self.frame_seconds = self.model.stage1.frame_rate_divisor / feat_info["frame_rate_hz"]
         self.beam_size, self.cif_weight = beam_size, cif_weight
 
     @classmethod

@@ -158,8 +158,7 @@ class CifRecognizer:
         self.model.to(self.device)
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
         # seconds per encoder frame seen by CIF
-        divisor = getattr(self.model, "frame_rate_divisor", None) or getattr(self.model.encoder, "frame_rate_divisor", 1)
-        self.frame_seconds = divisor / feat_info["frame_rate_hz"]
+        self.frame_seconds = self.model.frame_rate_divisor / feat_info["frame_rate_hz"]
 
     @torch.inference_mode()
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]:

@@ -210,6 +210,16 @@ class CifAsrModel(nn.Module):
         else:
             raise ValueError(f"unknown classifier {c.classifier!r} (linear | tied)")
 
+    @property
+    def frame_rate_divisor(self) -> int:
+        """Input feature frames per frame CIF sees (fire frames and alphas count those frames)."""
+        return getattr(self.encoder, "frame_rate_divisor", 1)
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the per-token hidden states ``recognize`` returns (what the S-Adapter reads)."""
+        return self.config.d_model
+
     # ---- the forward pieces -------------------------------------------------------------------
     def encode(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (B, T, F) -> frames for CIF (B, T', D), lengths (B,)."""

@@ -27,12 +27,14 @@ import torch
 from torch import nn
 
 from asr.io_utils import save_config_and_weights
+from asr.models.auto import load_stage1
 from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
 from asr.models.cif_fusion import CifFusion, unit_llm_id_table
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
 from asr.models.s_adapter import SAdapter, SAdapterConfig
-from asr.tokenizer import load_tokenizer
+from asr.models.whisper_cformer import WhisperCFormer
+from asr.tokenizer import WhisperUnits, load_tokenizer
 
 IGNORE_ID = -100
 STAGE1_LINK = "stage1.json"  # in a stage-2 dir: {"stage1": <the stage-1 model dir>}
@@ -198,7 +200,9 @@ def strip_repetition(ids: list[int], max_ngram: int = 20) -> list[int]:
 class SpeechLlm(FrozenLlmMixin, nn.Module):
     """Frozen stage-1 model + trainable S-Adapter + frozen LLM (LoRA optional)."""
 
-    def __init__(self, config: SpeechLlmConfig, stage1: CifAsrModel, llm: LoadedLlm):
+    def __init__(self, config: SpeechLlmConfig, stage1: CifAsrModel | WhisperCFormer, llm: LoadedLlm, units=None):
+        """``units``: the stage-1 units; Whisper's tokens give the expected-embedding adapter its table
+        (each Whisper token as the LLM's embedding of its text), LLM-token units make CIF fusion possible."""
         super().__init__()
         self.config = config
         self.stage1 = stage1.eval()
@@ -207,16 +211,21 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         self.llm = llm.model
         self.tokenizer = llm.tokenizer
         self.prompt = Prompt(llm.tokenizer, config.prompt)
-        table = self.stage1.classifier.table().detach() if isinstance(self.stage1.classifier, TiedUnitClassifier) else None
+        classifier = getattr(self.stage1, "classifier", None)
+        table = classifier.table().detach() if isinstance(classifier, TiedUnitClassifier) else None
         if table is not None and table.shape[1] != llm.hidden_size:
             table = None  # stage 1 was tied to another LLM: its table is no use here
-        self.adapter = SAdapter(config.adapter, stage1.config.d_model, llm.hidden_size, unit_embeddings=table)
+        if table is None and isinstance(units, WhisperUnits) and config.adapter.mode == "expected_embedding":
+            table = whisper_units_llm_table(units, llm, stage1.config.vocab_size)
+        self.adapter = SAdapter(config.adapter, stage1.hidden_dim, llm.hidden_size, unit_embeddings=table)
         self.device = next(self.llm.parameters()).device
         self.units = None  # the stage-1 units (set_units): decoders turn CIF tokens into text with them
         self.unit_llm_ids: torch.Tensor | None = None  # (U,) LLM token id per stage-1 unit, for CIF fusion
         self.init_frozen_llm()
         self.stage1.to(self.device)
         self.adapter.to(self.device)
+        if units is not None:
+            self.set_units(units)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -327,13 +336,26 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         d = json.loads((model_dir / "speech_llm.json").read_text())
         d["llm"] = {**d["llm"], **(llm_overrides or {})}
         config = SpeechLlmConfig.from_dict(d)
-        model = cls(config, CifAsrModel.from_pretrained(stage1_dir), load_llm(config.llm))
-        model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
         try:
-            model.set_units(load_tokenizer(Path(stage1_dir) / "tokenizer"))
+            units = load_tokenizer(Path(stage1_dir) / "tokenizer")
         except FileNotFoundError:  # a bare stage-1 dir: the LLM decodes, but no CIF text or fusion
-            pass
+            units = None
+        model = cls(config, load_stage1(stage1_dir), load_llm(config.llm), units)
+        model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
         return model.eval()
+
+
+def whisper_units_llm_table(units: WhisperUnits, llm: LoadedLlm, num_units: int) -> torch.Tensor:
+    """(num_units, H): each Whisper token as the mean LLM input embedding of the LLM's tokens of its
+    text (both byte-level BPEs: mostly one LLM token each); special and timestamp tokens get zeros."""
+    weight = llm.model.get_input_embeddings().weight.detach().float()  # (V_llm, H)
+    n_text = min(units.hf.eos_token_id, num_units)  # Whisper's ids below <|endoftext|> are text
+    texts = [units.hf.convert_tokens_to_string([piece]) for piece in units.hf.convert_ids_to_tokens(list(range(n_text)))]
+    table = weight.new_zeros(num_units, weight.shape[1])
+    for i, ids in enumerate(llm.tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        if ids:
+            table[i] = weight[ids].mean(0)
+    return table
 
 
 def _checkpointing(model: nn.Module) -> bool:

@@ -186,6 +186,11 @@ class WhisperCFormer(nn.Module):
 
     # ---- the forward pieces -------------------------------------------------------------------
     @property
+    def hidden_dim(self) -> int:
+        """Width of the per-token hidden states ``recognize`` returns (Whisper's decoder width)."""
+        return self.config.feat_dim
+
+    @property
     def frame_rate_divisor(self) -> int:
         """Encoder frames per CIF frame (fire frames and alphas count CIF frames)."""
         return self.config.pool
@@ -229,9 +234,14 @@ class WhisperCFormer(nn.Module):
         return x
 
     def decoder_logits(self, inputs: torch.Tensor, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> torch.Tensor:
+        """One causal pass of Whisper's decoder -> logits (B, L, V) (see :meth:`decoder_hidden`)."""
+        return self.decoder_hidden(inputs, encoder_out, encoder_lengths) @ self.embeddings.T
+
+    def decoder_hidden(self, inputs: torch.Tensor, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> torch.Tensor:
         """One causal pass of Whisper's decoder over input embeddings (B, L, 384), cross-attending to
-        encoder_out (B, T, 384) with padding masked -> logits (B, L, V). Equals transformers'
-        WhisperDecoder when every encoder frame is valid and the inputs are token embeddings."""
+        encoder_out (B, T, 384) with padding masked -> final hidden states (B, L, 384), which Whisper's
+        tied projection turns into logits. Equals transformers' WhisperDecoder when every encoder
+        frame is valid and the inputs are token embeddings."""
         dec = self.decoder
         L = inputs.shape[1]
         x = inputs + dec.embed_positions.weight[:L]
@@ -246,13 +256,16 @@ class WhisperCFormer(nn.Module):
             h = layer.activation_fn(layer.fc1(layer.final_layer_norm(x)))
             h = F.dropout(h, p=layer.activation_dropout, training=self.training)
             x = x + F.dropout(layer.fc2(h), p=layer.dropout, training=self.training)
-        return dec.layer_norm(x) @ self.embeddings.T
+        return dec.layer_norm(x)
 
     def slot_logits(self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor) -> torch.Tensor:
         """Decoder logits of the N token slots (B, N, V), given what stands for tokens 0..N-1."""
+        return self.slot_hidden(previous, acoustic, feats, feat_lengths) @ self.embeddings.T
+
+    def slot_hidden(self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor) -> torch.Tensor:
+        """Decoder hidden states of the N token slots (B, N, 384)."""
         P = len(self.config.prefix_ids)
-        logits = self.decoder_logits(self.decoder_inputs(previous, acoustic), feats, feat_lengths)
-        return logits[:, P - 1 :]
+        return self.decoder_hidden(self.decoder_inputs(previous, acoustic), feats, feat_lengths)[:, P - 1 :]
 
     # ---- training ------------------------------------------------------------------------------
     def forward(self, feats, feat_lengths, targets, target_lengths) -> dict[str, torch.Tensor]:
@@ -295,16 +308,18 @@ class WhisperCFormer(nn.Module):
             return {"tokens": empty, "fire_frames": empty, "frame_lengths": self.cif_lengths(feat_lengths).tolist(),
                     "hidden": tokens, "logits": None, "token_lengths": token_lengths, "alphas": cif_out.alphas}
         head = self.head_logits(tokens, token_lengths)
-        logits, previous = head, head.softmax(-1) @ self.embeddings
+        logits, hidden, previous = head, tokens, head.softmax(-1) @ self.embeddings
         for _ in range(passes):
-            logits = self.slot_logits(previous, tokens, feats, feat_lengths)
+            hidden = self.slot_hidden(previous, tokens, feats, feat_lengths)  # (B, N, 384)
+            logits = hidden @ self.embeddings.T
             previous = self.embeddings[logits.argmax(-1)]
         ids = logits.argmax(-1)
         lengths = token_lengths.tolist()
         return {  # frames are CIF frames (frame_rate_divisor encoder frames each), as in CifAsrModel
             "tokens": [ids[b, : lengths[b]].tolist() for b in range(B)],
             "fire_frames": [cif_out.fire_frames[b, : lengths[b]].tolist() for b in range(B)],
-            "frame_lengths": self.cif_lengths(feat_lengths).tolist(), "hidden": tokens, "logits": logits,
+            # hidden: the last decoder pass's states (what the S-Adapter reads), (B, N, 384)
+            "frame_lengths": self.cif_lengths(feat_lengths).tolist(), "hidden": hidden, "logits": logits,
             "token_lengths": token_lengths, "alphas": cif_out.alphas,
         }
 

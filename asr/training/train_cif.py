@@ -76,7 +76,7 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     feat_info = json.loads((train_dir / "feat_info.json").read_text())
     seed_everything(train_cfg.seed)
     model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
-    divisor = getattr(getattr(model, "encoder", None), "frame_rate_divisor", 1)  # frames the batching counts
+    divisor = model.frame_rate_divisor  # feature frames per CIF frame
     batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
                     max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
     train_set, sampler = dataset_and_batches(train_dir, tokenizer, shuffle=True, seed=train_cfg.seed,

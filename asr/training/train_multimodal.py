@@ -251,7 +251,7 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
     seed_everything(train_cfg.seed)
     model = build_multimodal(mm_cfg, speech_llm_dir, image_dir, device=str(device))
     units = model.speech.stage1_units()
-    divisor = getattr(model.speech.stage1.encoder, "frame_rate_divisor", 1)
+    divisor = model.speech.stage1.frame_rate_divisor
 
     def speech_source(name, dirs, weight, with_pictures):
         data = SpeechSet(dirs, units, model, divisor, train_cfg.preload, with_pictures)

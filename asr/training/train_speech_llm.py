@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from asr.config import load_config
-from asr.models.cif_asr import CifAsrModel
+from asr.models.auto import load_stage1
 from asr.models.llm import load_llm
 from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, stage1_dir_of, write_stage1_link  # noqa: F401 (re-exported)
 from asr.tokenizer import load_tokenizer
@@ -45,7 +45,7 @@ def build_speech_llm(config: dict, stage1_dir: Path, train_cfg: TrainConfig | No
     sl_cfg = SpeechLlmConfig.from_dict(config.get("speech_llm", {}))
     # the LLM is loaded onto the training device; the saved config keeps the device the user wrote
     llm_cfg = dataclasses.replace(sl_cfg.llm, device=str(device)) if device is not None else sl_cfg.llm
-    model = SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(stage1_dir), load_llm(llm_cfg))
+    model = SpeechLlm(sl_cfg, load_stage1(stage1_dir), load_llm(llm_cfg), load_tokenizer(stage1_dir / "tokenizer"))
     if train_cfg is not None and train_cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model.llm)
     return model
@@ -76,8 +76,8 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
     device = dist.init_distributed(train_cfg.device)  # torchrun: join the process group (one process: nothing)
     seed_everything(train_cfg.seed)
     model = build_speech_llm(config, stage1_dir, train_cfg, device)
-    units = load_tokenizer(stage1_dir / "tokenizer")
-    divisor = getattr(model.stage1.encoder, "frame_rate_divisor", 1)
+    units = model.stage1_units()  # loaded with the model
+    divisor = model.stage1.frame_rate_divisor
     batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
                     max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
     dataset, sampler = dataset_and_batches(train_dir, units, shuffle=True, seed=train_cfg.seed,
