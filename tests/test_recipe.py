@@ -38,6 +38,9 @@ test_unseen:
   voices: [flite:kal16, espeak:en-us+m7]
 test_real:
   sources: [cards, alsa]
+test_real_ivr:
+  sources: [ivr]
+  max_utts: 3
 augment:
   fraction: 0.25
   babble_talkers: [2, 3]
@@ -87,8 +90,9 @@ def recipe_run(tmp_path_factory):
 
 def test_stage0_data_dirs(recipe_run):
     work, _ = recipe_run
-    for s in ("train", "dev", "test_unseen", "test_real"):
+    for s in ("train", "dev", "test_unseen", "test_real", "test_real_ivr"):
         assert validate_data_dir(work / "data" / s) > 0
+    assert len(read_table(work / "data/test_real_ivr/text")) == 3  # max_utts
     train_spk = set(read_table(work / "data/train/utt2spk").values())
     test_spk = set(read_table(work / "data/test_unseen/utt2spk").values())
     assert not train_spk & test_spk
@@ -129,7 +133,7 @@ def test_stage3_training_outputs(recipe_run):
 def test_stage4_decode_and_score(recipe_run):
     work, proc = recipe_run
     exp = work / "exp/tiny"
-    for s in ("dev", "test_unseen", "test_real"):
+    for s in ("dev", "test_unseen", "test_real", "test_real_ivr"):
         d = exp / f"decode_cif_{s}"
         hyp, ref = read_table(d / "hyp", allow_empty_value=True), read_table(d / "ref")
         assert set(hyp) <= set(ref) and hyp
