@@ -34,9 +34,12 @@ def model_kind_or_none(model_dir: Path) -> str | None:
     return model_kind(model_dir) if (model_dir / "config.json").is_file() else None
 
 
-def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=None) -> Path:
+def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=None,
+                 cif_tail_threshold: float | None = None) -> Path:
     """``decode``: decoding defaults for the speech LLM (``beam_size``, ``cif_weight``); ``dtype``
-    (a stage-1 Whisper C-Former only, e.g. torch.float16): the weights are saved in that dtype."""
+    (a stage-1 Whisper C-Former only, e.g. torch.float16): the weights are saved in that dtype;
+    ``cif_tail_threshold``: the stage-1 model's end-of-utterance CIF weight (tuned on dev) in the
+    exported config."""
     model_dir = Path(model_dir)
     if dtype is not None and model_kind_or_none(model_dir) != "whisper_cformer":
         raise ValueError(f"{model_dir}: --dtype applies to stage-1 Whisper C-Former dirs only")
@@ -67,7 +70,8 @@ def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=N
         llm = json.loads((model_dir / "speech_llm.json").read_text())["llm"]["name_or_path"]
         doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT, "decode": decode}
     elif (model_dir / "config.json").is_file() and (model_dir / "feat_info.json").is_file():
-        shutil.copytree(model_dir, tmp)
+        # averaged.json names the local exp dir the checkpoints came from: provenance that does not travel
+        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("averaged.json"))
         if dtype is not None:  # re-save the weights in that dtype (the shipped models: fp16)
             for stale in ("model.pt", "model.safetensors"):
                 (tmp / stale).unlink(missing_ok=True)
@@ -76,6 +80,11 @@ def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=N
     else:
         raise FileNotFoundError(f"{model_dir}: not a stage-3 model dir (multimodal.json), a stage-2 one (speech_llm.json) "
                                 "or a stage-1 one (config.json, feat_info.json)")
+    if cif_tail_threshold is not None:
+        stage1_config = tmp / "config.json" if doc["kind"] == "cif" else tmp / "stage1" / "config.json"
+        config = json.loads(stage1_config.read_text())
+        config["cif_tail_threshold"] = cif_tail_threshold
+        write_text_atomic(stage1_config, json.dumps(config, indent=2) + "\n")
     write_text_atomic(tmp / EXPORT_FILE, json.dumps(doc, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

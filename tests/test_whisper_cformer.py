@@ -167,14 +167,17 @@ def test_export_in_fp16_transcribes_like_the_model_dir(model_dir, espeak_dir, tm
     from asr.export import export_model
     from asr.models.auto import load_stage1, model_kind
 
-    out = export_model(model_dir, tmp_path / "export", dtype=torch.float16)
+    out = export_model(model_dir, tmp_path / "export", dtype=torch.float16, cif_tail_threshold=0.3)
     assert model_kind(out) == "whisper_cformer" and isinstance(load_stage1(out), WhisperCFormer)
+    assert load_stage1(out).cif.tail_threshold == 0.3 and load_stage1(model_dir).cif.tail_threshold == 0.45
     assert (out / "model.safetensors").stat().st_size < 0.6 * (model_dir / "model.safetensors").stat().st_size
     wav = next(p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|"))
     from asr.data.audio import read_audio
 
     wave, _ = read_audio(wav)
-    full, half = load_recognizer(model_dir)([wave])[0], load_recognizer(out)([wave])[0]
+    half_recognizer = load_recognizer(out)
+    half_recognizer.model.cif.set_tail_threshold(0.45)  # as the model dir has it
+    full, half = load_recognizer(model_dir)([wave])[0], half_recognizer([wave])[0]
     assert full.text and full.words
     assert half.text == full.text  # fp16 weights change nothing that argmax sees here
     assert all(0 <= w.start <= w.end <= wave.shape[0] / 16000 + 1e-3 for w in full.words)
@@ -269,3 +272,32 @@ def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path):
     target = llm.tokenizer("hello world", add_special_tokens=False)["input_ids"] + [llm.tokenizer.eos_token_id]
     out = model.train()(feats, lengths, torch.tensor([target, target]), torch.tensor([len(target)] * 2))
     assert torch.isfinite(out["loss"]) and out["loss"].requires_grad
+
+
+def test_collapse_repeats_keeps_the_last_of_each_run():
+    from asr.models.whisper_cformer import _collapse_repeats
+
+    ids = torch.tensor([[5, 5, 7, 7, 7, 9, 0], [3, 4, 4, 0, 0, 0, 0]])  # lengths 6 and 3 (the rest is padding)
+    lengths = torch.tensor([6, 3])
+    fires = torch.arange(7).repeat(2, 1)  # (B, N) one value per slot
+    hidden = torch.arange(14, dtype=torch.float).view(2, 7, 1).expand(2, 7, 3)  # (B, N, D)
+    new_ids, new_fires, new_hidden, new_lengths = _collapse_repeats(ids, lengths, fires, hidden)
+    assert new_lengths.tolist() == [3, 2]
+    assert new_ids[0, :3].tolist() == [5, 7, 9] and new_ids[1, :2].tolist() == [3, 4]
+    assert new_fires[0, :3].tolist() == [1, 4, 5] and new_fires[1, :2].tolist() == [0, 2]  # a run ends where its last slot fired
+    assert new_hidden[1, :2, 0].tolist() == [7.0, 9.0]
+
+
+def test_collapse_in_recognition_removes_exactly_the_adjacent_repeats(tokenizer):
+    model = _model(tokenizer)
+    torch.manual_seed(3)
+    feats = torch.randn(2, 140, 384)
+    with torch.no_grad():
+        model.cif.linear.bias.fill_(-0.5)
+        plain = model.recognize(feats, torch.tensor([140, 100]))
+        model.config.collapse_repeats = True
+        merged = model.recognize(feats, torch.tensor([140, 100]))
+    for b in range(2):
+        expected = [t for j, t in enumerate(plain["tokens"][b]) if j + 1 == len(plain["tokens"][b]) or plain["tokens"][b][j + 1] != t]
+        assert merged["tokens"][b] == expected
+        assert len(merged["fire_frames"][b]) == len(expected) == int(merged["token_lengths"][b])

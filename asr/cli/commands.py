@@ -169,6 +169,9 @@ def add_decode(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="decode dir to write (hyp, ref, decode_info.json)")
     p.add_argument("--batch-frames", type=int, default=40000, help="max padded frames per batch")
     p.add_argument("--num-threads", type=int, default=0)
+    p.add_argument("--cif-tail-threshold", type=float,
+                   help="weight added at the end of an utterance before counting CIF fires (default: the model's "
+                   "cif_tail_threshold); tune it on dev: too high repeats the last word, too low drops it")
     p.set_defaults(func=run_decode)
 
 
@@ -179,7 +182,8 @@ def run_decode(args) -> int:
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, batch_frames=args.batch_frames)
+    info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, batch_frames=args.batch_frames,
+                           tail_threshold=args.cif_tail_threshold)
     print(json.dumps(info))
     return 0
 

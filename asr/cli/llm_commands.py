@@ -66,6 +66,8 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the self-contained dir `asr transcribe --model` loads")
     p.add_argument("--beam-size", type=int, default=1, help="decoding default recorded for `asr transcribe`")
     p.add_argument("--cif-weight", type=float, default=0.0, help="decoding default recorded for `asr transcribe`")
+    p.add_argument("--cif-tail-threshold", type=float,
+                   help="the stage-1 model's end-of-utterance CIF weight in the export (tuned on dev with asr decode)")
     p.add_argument("--dtype", choices=["float16", "float32"],
                    help="stage-1 Whisper C-Former: save the weights in this dtype (float16 halves the dir)")
     p.set_defaults(func=run_export)
@@ -77,7 +79,8 @@ def run_export(args) -> int:
     import torch
 
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    out = export_model(Path(args.model_dir), Path(args.out), {"beam_size": args.beam_size, "cif_weight": args.cif_weight}, dtype)
+    out = export_model(Path(args.model_dir), Path(args.out), {"beam_size": args.beam_size, "cif_weight": args.cif_weight}, dtype,
+                       args.cif_tail_threshold)
     print(f"exported: {out}")
     return 0
 

@@ -33,8 +33,12 @@ def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict
     return model, tokenizer, feat_info
 
 
-def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, batch_frames: int = 40000) -> dict:
+def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, batch_frames: int = 40000,
+                    tail_threshold: float | None = None) -> dict:
+    """``tail_threshold``: CIF's end-of-utterance weight for this decoding (default: the model's)."""
     model, tokenizer, feat_info = load_recognizer(model_dir)
+    if tail_threshold is not None:
+        model.cif.set_tail_threshold(tail_threshold)
     dump_dir, out_dir = Path(dump_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     feats_scp, num_frames = read_dump(dump_dir)
@@ -64,7 +68,7 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
         "rtf": round(elapsed / max(audio_sec, 1e-9), 4),
         "cif_tokens_per_second": round(total_tokens / max(audio_sec, 1e-9), 3),
         "encoder_frames_per_second": round(total_enc_frames / max(audio_sec, 1e-9), 3),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "cif_tail_threshold": model.cif.tail_threshold,
     }
     write_text_atomic(out_dir / "decode_info.json", json.dumps(info, indent=2) + "\n")
     return info

@@ -350,6 +350,12 @@ class CifPredictor(nn.Module):
         self.linear = nn.Linear(conv_channels, 1)
 
     # -- step 1: weights ------------------------------------------------------------------
+    def set_tail_threshold(self, value: float) -> None:
+        """Change the end-of-utterance weight used when decoding (a decoding setting, tuned on dev)."""
+        if not 0.0 <= value < self.threshold:
+            raise ValueError(f"tail threshold must be in [0, {self.threshold}), got {value}")
+        self.tail_threshold = float(value)
+
     def compute_alphas(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, D), (B, T) bool -> (B, T) alphas in [0, 1], exactly 0 on padding."""
         x = torch.where(mask.unsqueeze(-1), hidden, hidden.new_zeros(()))  # (B, T, D)

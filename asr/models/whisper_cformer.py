@@ -74,6 +74,9 @@ class WhisperCFormerConfig:
     label_smoothing: float = 0.0
     feedback_prob: float = 0.0  # share of training steps whose decoder reads the argmax draft
     refine_passes: int = 4  # decoder passes at inference
+    # inference: merge a run of equal adjacent tokens into one (two slots of the parallel decoder
+    # writing the same token for one stretch of speech, the main error of the non-autoregressive pass)
+    collapse_repeats: bool = False
     prefix: tuple[str, ...] = ("<|startoftranscript|>", "<|notimestamps|>")
     prefix_ids: tuple[int, ...] = ()  # filled from the tokenizer when the model is built
 
@@ -314,10 +317,13 @@ class WhisperCFormer(nn.Module):
             logits = hidden @ self.embeddings.T
             previous = self.embeddings[logits.argmax(-1)]
         ids = logits.argmax(-1)
+        fires = cif_out.fire_frames
+        if self.config.collapse_repeats:
+            ids, logits, hidden, fires, token_lengths = _collapse_repeats(ids, token_lengths, logits, hidden, fires)
         lengths = token_lengths.tolist()
         return {  # frames are CIF frames (frame_rate_divisor encoder frames each), as in CifAsrModel
             "tokens": [ids[b, : lengths[b]].tolist() for b in range(B)],
-            "fire_frames": [cif_out.fire_frames[b, : lengths[b]].tolist() for b in range(B)],
+            "fire_frames": [fires[b, : lengths[b]].tolist() for b in range(B)],
             # hidden: the last decoder pass's states (what the S-Adapter reads), (B, N, 384)
             "frame_lengths": self.cif_lengths(feat_lengths).tolist(), "hidden": hidden, "logits": logits,
             "token_lengths": token_lengths, "alphas": cif_out.alphas,
@@ -351,6 +357,24 @@ class WhisperCFormer(nn.Module):
         except ValueError as exc:
             raise ValueError(f"{model_dir}: {exc}") from None
         return model.eval()
+
+
+def _collapse_repeats(ids: torch.Tensor, lengths: torch.Tensor, *per_token: torch.Tensor):
+    """Keep the last token of each run of equal adjacent ids (its fire frame ends the run).
+
+    ids (B, N), lengths (B,), per_token tensors (B, N, ...) -> the same, compacted to the kept
+    tokens (padding past the new lengths), and the new lengths (B,)."""
+    B, N = ids.shape
+    valid = torch.arange(N, device=ids.device)[None, :] < lengths[:, None]
+    keep = valid.clone()
+    keep[:, :-1] &= (ids[:, :-1] != ids[:, 1:]) | ~valid[:, 1:]
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)  # kept tokens first, in order
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        idx = order.view(B, N, *([1] * (t.dim() - 2))).expand(B, N, *t.shape[2:])
+        return t.gather(1, idx)
+
+    return (take(ids), *(take(t) for t in per_token), keep.sum(1))
 
 
 def _attention(attn, x: torch.Tensor, memory: torch.Tensor | None, key_mask: torch.Tensor | None,
