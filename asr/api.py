@@ -26,11 +26,12 @@ class Model:
         self.recognizer = recognizer
 
     def transcribe(self, audio: str | Path | np.ndarray | torch.Tensor, batch_size: int = 8,
-                   chunk_seconds: float = 20.0) -> dict:
+                   chunk_seconds: float = 20.0, vad: str = "energy", min_pause: float = 1.0) -> dict:
         """Transcribe a file (any format ``asr transcribe`` reads) or a 16 kHz mono waveform.
 
         Long audio is cut at quiet points into chunks of at most ``chunk_seconds``, decoded
-        ``batch_size`` at a time. Returns whisper's dict: ``text``, ``language``, ``segments``
+        ``batch_size`` at a time; ``vad`` (energy | silero | none) and ``min_pause`` choose the pauses
+        left out. Returns whisper's dict: ``text``, ``language``, ``segments``
         (``id``, ``start``, ``end``, ``text``, ``words`` with ``word``, ``start``, ``end``,
         ``probability``), plus ``duration`` and ``tokens`` (the units with their times).
         """
@@ -41,7 +42,7 @@ class Model:
             wave = torch.as_tensor(np.asarray(audio, dtype=np.float32))
             if wave.dim() != 1:
                 raise ValueError(f"a waveform must be 1-D mono samples at {rate} Hz, got shape {tuple(wave.shape)}")
-        return to_dict(transcribe_wave(self.recognizer, wave, batch_size, chunk_seconds))
+        return to_dict(transcribe_wave(self.recognizer, wave, batch_size, chunk_seconds, vad, min_pause))
 
 
 def load_model(name_or_path: str | Path | None = None, device: str = "auto", beam_size: int | None = None,

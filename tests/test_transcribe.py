@@ -401,3 +401,26 @@ def test_timestamps_and_cues():
     assert to_tsv(t).splitlines()[1] == "10000\t12900\tword00 word01 word02 word03 word04 word05"
     no_words = Transcript(5.0, [Segment(0.0, 5.0, Hypothesis("hello there"))])
     assert to_srt(no_words) == "1\n00:00:00,000 --> 00:00:05,000\nhello there\n\n"
+
+
+def test_vad_choices_on_two_utterances_and_a_pause(wavs, tmp_path):
+    """energy and silero leave the 2 s pause out (one chunk per utterance); none decodes every sample."""
+    pytest.importorskip("faster_whisper")
+    first, second = (read_audio(w, 16000)[0] for w in wavs[:2])
+    wave = torch.cat([first, torch.zeros(2 * 16000), second])
+    gap = (first.shape[0], first.shape[0] + 2 * 16000)
+    for vad in ("energy", "silero"):
+        chunks = speech_chunks(wave, 16000, vad=vad)
+        assert len(chunks) == 2, (vad, chunks)
+        assert chunks[0][1] <= gap[0] + 0.45 * 16000 and chunks[1][0] >= gap[1] - 0.45 * 16000, (vad, chunks)
+    assert speech_chunks(wave, 16000, vad="none") == [(0, wave.shape[0])]
+    assert len(speech_chunks(wave, 16000, vad="silero", min_pause=3.0)) == 1  # a 2 s pause is no pause at 3 s
+    with pytest.raises(ValueError, match="unknown vad"):
+        speech_chunks(wave, 16000, vad="loud")
+
+
+def test_vad_option_of_the_command(model_dir, wavs, tmp_path):
+    out = tmp_path / "out"
+    assert main(["transcribe", "--model", str(model_dir), "-o", str(out), "-f", "json", "-q", "--vad", "none", wavs[0]]) == 0
+    doc = json.loads((out / f"{Path(wavs[0]).stem}.json").read_text())
+    assert doc["segments"][0]["start"] == 0.0 and doc["segments"][-1]["end"] == pytest.approx(doc["duration"], abs=1e-3)

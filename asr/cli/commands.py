@@ -298,6 +298,10 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
                    "(log p with picture + W x (log p with - log p without); default 0: plain decoding)")
     p.add_argument("--chunk-seconds", type=float, default=20.0,
                    help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
+    p.add_argument("--vad", choices=["energy", "silero", "none"], default="energy",
+                   help="which pauses are left out: energy (a quiet-frame gate, no model), silero (the Silero VAD "
+                   "model inside faster-whisper), none (every sample decoded; long audio still cut at quiet points)")
+    p.add_argument("--min-pause", type=float, default=1.0, help="pauses at least this long (s) are left out (default: 1)")
     p.add_argument("--max-line-width", type=int, help="srt/vtt/tsv: at most this many characters in a cue (default: 42)")
     p.add_argument("--max-words-per-line", type=int, help="srt/vtt/tsv: at most this many words in a cue")
     p.add_argument("--quiet", "-q", action="store_true", help="print no segments, only errors and the summary")
@@ -332,8 +336,8 @@ def run_transcribe(args) -> int:
         raise ValueError("no input: give audio files, directories or --wav-scp")
     if args.batch_size < 1 or args.chunk_seconds <= 0:
         raise ValueError("--batch-size and --chunk-seconds must be positive")
-    if args.threads < 0 or (args.max_line_width or 1) < 1 or (args.max_words_per_line or 1) < 1:
-        raise ValueError("--threads, --max-line-width and --max-words-per-line must be positive")
+    if args.threads < 0 or (args.max_line_width or 1) < 1 or (args.max_words_per_line or 1) < 1 or args.min_pause <= 0:
+        raise ValueError("--threads, --max-line-width, --max-words-per-line and --min-pause must be positive")
     if _output_dir(args.output_dir) is None:
         return 2
     if args.threads:
@@ -343,7 +347,8 @@ def run_transcribe(args) -> int:
                                  image=args.image, picture_guidance=args.picture_guidance)
     start, audio_seconds, failed, kaldi_text = time.perf_counter(), 0.0, 0, {}
     with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1, disable=not args.quiet) as bar:
-        for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar):
+        for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar,
+                                              vad=args.vad, min_pause=args.min_pause):
             if isinstance(result, AudioError):
                 failed += 1
                 tqdm.write(f"{item.source}: skipped: {result}", file=sys.stderr)

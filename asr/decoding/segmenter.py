@@ -108,11 +108,38 @@ def speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0,
     return regions
 
 
+VADS = ("energy", "silero", "none")
+
+
+def silero_speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0,
+                          pad: float = 0.1) -> list[tuple[int, int]]:
+    """Speech spans found by the Silero VAD (its ONNX model ships inside faster-whisper; 16 kHz audio):
+    pauses of at least ``min_pause`` seconds left out, ``pad`` seconds kept on either side."""
+    if sample_rate != 16000:
+        raise ValueError(f"the Silero VAD reads 16 kHz audio, not {sample_rate} Hz")
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError as exc:
+        raise RuntimeError("--vad silero needs faster-whisper (pip install faster-whisper), or use --vad energy") from exc
+    options = VadOptions(min_silence_duration_ms=int(min_pause * 1000), speech_pad_ms=int(pad * 1000))
+    spans = get_speech_timestamps(wave.numpy().astype(np.float32), options, sampling_rate=sample_rate)
+    return [(int(s["start"]), int(s["end"])) for s in spans]
+
+
 def speech_chunks(wave: torch.Tensor, sample_rate: int, max_seconds: float = 20.0, min_seconds: float = 1.0,
-                  min_pause: float = 1.0) -> list[tuple[int, int]]:
-    """:func:`speech_regions`, each cut by :func:`split_on_silence` into chunks of at most ``max_seconds``."""
+                  min_pause: float = 1.0, vad: str = "energy") -> list[tuple[int, int]]:
+    """Speech regions (``vad``: ``energy``, :func:`speech_regions`; ``silero``, :func:`silero_speech_regions`;
+    ``none``, the whole wave), each cut by :func:`split_on_silence` into chunks of at most ``max_seconds``."""
+    if vad == "energy":
+        regions = speech_regions(wave, sample_rate, min_pause=min_pause)
+    elif vad == "silero":
+        regions = silero_speech_regions(wave, sample_rate, min_pause=min_pause)
+    elif vad == "none":
+        regions = [(0, wave.shape[0])] if wave.shape[0] else []
+    else:
+        raise ValueError(f"unknown vad {vad!r}: one of {', '.join(VADS)}")
     chunks = []
-    for start, end in speech_regions(wave, sample_rate, min_pause=min_pause):
+    for start, end in regions:
         chunks += [(start + s, start + e) for s, e in split_on_silence(wave[start:end], sample_rate, max_seconds,
                                                                          min(min_seconds, max_seconds))]
     return chunks

@@ -205,21 +205,23 @@ def _decode_pool(recognizer: Recognizer, pool: list[_Pending], batch_size: int, 
 
 
 def transcribe_wave(recognizer: Recognizer, wave: torch.Tensor, batch_size: int = 8,
-                    chunk_seconds: float = 20.0) -> Transcript:
+                    chunk_seconds: float = 20.0, vad: str = "energy", min_pause: float = 1.0) -> Transcript:
     """One waveform (N,) at the recognizer's rate -> its Transcript (chunked as files are)."""
     item = AudioInput("audio", "<waveform>")
-    pending = _Pending(item, wave, speech_chunks(wave, recognizer.sample_rate, chunk_seconds))
+    pending = _Pending(item, wave, speech_chunks(wave, recognizer.sample_rate, chunk_seconds, min_pause=min_pause, vad=vad))
     return next(_decode_pool(recognizer, [pending], batch_size, None))[1]
 
 
 def transcribe_inputs(recognizer: Recognizer, inputs: list[AudioInput], batch_size: int = 8,
-                      chunk_seconds: float = 20.0, progress=None) -> Iterator[tuple[AudioInput, Transcript | AudioError]]:
+                      chunk_seconds: float = 20.0, progress=None, vad: str = "energy",
+                      min_pause: float = 1.0) -> Iterator[tuple[AudioInput, Transcript | AudioError]]:
     """Yield ``(input, Transcript)`` for each input, or ``(input, AudioError)`` when it cannot be read.
 
     Files are read one after the other and cut into chunks of at most ``chunk_seconds``; once
     ``POOL_BATCHES * batch_size`` chunks are pooled (and at the end) they are decoded together, so
     memory holds about that many chunks' audio plus the file being read. ``progress`` (a tqdm bar,
-    optional) counts chunks; its total grows as files are read.
+    optional) counts chunks; its total grows as files are read. ``vad`` (energy | silero | none) and
+    ``min_pause``: which pauses are left out (:func:`asr.decoding.segmenter.speech_chunks`).
     """
     pool: list[_Pending] = []
     for item in inputs:
@@ -228,7 +230,7 @@ def transcribe_inputs(recognizer: Recognizer, inputs: list[AudioInput], batch_si
         except AudioError as exc:
             yield item, exc
             continue
-        pool.append(_Pending(item, wave, speech_chunks(wave, rate, chunk_seconds)))
+        pool.append(_Pending(item, wave, speech_chunks(wave, rate, chunk_seconds, min_pause=min_pause, vad=vad)))
         if progress is not None:
             progress.total += len(pool[-1].spans)
             progress.refresh()
