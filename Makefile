@@ -11,12 +11,13 @@ APT_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts po
                 bible-kjv bible-kjv-text wamerican sctk
 NJ ?= 2
 
-.PHONY: setup apt demo test test-fast bench clean help
+.PHONY: setup apt demo test test-fast lint format bench clean help
 
 help:
 	@echo "make setup   install Debian packages (as root) and the Python venv (.venv)"
 	@echo "make demo    set up, run recipes/mini end to end (quick config), transcribe sample audio"
-	@echo "make test    set up, run the test suite"
+	@echo "make test    set up, run the test suite (make test-fast: without the slow tests)"
+	@echo "make lint    ruff: lint and format check (make format rewrites the files)"
 	@echo "make bench   set up, run benchmarks into bench/out/"
 
 setup: $(STAMP)
@@ -62,6 +63,14 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: setup
 	$(PY) -m bench.run --out bench/out

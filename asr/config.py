@@ -1,11 +1,11 @@
 """Experiment configs: one YAML file per experiment, one section per stage.
 
-    features:  {type: fbank | whisper_encoder, options: {...}}
-    tokenizer: {model_type: bpe | unigram | char, vocab_size: N}
-    model:     CifAsrConfig fields
-    train:     TrainConfig fields
-    decode:    {batch_frames: N} (stage 1); {beam_size, batch_size, ...} (LLM decoding)
-    speech_llm: SpeechLlmConfig fields {llm, adapter, prompt} (stage-2 configs)
+features:  {type: fbank | whisper_encoder, options: {...}}
+tokenizer: {model_type: bpe | unigram | char, vocab_size: N}
+model:     CifAsrConfig fields
+train:     TrainConfig fields
+decode:    {batch_frames: N} (stage 1); {beam_size, batch_size, ...} (LLM decoding)
+speech_llm: SpeechLlmConfig fields {llm, adapter, prompt} (stage-2 configs)
 """
 
 from __future__ import annotations

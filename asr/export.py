@@ -22,26 +22,32 @@ import shutil
 from pathlib import Path
 
 from asr.io_utils import write_text_atomic
-from asr.models.auto import load_stage1, model_kind
-from asr.training.train_speech_llm import stage1_dir_of, write_stage1_link
+from asr.models.auto import STAGE1_KINDS, load_stage1
+from asr.models.loading import MULTIMODAL, SPEECH_LLM, dir_kind
+from asr.models.multimodal_llm import CONFIG_NAME as MULTIMODAL_CONFIG
+from asr.models.speech_llm import CONFIG_NAME as SPEECH_LLM_CONFIG
+from asr.models.speech_llm import WEIGHTS_NAME as SPEECH_LLM_WEIGHTS
+from asr.models.speech_llm import stage1_dir_of, write_stage1_link
+from asr.models.whisper_cformer import KIND as WHISPER_CFORMER
 
 EXPORT_FILE = "export.json"
 FORMAT = 1
 DECODE_DEFAULTS = {"beam_size": 1, "cif_weight": 0.0}
 
 
-def model_kind_or_none(model_dir: Path) -> str | None:
-    return model_kind(model_dir) if (model_dir / "config.json").is_file() else None
-
-
-def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=None,
-                 cif_tail_threshold: float | None = None) -> Path:
+def export_model(
+    model_dir: Path, out: Path, decode: dict | None = None, dtype=None, cif_tail_threshold: float | None = None
+) -> Path:
     """``decode``: decoding defaults for the speech LLM (``beam_size``, ``cif_weight``); ``dtype``
     (a stage-1 Whisper C-Former only, e.g. torch.float16): the weights are saved in that dtype;
     ``cif_tail_threshold``: the stage-1 model's end-of-utterance CIF weight (tuned on dev) in the
     exported config."""
     model_dir = Path(model_dir)
-    if dtype is not None and model_kind_or_none(model_dir) != "whisper_cformer":
+    try:
+        kind = dir_kind(model_dir)
+    except ValueError:
+        kind = None
+    if dtype is not None and kind != WHISPER_CFORMER:
         raise ValueError(f"{model_dir}: --dtype applies to stage-1 Whisper C-Former dirs only")
     decode = {**DECODE_DEFAULTS, **(decode or {})}
     unknown = set(decode) - set(DECODE_DEFAULTS)
@@ -49,37 +55,39 @@ def export_model(model_dir: Path, out: Path, decode: dict | None = None, dtype=N
         raise ValueError(f"unknown decoding options {sorted(unknown)}; known: {sorted(DECODE_DEFAULTS)}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if (model_dir / "multimodal.json").is_file():
+    if kind == MULTIMODAL:
         tmp.mkdir(parents=True)
         speech = model_dir / "speech_llm"
         shutil.copytree(stage1_dir_of(speech), tmp / "stage1")
         shutil.copytree(model_dir / "image_x2l", tmp / "image_x2l")
         (tmp / "speech_llm").mkdir()
-        for name in ("speech_llm.json", "adapter.pt"):
+        for name in (SPEECH_LLM_CONFIG, SPEECH_LLM_WEIGHTS):
             shutil.copyfile(speech / name, tmp / "speech_llm" / name)
         write_stage1_link(tmp / "speech_llm", "../stage1")
-        shutil.copyfile(model_dir / "multimodal.json", tmp / "multimodal.json")
-        llm = json.loads((speech / "speech_llm.json").read_text())["llm"]["name_or_path"]
+        shutil.copyfile(model_dir / MULTIMODAL_CONFIG, tmp / MULTIMODAL_CONFIG)
+        llm = json.loads((speech / SPEECH_LLM_CONFIG).read_text())["llm"]["name_or_path"]
         doc = {"kind": "multimodal", "llm": llm, "format": FORMAT, "decode": decode}
-    elif (model_dir / "speech_llm.json").is_file():
+    elif kind == SPEECH_LLM:
         tmp.mkdir(parents=True)
         shutil.copytree(stage1_dir_of(model_dir), tmp / "stage1")
-        for name in ("speech_llm.json", "adapter.pt"):
+        for name in (SPEECH_LLM_CONFIG, SPEECH_LLM_WEIGHTS):
             shutil.copyfile(model_dir / name, tmp / name)
         write_stage1_link(tmp, "stage1")  # relative: the dir can be moved
-        llm = json.loads((model_dir / "speech_llm.json").read_text())["llm"]["name_or_path"]
+        llm = json.loads((model_dir / SPEECH_LLM_CONFIG).read_text())["llm"]["name_or_path"]
         doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT, "decode": decode}
-    elif (model_dir / "config.json").is_file() and (model_dir / "feat_info.json").is_file():
+    elif kind in STAGE1_KINDS and (model_dir / "feat_info.json").is_file():
         # averaged.json names the local exp dir the checkpoints came from: provenance that does not travel
         shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns("averaged.json"))
         if dtype is not None:  # re-save the weights in that dtype (the shipped models: fp16)
             for stale in ("model.pt", "model.safetensors"):
                 (tmp / stale).unlink(missing_ok=True)
             load_stage1(model_dir).save_pretrained(tmp, dtype=dtype)
-        doc = {"kind": "cif", "llm": None, "format": FORMAT, "model_kind": model_kind(model_dir)}
+        doc = {"kind": "cif", "llm": None, "format": FORMAT, "model_kind": kind}
     else:
-        raise FileNotFoundError(f"{model_dir}: not a stage-3 model dir (multimodal.json), a stage-2 one (speech_llm.json) "
-                                "or a stage-1 one (config.json, feat_info.json)")
+        raise FileNotFoundError(
+            f"{model_dir}: not a stage-3 model dir (multimodal.json), a stage-2 one (speech_llm.json) "
+            "or a stage-1 one (config.json, feat_info.json)"
+        )
     if cif_tail_threshold is not None:
         stage1_config = tmp / "config.json" if doc["kind"] == "cif" else tmp / "stage1" / "config.json"
         config = json.loads(stage1_config.read_text())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 @contextlib.contextmanager
@@ -53,15 +53,28 @@ def save_config_and_weights(out_dir: str | Path, config_name: str, config: dict,
             torch.save(state, tmp)
 
 
-def load_weights(model_dir: str | Path, stem: str = "model", map_location: str = "cpu") -> dict:
-    """The state dict of a model dir: ``<stem>.safetensors`` if present, else ``<stem>.pt``."""
+def load_state_file(path: str | Path, map_location: str = "cpu") -> dict:
+    """The tensors of one weights file (``.safetensors``, else torch's pickle format, tensors only);
+    a file that cannot be read raises ValueError naming it."""
     import torch
 
-    model_dir = Path(model_dir)
-    if (model_dir / f"{stem}.safetensors").is_file():
-        from safetensors.torch import load_file
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(model_dir / f"{stem}.safetensors"), device=map_location)
-    if (model_dir / f"{stem}.pt").is_file():
-        return torch.load(model_dir / f"{stem}.pt", map_location=map_location)
+            return load_file(str(path), device=map_location)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # torch.load and safetensors raise many types for a damaged file
+        raise ValueError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from None
+
+
+def load_weights(model_dir: str | Path, stem: str = "model", map_location: str = "cpu") -> dict:
+    """The state dict of a model dir: ``<stem>.safetensors`` if present, else ``<stem>.pt``."""
+    model_dir = Path(model_dir)
+    for name in (f"{stem}.safetensors", f"{stem}.pt"):
+        if (model_dir / name).is_file():
+            return load_state_file(model_dir / name, map_location)
     raise FileNotFoundError(f"{model_dir}: no weights ({stem}.safetensors or {stem}.pt)")

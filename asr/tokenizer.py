@@ -229,7 +229,7 @@ class WhisperUnits:
         return dst
 
 
-def load_tokenizer(path: str | Path) -> "Tokenizer | LlmUnits | WhisperUnits":
+def load_tokenizer(path: str | Path) -> Tokenizer | LlmUnits | WhisperUnits:
     """Open units from a prefix (``exp/tokenizer/units``), a ``.model`` file, a ``.llm`` or a
     ``.whisper`` dir."""
     path = Path(path)
@@ -239,5 +239,6 @@ def load_tokenizer(path: str | Path) -> "Tokenizer | LlmUnits | WhisperUnits":
             return WhisperUnits(candidate) if kind == "whisper" else LlmUnits(candidate)
         if candidate.is_file():
             return Tokenizer(candidate)
-    raise FileNotFoundError(f"no tokenizer at {path} (looked for {path}, {path}.model, {path}.llm/{LLM_UNITS_FILE}, "
-                            f"{path}.whisper/{LLM_UNITS_FILE})")
+    raise FileNotFoundError(
+        f"no tokenizer at {path} (looked for {path}, {path}.model, {path}.llm/{LLM_UNITS_FILE}, {path}.whisper/{LLM_UNITS_FILE})"
+    )

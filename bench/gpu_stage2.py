@@ -28,10 +28,30 @@ import torch
 # Published shapes (config.json of each model); ChatGLM3-6B's architecture is built as transformers'
 # GLM (the same blocks: RMSNorm, SwiGLU, grouped-query attention with 2 KV groups, partial RoPE).
 LLM_SHAPES = {
-    "glm4-9b-sized": ("glm4", dict(vocab_size=151552, hidden_size=4096, num_hidden_layers=40, num_attention_heads=32,
-                                    num_key_value_heads=2, intermediate_size=13696, head_dim=128)),
-    "chatglm3-6b-sized": ("glm", dict(vocab_size=65024, hidden_size=4096, num_hidden_layers=28, num_attention_heads=32,
-                                       num_key_value_heads=2, intermediate_size=13696, head_dim=128)),
+    "glm4-9b-sized": (
+        "glm4",
+        dict(
+            vocab_size=151552,
+            hidden_size=4096,
+            num_hidden_layers=40,
+            num_attention_heads=32,
+            num_key_value_heads=2,
+            intermediate_size=13696,
+            head_dim=128,
+        ),
+    ),
+    "chatglm3-6b-sized": (
+        "glm",
+        dict(
+            vocab_size=65024,
+            hidden_size=4096,
+            num_hidden_layers=28,
+            num_attention_heads=32,
+            num_key_value_heads=2,
+            intermediate_size=13696,
+            head_dim=128,
+        ),
+    ),
 }
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, head_dim=16)
 
@@ -66,17 +86,21 @@ def pack(dump_dir: Path, out: Path, num_utts: int) -> None:
 def run(args) -> dict:
     from transformers import AutoTokenizer
 
+    from asr.data.batching import IGNORE_ID, pad_features
     from asr.models.cif_asr import CifAsrModel
     from asr.models.llm import LlmConfig, LoadedLlm
     from asr.models.s_adapter import SAdapterConfig
-    from asr.models.speech_llm import IGNORE_ID, SpeechLlm, SpeechLlmConfig
-    from asr.training.data import pad_features
+    from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = torch.load(args.feats)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    results = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "batch_size": args.batch_size, "runs": []}
+    results = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "runs": [],
+    }
     for name, (family, shape) in LLM_SHAPES.items():
         if args.tiny:
             shape = {**shape, **TINY, "vocab_size": max(len(tokenizer), 1024)}
@@ -84,7 +108,9 @@ def run(args) -> dict:
         llm_model = random_llm(family, shape, torch.bfloat16, device)
         init_s = time.perf_counter() - t0
         n_params = sum(p.numel() for p in llm_model.parameters())
-        loaded = LoadedLlm(model=llm_model, tokenizer=tokenizer, config=LlmConfig(name_or_path=name, dtype="bfloat16", device=device))
+        loaded = LoadedLlm(
+            model=llm_model, tokenizer=tokenizer, config=LlmConfig(name_or_path=name, dtype="bfloat16", device=device)
+        )
         stage1 = CifAsrModel.from_pretrained(args.stage1)
         model = SpeechLlm(SpeechLlmConfig(llm=loaded.config, adapter=SAdapterConfig(hidden_dim=2048)), stage1, loaded)
         model.train()
@@ -120,14 +146,20 @@ def run(args) -> dict:
                     tokens += int(out["positions"])
                     speech_s += float(lengths.sum()) / 50.0
             step_s = sum(times) / len(times)
-            row = {"llm": name, "params_b": round(n_params / 1e9, 2), "init_s": round(init_s, 1),
-                   "gradient_checkpointing": checkpointing, "step_s": round(step_s, 3),
-                   "llm_tokens_per_s": round(tokens / sum(times)), "speech_s_per_s": round(speech_s / sum(times), 1),
-                   "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device == "cuda" else None,
-                   "loss": round(float(out["loss"].detach()), 3)}
+            row = {
+                "llm": name,
+                "params_b": round(n_params / 1e9, 2),
+                "init_s": round(init_s, 1),
+                "gradient_checkpointing": checkpointing,
+                "step_s": round(step_s, 3),
+                "llm_tokens_per_s": round(tokens / sum(times)),
+                "speech_s_per_s": round(speech_s / sum(times), 1),
+                "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device == "cuda" else None,
+                "loss": round(float(out["loss"].detach()), 3),
+            }
             if checkpointing:  # LLM decoding of one batch (greedy, KV cache), after a warm-up call
                 model.eval()
-                for attempt in range(2):
+                for _attempt in range(2):
                     if device == "cuda":
                         torch.cuda.synchronize()
                     t1 = time.perf_counter()
@@ -166,12 +198,17 @@ def main(argv=None) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_stage2.json").write_text(json.dumps(results, indent=2) + "\n")
-        lines = [f"Device: {results['device']}, torch {results['torch']}, batch {results['batch_size']} utterances, bf16 LLM (random init), adapter trained", "",
-                 "| LLM | params (B) | grad. ckpt | step (s) | LLM tokens/s | speech s/s | peak GPU mem (GiB) | generate batch (s) |",
-                 "|---|---|---|---|---|---|---|---|"]
+        lines = [
+            f"Device: {results['device']}, torch {results['torch']}, batch {results['batch_size']} utterances, bf16 LLM (random init), adapter trained",
+            "",
+            "| LLM | params (B) | grad. ckpt | step (s) | LLM tokens/s | speech s/s | peak GPU mem (GiB) | generate batch (s) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in results["runs"]:
-            lines.append(f"| {r['llm']} | {r['params_b']} | {'yes' if r['gradient_checkpointing'] else 'no'} | {r['step_s']} | "
-                         f"{r['llm_tokens_per_s']} | {r['speech_s_per_s']} | {r['peak_mem_gib']} | {r.get('generate_s', '')} |")
+            lines.append(
+                f"| {r['llm']} | {r['params_b']} | {'yes' if r['gradient_checkpointing'] else 'no'} | {r['step_s']} | "
+                f"{r['llm_tokens_per_s']} | {r['speech_s_per_s']} | {r['peak_mem_gib']} | {r.get('generate_s', '')} |"
+            )
         (args.out / "gpu_stage2.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
 

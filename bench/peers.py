@@ -35,8 +35,9 @@ def load_set(data_dir: Path, limit: int = 0) -> list[tuple[str, np.ndarray, str]
     data = DataDir(data_dir, wav_scp=read_table(data_dir / "wav.scp"))
     data.text = read_table(data_dir / "text", allow_empty_value=True)
     if (data_dir / "segments").is_file():
-        data.segments = {u: (v.split()[0], float(v.split()[1]), float(v.split()[2]))
-                         for u, v in read_table(data_dir / "segments").items()}
+        data.segments = {
+            u: (v.split()[0], float(v.split()[1]), float(v.split()[2])) for u, v in read_table(data_dir / "segments").items()
+        }
     ids = sorted(data.segments if data.segments is not None else data.wav_scp)
     if limit > 0:
         ids = [ids[i * len(ids) // limit] for i in range(min(limit, len(ids)))]
@@ -73,13 +74,14 @@ class FasterWhisper:
     def __init__(self, threads: int = 2):
         from faster_whisper import WhisperModel
 
-        from asr.models.whisper_ct2 import packaged_whisper_dir
+        from asr.pretrained.whisper_ct2 import packaged_whisper_dir
 
         self.model = WhisperModel(str(packaged_whisper_dir()), device="cpu", compute_type="float32", cpu_threads=threads)
 
     def __call__(self, wave: np.ndarray) -> str:
-        segments, _ = self.model.transcribe(wave, language="en", beam_size=1, temperature=0.0,
-                                            condition_on_previous_text=False, vad_filter=False)
+        segments, _ = self.model.transcribe(
+            wave, language="en", beam_size=1, temperature=0.0, condition_on_previous_text=False, vad_filter=False
+        )
         return " ".join(s.text.strip() for s in segments)
 
 
@@ -87,7 +89,7 @@ class ToolkitModel:
     """A model dir of this toolkit (empty: the shipped default) through asr transcribe's recognizer."""
 
     def __init__(self, name: str, model_dir: str | None):
-        from asr.decoding.transcribe import load_recognizer
+        from asr.decoding.recognizers import load_recognizer
 
         self.name = name
         self.recognizer = load_recognizer(model_dir or None)
@@ -114,16 +116,27 @@ def run_peer(peer, utts, out_dir: Path) -> dict:
     write_table(out_dir / "hyp", hyps)
     write_table(out_dir / "ref", refs)
     wer = score_dir(out_dir, unit="word")
-    return {"utts": len(utts), "audio_s": round(audio, 2), "rtf": round(decode / max(audio, 1e-9), 4),
-            "wer": round(wer.err_rate, 2), "errors": wer.num_errors, "ref_words": wer.num_ref_tokens}
+    return {
+        "utts": len(utts),
+        "audio_s": round(audio, 2),
+        "rtf": round(decode / max(audio, 1e-9), 4),
+        "wer": round(wer.err_rate, 2),
+        "errors": wer.num_errors,
+        "ref_words": wer.num_ref_tokens,
+    }
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", type=Path, required=True, help="Kaldi data dirs (wav.scp, text)")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
-    p.add_argument("--models", nargs="*", default=[], metavar="NAME=DIR",
-                   help="this toolkit's models as more rows (DIR empty: the shipped default model)")
+    p.add_argument(
+        "--models",
+        nargs="*",
+        default=[],
+        metavar="NAME=DIR",
+        help="this toolkit's models as more rows (DIR empty: the shipped default model)",
+    )
     p.add_argument("--limit", type=int, default=0, help="at most N utterances per set, spread over it (0 = all)")
     p.add_argument("--out", type=Path, default=Path("bench/out"))
     args = p.parse_args(argv)
@@ -150,7 +163,9 @@ def main(argv=None) -> dict:
     for name, per_set in results.items():
         for set_name, r in per_set.items():
             if isinstance(r, dict) and "utts" in r:
-                lines.append(f"| {name} | {set_name} | {r['utts']} | {r['wer']} | {r['errors']} / {r['ref_words']} | {r['rtf']} |")
+                lines.append(
+                    f"| {name} | {set_name} | {r['utts']} | {r['wer']} | {r['errors']} / {r['ref_words']} | {r['rtf']} |"
+                )
     lines += ["", *wer_table(results, list(sets))]
     write_text_atomic(args.out / "peers.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -40,11 +40,11 @@ import torch
 
 from asr.config import load_config
 from asr.data.audio import AudioError, read_audio, utterance_audio
+from asr.data.batching import pad_features
 from asr.data.datadir import DataDir, read_table
 from asr.features.extractors import build_extractor
 from asr.io_utils import write_table, write_text_atomic
 from asr.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
-from asr.training.data import pad_features
 
 log = logging.getLogger("bench")
 
@@ -138,9 +138,11 @@ def load_utterances(data_dir: Path | None, num_utts: int) -> tuple[list[BenchUtt
 
 def cpu_busy_share(seconds: float = 0.5) -> float | None:
     """Share of all CPUs busy (any process) over ``seconds``, from /proc/stat; None where unreadable."""
+
     def sample():
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, total (without guest time)
+
     try:
         idle0, total0 = sample()
         time.sleep(seconds)
@@ -214,9 +216,15 @@ class FeatureBank:
         if ftype not in self.speed:
             frames = sum(m.shape[0] for m in feats.values())
             self.speed[ftype] = {
-                "extractor": type(ext).__name__, "options": options or {}, "num_utts": len(feats),
-                "audio_seconds": _r(audio), "wall_seconds": _r(wall), "x_real_time": _r(audio / wall),
-                "dim": int(ext.dim), "frame_rate_hz": float(ext.frame_rate_hz), "frames": int(frames),
+                "extractor": type(ext).__name__,
+                "options": options or {},
+                "num_utts": len(feats),
+                "audio_seconds": _r(audio),
+                "wall_seconds": _r(wall),
+                "x_real_time": _r(audio / wall),
+                "dim": int(ext.dim),
+                "frame_rate_hz": float(ext.frame_rate_hz),
+                "frames": int(frames),
             }
             log.info("%s: %.1f s of audio in %.2f s = %.1fx real time", ftype, audio, wall, audio / wall)
         return feats
@@ -238,8 +246,10 @@ def find_tokenizer(explicit: Path | None, model_dir: Path | None) -> Path | None
     for name in ("tokenizer.model", "tokenizer.llm"):
         if model_dir is not None and (model_dir / name).exists():
             return model_dir / name
-    found = sorted(list(RECIPE.glob("exp/*/tokenizer/units.model")) + list(RECIPE.glob("exp/*/tokenizer/units.llm")),
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        list(RECIPE.glob("exp/*/tokenizer/units.model")) + list(RECIPE.glob("exp/*/tokenizer/units.llm")),
+        key=lambda p: p.stat().st_mtime,
+    )
     return found[-1] if found else None
 
 
@@ -280,7 +290,8 @@ def _write_dump(out: Path, feats: dict[str, np.ndarray], utts: list[BenchUtt], i
 
 def bench_training(config_path: Path, bank: FeatureBank, tokenizer: Tokenizer, warmup: int, steps: int, tmp: Path):
     """Returns (result dict, the model after the steps, the config dict, the features used)."""
-    from asr.training.data import FeatureDataset, FrameBatchSampler
+    from asr.data.batching import FrameBatchSampler
+    from asr.training.data import FeatureDataset
     from asr.training.train_cif import build_model
     from asr.training.trainer import TrainConfig, seed_everything, warmup_inv_sqrt
 
@@ -298,8 +309,13 @@ def bench_training(config_path: Path, bank: FeatureBank, tokenizer: Tokenizer, w
     model = build_model(config, int(ext.dim), vocab, None)
     divisor = getattr(model.encoder, "frame_rate_divisor", 1)
     dataset = FeatureDataset(dump, tokenizer, frame_divisor=divisor, preload=True)
-    sampler = FrameBatchSampler([u.num_frames for u in dataset.utts], train_cfg.max_frames_per_batch, shuffle=True,
-                                seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+    sampler = FrameBatchSampler(
+        [u.num_frames for u in dataset.utts],
+        train_cfg.max_frames_per_batch,
+        shuffle=True,
+        seed=train_cfg.seed,
+        max_batch_size=train_cfg.max_batch_size,
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_inv_sqrt(train_cfg.warmup_steps))
@@ -334,13 +350,21 @@ def bench_training(config_path: Path, bank: FeatureBank, tokenizer: Tokenizer, w
     wall = time.perf_counter() - start
     rate = float(ext.frame_rate_hz)
     result = {
-        "config": _rel(config_path), "feature_type": ftype, "frame_rate_hz": rate,
+        "config": _rel(config_path),
+        "feature_type": ftype,
+        "frame_rate_hz": rate,
         "trainable_params_millions": _r(sum(p.numel() for p in params) / 1e6),
-        "vocab_size": vocab, "max_frames_per_batch": train_cfg.max_frames_per_batch,
-        "num_utts": len(dataset), "batches_per_epoch": len(sampler),
-        "mean_batch_size": _r(n_utts / steps), "warmup_steps": warmup, "timed_steps": steps,
-        "wall_seconds": _r(wall), "seconds_per_step": _r(wall / steps),
-        "utterances_per_second": _r(n_utts / wall), "frames_per_second": _r(n_frames / wall),
+        "vocab_size": vocab,
+        "max_frames_per_batch": train_cfg.max_frames_per_batch,
+        "num_utts": len(dataset),
+        "batches_per_epoch": len(sampler),
+        "mean_batch_size": _r(n_utts / steps),
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "wall_seconds": _r(wall),
+        "seconds_per_step": _r(wall / steps),
+        "utterances_per_second": _r(n_utts / wall),
+        "frames_per_second": _r(n_frames / wall),
         "audio_seconds_per_second": _r(n_frames / rate / wall),
     }
     log.info("train %s: %.2f utt/s, %.0f frames/s, %.2f s/step", config_path.stem, n_utts / wall, n_frames / wall, wall / steps)
@@ -353,7 +377,7 @@ def bench_training(config_path: Path, bank: FeatureBank, tokenizer: Tokenizer, w
 def _frontend_batch(ext, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen-encoder features of a batch of waveforms: one padded, sliced encoder forward when the
     batch allows it (more than one utterance, all within Whisper's 30 s window, no pooling)."""
-    from asr.models.whisper_encoder import whisper_log_mel
+    from asr.features.whisper_encoder import whisper_log_mel
 
     mels = [whisper_log_mel(w) for w in waves]
     if len(mels) > 1 and ext.config.pool == 1 and max(m.shape[0] for m in mels) <= ext.max_frames:
@@ -362,10 +386,17 @@ def _frontend_batch(ext, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch
     return pad_features([torch.from_numpy(ext(w)) for w in waves])
 
 
-def bench_decoding(model, ids: list[str], feats: dict[str, np.ndarray], audio_seconds: float, batch_frames: int,
-                   frontend=None, waves: dict[str, torch.Tensor] | None = None) -> dict:
+def bench_decoding(
+    model,
+    ids: list[str],
+    feats: dict[str, np.ndarray],
+    audio_seconds: float,
+    batch_frames: int,
+    frontend=None,
+    waves: dict[str, torch.Tensor] | None = None,
+) -> dict:
     """RTF of ``model.recognize`` batched and at batch size 1; ``frontend``: also end to end from audio."""
-    from asr.training.data import FrameBatchSampler
+    from asr.data.batching import FrameBatchSampler
 
     model.eval()
     sampler = FrameBatchSampler([feats[u].shape[0] for u in ids], batch_frames, shuffle=False)
@@ -385,11 +416,20 @@ def bench_decoding(model, ids: list[str], feats: dict[str, np.ndarray], audio_se
             for batch in batches:
                 tokens += sum(len(t) for t in model.recognize(*make_inputs(batch))["tokens"])
             wall = time.perf_counter() - start
-        return {"batches": len(batches), "mean_batch_size": _r(len(ids) / len(batches)), "decode_seconds": _r(wall),
-                "rtf": _r(wall / audio_seconds), "cif_tokens": tokens}
+        return {
+            "batches": len(batches),
+            "mean_batch_size": _r(len(ids) / len(batches)),
+            "decode_seconds": _r(wall),
+            "rtf": _r(wall / audio_seconds),
+            "cif_tokens": tokens,
+        }
 
-    out = {"num_utts": len(ids), "audio_seconds": _r(audio_seconds), "batch_frames": batch_frames,
-           "cached_features": {name: timed(cached, b) for name, b in layouts.items()}}
+    out = {
+        "num_utts": len(ids),
+        "audio_seconds": _r(audio_seconds),
+        "batch_frames": batch_frames,
+        "cached_features": {name: timed(cached, b) for name, b in layouts.items()},
+    }
     if frontend is not None:
         out["end_to_end"] = {name: timed(from_audio, b) for name, b in layouts.items()}
     return out
@@ -406,16 +446,20 @@ def find_model_dir() -> Path | None:
             info = json.loads((d / "feat_info.json").read_text())
         except (OSError, ValueError):
             continue
-        if info.get("feature_type") == "whisper_encoder" and (d / "model.pt").is_file() and ((d / "tokenizer.model").is_file() or (d / "tokenizer.llm").is_dir()):
+        if (
+            info.get("feature_type") == "whisper_encoder"
+            and (d / "model.pt").is_file()
+            and ((d / "tokenizer.model").is_file() or (d / "tokenizer.llm").is_dir())
+        ):
             found.append(d)
     return max(found, key=lambda d: (d / "model.pt").stat().st_mtime) if found else None
 
 
 def bench_compression(model_dir: Path, bank: FeatureBank) -> dict:
-    from asr.decoding.cif_greedy import load_recognizer
-    from asr.training.data import FrameBatchSampler
+    from asr.data.batching import FrameBatchSampler
+    from asr.decoding.cif_greedy import load_cif_model
 
-    model, tokenizer, feat_info = load_recognizer(model_dir)
+    model, tokenizer, feat_info = load_cif_model(model_dir)
     ftype, options = feat_info["feature_type"], feat_info.get("options", {})
     feats = bank.features(ftype, options)
     utts = [u for u in bank.utts if u.utt_id in feats]
@@ -437,8 +481,13 @@ def bench_compression(model_dir: Path, bank: FeatureBank) -> dict:
     cif_total, enc_total = sum(n_tokens.values()), sum(n_frames.values())
     refs = {u.utt_id: len(tokenizer.encode(u.text)) for u in utts if u.text}
     out = {
-        "model_dir": _rel(model_dir), "feature_type": ftype, "num_utts": len(ids), "audio_seconds": _r(audio),
-        "native_frames_source": "frozen Whisper encoder output (50 Hz)" if ftype == "whisper_encoder" else f"{ftype} feature frames",
+        "model_dir": _rel(model_dir),
+        "feature_type": ftype,
+        "num_utts": len(ids),
+        "audio_seconds": _r(audio),
+        "native_frames_source": "frozen Whisper encoder output (50 Hz)"
+        if ftype == "whisper_encoder"
+        else f"{ftype} feature frames",
         "cif_vectors_per_second": _r(cif_total / audio),
         "encoder_frames_per_second": _r(enc_total / audio),
         "native_frames_per_second": _r(native / audio),
@@ -448,22 +497,37 @@ def bench_compression(model_dir: Path, bank: FeatureBank) -> dict:
     }
     if refs:
         ref_total = sum(refs.values())
-        out.update({
-            "num_utts_with_reference": len(refs),
-            "reference_tokens_per_second": _r(ref_total / sum(u.seconds for u in utts if u.utt_id in refs)),
-            "token_count_match_share": _r(sum(n_tokens[u] == n for u, n in refs.items()) / len(refs)),
-            "token_count_mean_abs_diff": _r(sum(abs(n_tokens[u] - n) for u, n in refs.items()) / len(refs)),
-        })
+        out.update(
+            {
+                "num_utts_with_reference": len(refs),
+                "reference_tokens_per_second": _r(ref_total / sum(u.seconds for u in utts if u.utt_id in refs)),
+                "token_count_match_share": _r(sum(n_tokens[u] == n for u, n in refs.items()) / len(refs)),
+                "token_count_mean_abs_diff": _r(sum(abs(n_tokens[u] - n) for u, n in refs.items()) / len(refs)),
+            }
+        )
     else:
         out.update({k: NO_TEXT for k in ("reference_tokens_per_second", "token_count_match_share", "token_count_mean_abs_diff")})
-    log.info("compression: %.2f CIF vectors/s vs %.1f encoder frames/s (%.1f native); count match %s",
-             cif_total / audio, enc_total / audio, native / audio, out["token_count_match_share"])
+    log.info(
+        "compression: %.2f CIF vectors/s vs %.1f encoder frames/s (%.1f native); count match %s",
+        cif_total / audio,
+        enc_total / audio,
+        native / audio,
+        out["token_count_match_share"],
+    )
     return out
 
 
-COMPRESSION_FIELDS = ["cif_vectors_per_second", "encoder_frames_per_second", "native_frames_per_second",
-                      "encoder_frames_per_cif_vector", "native_frames_per_cif_vector", "reference_tokens_per_second",
-                      "token_count_match_share", "token_count_mean_abs_diff", "decode_rtf_cached_batched"]
+COMPRESSION_FIELDS = [
+    "cif_vectors_per_second",
+    "encoder_frames_per_second",
+    "native_frames_per_second",
+    "encoder_frames_per_cif_vector",
+    "native_frames_per_cif_vector",
+    "reference_tokens_per_second",
+    "token_count_match_share",
+    "token_count_mean_abs_diff",
+    "decode_rtf_cached_batched",
+]
 
 
 def _rel(path: Path) -> str:
@@ -506,7 +570,10 @@ def table_rows(res: dict) -> list[tuple[str, str, object, str]]:
             (f"training `{tag}`", "step time", r["seconds_per_step"], f"s/step (mean batch {r['mean_batch_size']:g} utts)"),
         ]
     for tag, r in res["decoding"].items():
-        for kind, label in (("cached_features", "model on cached features"), ("end_to_end", "end to end (log-mel + Whisper encoder + model)")):
+        for kind, label in (
+            ("cached_features", "model on cached features"),
+            ("end_to_end", "end to end (log-mel + Whisper encoder + model)"),
+        ):
             for layout, name in (("batched", "batched"), ("batch_size_1", "batch size 1")):
                 if kind in r:
                     d = r[kind][layout]
@@ -544,8 +611,10 @@ def render_markdown(res: dict) -> str:
     ]
     busy = m.get("cpu_busy_before_start")
     if busy is not None and busy > 0.25:
-        lines.append(f"- **warning**: {busy:.0%} of the CPUs were busy with other work just before the bench started: "
-                     "the timings below are not representative of an idle machine")
+        lines.append(
+            f"- **warning**: {busy:.0%} of the CPUs were busy with other work just before the bench started: "
+            "the timings below are not representative of an idle machine"
+        )
     lines += [
         "",
         "| section | metric | value | unit |",
@@ -557,19 +626,43 @@ def render_markdown(res: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="output dir for bench.json and bench.md (default: %(default)s)")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                   help="Kaldi data dir whose wav.scp (and text) to use; pocketsphinx's test wavs when absent (default: %(default)s)")
-    p.add_argument("--num-utts", type=int, default=50, help="utterances to use, spread over the data dir (default: %(default)s; 0 = all)")
-    p.add_argument("--configs", type=Path, nargs="+", default=DEFAULT_CONFIGS, help="experiment configs to train/decode (default: the recipe's two)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "out", help="output dir for bench.json and bench.md (default: %(default)s)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="Kaldi data dir whose wav.scp (and text) to use; pocketsphinx's test wavs when absent (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-utts", type=int, default=50, help="utterances to use, spread over the data dir (default: %(default)s; 0 = all)"
+    )
+    p.add_argument(
+        "--configs",
+        type=Path,
+        nargs="+",
+        default=DEFAULT_CONFIGS,
+        help="experiment configs to train/decode (default: the recipe's two)",
+    )
     p.add_argument("--train-steps", type=int, default=10, help="timed training steps per config (default: %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=2, help="untimed training steps first (default: %(default)s)")
-    p.add_argument("--model-dir", type=Path, default=None,
-                   help="trained model dir for the CIF compression rows (default: newest recipes/mini/exp/*/final with whisper_encoder features)")
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="trained model dir for the CIF compression rows (default: newest recipes/mini/exp/*/final with whisper_encoder features)",
+    )
     p.add_argument("--no-model", action="store_true", help="skip the CIF compression rows (n/a) even if a trained model exists")
-    p.add_argument("--tokenizer", type=Path, default=None,
-                   help="sentencepiece model for training targets (default: the model dir's, else the newest recipe tokenizer, else one trained on the audio's text)")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="sentencepiece model for training targets (default: the model dir's, else the newest recipe tokenizer, else one trained on the audio's text)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: 0 = torch's default)")
     args = p.parse_args(argv)
     if args.train_steps < 1 or args.warmup_steps < 0:
@@ -629,25 +722,49 @@ def main(argv=None) -> dict:
             # 3. decoding RTF (the same model, in eval mode)
             ids = [u.utt_id for u in utts if u.utt_id in feats]
             frontend = bank.extractor(ftype, options) if ftype == "whisper_encoder" else None
-            decoding[tag] = bench_decoding(model, ids, feats, sum(u.seconds for u in utts if u.utt_id in feats),
-                                           int(config.get("decode", {}).get("batch_frames", 40000)), frontend,
-                                           {u.utt_id: u.wave for u in utts})
+            decoding[tag] = bench_decoding(
+                model,
+                ids,
+                feats,
+                sum(u.seconds for u in utts if u.utt_id in feats),
+                int(config.get("decode", {}).get("batch_frames", 40000)),
+                frontend,
+                {u.utt_id: u.wave for u in utts},
+            )
             d = decoding[tag]["cached_features"]
-            log.info("decode %s: RTF %.4f batched, %.4f at batch size 1 (cached features)", tag, d["batched"]["rtf"], d["batch_size_1"]["rtf"])
+            log.info(
+                "decode %s: RTF %.4f batched, %.4f at batch size 1 (cached features)",
+                tag,
+                d["batched"]["rtf"],
+                d["batch_size_1"]["rtf"],
+            )
             del model
     # 4. CIF compression of a trained model
-    compression = (bench_compression(model_dir, bank) if model_dir is not None
-                   else {"status": NO_MODEL, **{key: NO_MODEL for key in COMPRESSION_FIELDS}})
+    compression = (
+        bench_compression(model_dir, bank)
+        if model_dir is not None
+        else {"status": NO_MODEL, **{key: NO_MODEL for key in COMPRESSION_FIELDS}}
+    )
 
     machine["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     res = {
         "schema": SCHEMA,
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine,
-        "settings": {"num_utts": args.num_utts, "train_steps": args.train_steps, "warmup_steps": args.warmup_steps,
-                     "configs": [_rel(c) for c in args.configs], "tokenizer": _rel(tok_path) if tok_path else "trained on the audio's text"},
-        "inputs": {"source": _rel(Path(source)), "num_utts": len(utts), "audio_seconds": _r(audio),
-                   "mean_utt_seconds": _r(audio / len(utts)), "utt_ids": [u.utt_id for u in utts]},
+        "settings": {
+            "num_utts": args.num_utts,
+            "train_steps": args.train_steps,
+            "warmup_steps": args.warmup_steps,
+            "configs": [_rel(c) for c in args.configs],
+            "tokenizer": _rel(tok_path) if tok_path else "trained on the audio's text",
+        },
+        "inputs": {
+            "source": _rel(Path(source)),
+            "num_utts": len(utts),
+            "audio_seconds": _r(audio),
+            "mean_utt_seconds": _r(audio / len(utts)),
+            "utt_ids": [u.utt_id for u in utts],
+        },
         "feature_extraction": bank.speed,
         "training": training,
         "decoding": decoding,

@@ -22,15 +22,30 @@ from pathlib import Path
 
 from asr.io_utils import write_text_atomic
 
-DEFAULT_AUDIO = [Path("/usr/share/pocketsphinx/test/data/librivox"), Path("/usr/share/pocketsphinx/test/data/cards"),
-                 Path("/usr/share/sounds/alsa")]
+DEFAULT_AUDIO = [
+    Path("/usr/share/pocketsphinx/test/data/librivox"),
+    Path("/usr/share/pocketsphinx/test/data/cards"),
+    Path("/usr/share/sounds/alsa"),
+]
 IVR_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 SUMMARY = re.compile(r"([\d.]+) s of audio in ([\d.]+) s \(real-time factor ([\d.]+)\), peak memory (\d+) MiB")
 
 
 def transcribe(model: Path, audio: list[str], batch_size: int, beam_size: int, out_dir: Path) -> dict:
-    cmd = [str(Path(sys.executable).parent / "asr"), "transcribe", *(["--model", str(model)] if model else []),
-           "-o", str(out_dir), "-f", "txt", "--batch-size", str(batch_size), "--beam-size", str(beam_size), *audio]
+    cmd = [
+        str(Path(sys.executable).parent / "asr"),
+        "transcribe",
+        *(["--model", str(model)] if model else []),
+        "-o",
+        str(out_dir),
+        "-f",
+        "txt",
+        "--batch-size",
+        str(batch_size),
+        "--beam-size",
+        str(beam_size),
+        *audio,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     m = SUMMARY.search(proc.stderr)
     if proc.returncode != 0 or not m:
@@ -56,14 +71,19 @@ def main(argv=None) -> dict:
         batch = transcribe(args.model, files, 8, args.beam_size, Path(tmp))
     audio = sum(r["audio_s"] for r in single)
     result = {
-        "model": str(args.model), "files": len(files), "audio_s": round(audio, 1), "beam_size": args.beam_size,
+        "model": str(args.model),
+        "files": len(files),
+        "audio_s": round(audio, 1),
+        "beam_size": args.beam_size,
         "batch1": {"rtf": round(sum(r["wall_s"] for r in single) / audio, 4), "peak_mib": max(r["peak_mib"] for r in single)},
         "batch8": {"rtf": batch["rtf"], "peak_mib": batch["peak_mib"]},
     }
     write_text_atomic(args.out / "transcribe.json", json.dumps(result, indent=2) + "\n")
-    md = ("| asr transcribe | files | audio (s) | RTF | peak memory (MiB) |\n|---|---|---|---|---|\n"
-          f"| one file per process, --batch-size 1 | {len(files)} | {result['audio_s']} | {result['batch1']['rtf']} | {result['batch1']['peak_mib']} |\n"
-          f"| all files, --batch-size 8 | {len(files)} | {result['audio_s']} | {result['batch8']['rtf']} | {result['batch8']['peak_mib']} |\n")
+    md = (
+        "| asr transcribe | files | audio (s) | RTF | peak memory (MiB) |\n|---|---|---|---|---|\n"
+        f"| one file per process, --batch-size 1 | {len(files)} | {result['audio_s']} | {result['batch1']['rtf']} | {result['batch1']['peak_mib']} |\n"
+        f"| all files, --batch-size 8 | {len(files)} | {result['audio_s']} | {result['batch8']['rtf']} | {result['batch8']['peak_mib']} |\n"
+    )
     write_text_atomic(args.out / "transcribe.md", md)
     print(md)
     return result

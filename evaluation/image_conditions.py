@@ -18,9 +18,9 @@ the share of those words the hypothesis got right (aligned to an identical word)
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import jiwer
 import numpy as np
@@ -84,8 +84,9 @@ def read_word_classes(path: str | Path) -> dict[str, str]:
     return word_class
 
 
-def class_words_right(ref: dict[str, str], hyp: dict[str, str], word_class: dict[str, str],
-                      normalizer) -> dict[str, tuple[int, int]]:
+def class_words_right(
+    ref: dict[str, str], hyp: dict[str, str], word_class: dict[str, str], normalizer
+) -> dict[str, tuple[int, int]]:
     """class group -> (its reference words the hypothesis has at the aligned position, its reference
     words); words of no class count under ``other``."""
     counts: dict[str, list[int]] = {}
@@ -99,8 +100,9 @@ def class_words_right(ref: dict[str, str], hyp: dict[str, str], word_class: dict
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
-def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "english",
-            word_classes: str | Path | None = None) -> list[ConditionRow]:
+def collect(
+    decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "english", word_classes: str | Path | None = None
+) -> list[ConditionRow]:
     """One row per condition (dump dir name) over the scored decode dirs; variants by picture table.
     ``word_classes``: a class table (:func:`read_word_classes`); each row then counts the words of
     every class the hypotheses got right (``ConditionRow.classes``)."""
@@ -132,8 +134,10 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
         row.utt_errors[variant] = {u.utt_id: u.num_errors for u in utts}
         for u in utts:
             if row.utt_words.setdefault(u.utt_id, len(u.ref_tokens)) != len(u.ref_tokens):
-                raise ValueError(f"{path}: utterance {u.utt_id!r} has {len(u.ref_tokens)} reference words here but "
-                                 f"{row.utt_words[u.utt_id]} in another decode dir of {condition}")
+                raise ValueError(
+                    f"{path}: utterance {u.utt_id!r} has {len(u.ref_tokens)} reference words here but "
+                    f"{row.utt_words[u.utt_id]} in another decode dir of {condition}"
+                )
         if word_class is not None:
             row.classes[variant] = class_words_right(ref, hyp, word_class, norm)
         if (data_dir / "masked_words").is_file():
@@ -141,8 +145,9 @@ def collect(decode_dirs: str | Path | Iterable[str | Path], normalizer: str = "e
     for variant in ("true", "other"):  # one table, one decoding rule per picture variant
         weights = {r.guidance[variant] for r in rows.values() if variant in r.guidance}
         if len(weights) > 1:
-            raise ValueError(f"the {variant} picture's decode dirs mix picture guidance weights {sorted(weights)}: "
-                             f"give the dirs of one weight")
+            raise ValueError(
+                f"the {variant} picture's decode dirs mix picture guidance weights {sorted(weights)}: give the dirs of one weight"
+            )
     return sorted(rows.values(), key=lambda r: (ORDER.index(r.condition) if r.condition in ORDER else len(ORDER), r.condition))
 
 
@@ -152,8 +157,10 @@ def guidance_note(rows: list[ConditionRow]) -> str:
     if not weights:
         return ""
     which = " and ".join(f"{v} ({w:g})" for v, w in sorted(weights.items(), key=lambda x: ["true", "other"].index(x[0])))
-    return (f"\nPictures decoded with picture guidance (`asr decode-llm --picture-guidance W`): {which}; "
-            f"no picture: plain decoding.\n")
+    return (
+        f"\nPictures decoded with picture guidance (`asr decode-llm --picture-guidance W`): {which}; "
+        f"no picture: plain decoding.\n"
+    )
 
 
 def format_table(rows: list[ConditionRow]) -> str:
@@ -173,8 +180,9 @@ def common_utterances(errors: dict[str, dict[str, int]], words: dict[str, int]) 
     return sorted(set(words).intersection(*[set(e) for e in errors.values()]))
 
 
-def paired_bootstrap(errors: dict[str, dict[str, int]], words: dict[str, int], num_resamples: int = 1000,
-                     seed: int = 0) -> dict[str, tuple[float, float, float]]:
+def paired_bootstrap(
+    errors: dict[str, dict[str, int]], words: dict[str, int], num_resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
     """Paired bootstrap over the utterances decoded with every variant in ``errors`` (variant -> utt -> errors).
 
     Each resample draws as many utterances as there are, with replacement, and recomputes the
@@ -197,15 +205,18 @@ def paired_bootstrap(errors: dict[str, dict[str, int]], words: dict[str, int], n
         out["true/none"] = (err["true"].sum() / err["none"].sum(), *np.percentile(ratio, [2.5, 97.5]))
     if {"true", "other"} <= set(err) and n_words.sum() > 0:
         diff = 100.0 * (err["other"][draws].sum(axis=1) - err["true"][draws].sum(axis=1)) / np.maximum(total_words, 1)
-        out["other-true"] = (100.0 * (err["other"].sum() - err["true"].sum()) / n_words.sum(),
-                             *np.percentile(diff, [2.5, 97.5]))
+        out["other-true"] = (100.0 * (err["other"].sum() - err["true"].sum()) / n_words.sum(), *np.percentile(diff, [2.5, 97.5]))
     return out
 
 
 def bootstrap_table(rows: list[ConditionRow], num_resamples: int = 1000, seed: int = 0) -> str:
     """95% intervals of true/none and of WER other - WER true per condition (paired bootstrap), markdown."""
-    lines = [f"Paired bootstrap over the utterances ({num_resamples} resamples, 95% intervals):", "",
-             "| Condition | #Utt | true/none | WER other - WER true |", "| :-- | --: | :-- | :-- |"]
+    lines = [
+        f"Paired bootstrap over the utterances ({num_resamples} resamples, 95% intervals):",
+        "",
+        "| Condition | #Utt | true/none | WER other - WER true |",
+        "| :-- | --: | :-- | :-- |",
+    ]
     any_row = False
     for r in rows:
         stats = paired_bootstrap(r.utt_errors, r.utt_words, num_resamples, seed)
@@ -227,15 +238,23 @@ def class_table(rows: list[ConditionRow]) -> str:
     names = sorted({c for r in rows for cl in r.classes.values() for c in cl}, key=lambda c: (c == "other", c))
     if not names:
         return ""
-    lines = ["Words recognised per word class, % of the class's reference words (true / other / none):", "",
-             "| Condition | " + " | ".join(names) + " |", "| :-- | " + " | ".join(":--" for _ in names) + " |"]
+    lines = [
+        "Words recognised per word class, % of the class's reference words (true / other / none):",
+        "",
+        "| Condition | " + " | ".join(names) + " |",
+        "| :-- | " + " | ".join(":--" for _ in names) + " |",
+    ]
     for r in rows:
         if not r.classes:
             continue
         cells = []
         for c in names:
-            shares = [f"{100.0 * r.classes[v][c][0] / r.classes[v][c][1]:.0f}"
-                      if v in r.classes and r.classes[v].get(c, (0, 0))[1] else "-" for v in variants]
+            shares = [
+                f"{100.0 * r.classes[v][c][0] / r.classes[v][c][1]:.0f}"
+                if v in r.classes and r.classes[v].get(c, (0, 0))[1]
+                else "-"
+                for v in variants
+            ]
             total = next((r.classes[v][c][1] for v in variants if v in r.classes and c in r.classes[v]), 0)
             cells.append(" / ".join(shares) + f" ({total})")
         lines.append(f"| {r.condition} | " + " | ".join(cells) + " |")
@@ -251,8 +270,11 @@ def plot(rows: list[ConditionRow], out: str | Path, title: str = "Image-conditio
 
     fig, ax = plt.subplots(figsize=(7, 4))
     names = [r.condition.removeprefix("test_") for r in rows]
-    styles = {"true": ("tab:green", "o", "true picture"), "other": ("tab:orange", "s", "another scene's picture"),
-              "none": ("tab:gray", "^", "no picture")}
+    styles = {
+        "true": ("tab:green", "o", "true picture"),
+        "other": ("tab:orange", "s", "another scene's picture"),
+        "none": ("tab:gray", "^", "no picture"),
+    }
     for v, (color, marker, label) in styles.items():
         xs = [i for i, r in enumerate(rows) if v in r.wer]
         if xs:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jiwer
 

@@ -17,8 +17,8 @@ and columns are padded to the display width (CJK characters count two).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from asr.io_utils import write_text_atomic
 from evaluation.metrics import CorpusScore, UtteranceScore, check_unit, metric_name
@@ -98,9 +98,7 @@ def format_alignment(utt: UtteranceScore) -> list[str]:
     ]
 
 
-def format_result_txt(
-    utt_scores: Sequence[UtteranceScore], corpus_score: CorpusScore, unit: str, title: str = ""
-) -> str:
+def format_result_txt(utt_scores: Sequence[UtteranceScore], corpus_score: CorpusScore, unit: str, title: str = "") -> str:
     """The whole ``result.txt``; ``title`` (e.g. the hypothesis file) heads the summary box."""
     box = _summary_box(corpus_score, unit, title)
     lines = [

@@ -23,9 +23,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from asr.data.datadir import DataDirError, read_table
 from asr.io_utils import write_text_atomic
@@ -61,13 +61,9 @@ def score_texts(
         raise ScoringError(f"hypothesis for utterance {unknown[0]!r} has no reference{more}")
     missing = [utt for utt in ref if utt not in hyp]
     if missing:
-        logger.warning(
-            "%d of %d utterances have no hypothesis (first: %r); scored as empty", len(missing), len(ref), missing[0]
-        )
+        logger.warning("%d of %d utterances have no hypothesis (first: %r); scored as empty", len(missing), len(ref), missing[0])
     utt_ids = list(ref)
-    utts = align_utterances(
-        utt_ids, [normalize(ref[u]) for u in utt_ids], [normalize(hyp.get(u, "")) for u in utt_ids], unit
-    )
+    utts = align_utterances(utt_ids, [normalize(ref[u]) for u in utt_ids], [normalize(hyp.get(u, "")) for u in utt_ids], unit)
     return utts, CorpusScore.from_utterances(utts, num_missing_hyp=len(missing))
 
 
@@ -116,9 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hyp", help=f"hypothesis text file (default: OUT/{HYP_FILE})")
     parser.add_argument("--out", required=True, help="decode dir to write the reports into")
     parser.add_argument("--unit", choices=("word", "char"), default="word", help="word -> WER, char -> CER")
-    parser.add_argument(
-        "--normalizer", choices=tuple(NORMALIZERS), default="english", help="text normalizer (default: english)"
-    )
+    parser.add_argument("--normalizer", choices=tuple(NORMALIZERS), default="english", help="text normalizer (default: english)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:

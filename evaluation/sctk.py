@@ -45,8 +45,12 @@ def run_sclite(ref: dict[str, str], hyp: dict[str, str], out_dir: str | Path, no
     normalize = get_normalizer(normalizer)
     (out / "ref.trn").write_text(_trn(ref, utts, normalize), encoding="utf-8")
     (out / "hyp.trn").write_text(_trn(hyp, utts, normalize), encoding="utf-8")
-    proc = subprocess.run([*command, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "rm", "-o", "sum", "pra"],
-                          cwd=out, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*command, "-r", "ref.trn", "trn", "-h", "hyp.trn", "trn", "-i", "rm", "-o", "sum", "pra"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
     summary = out / "hyp.trn.sys"
     if proc.returncode != 0 or not summary.is_file():
         raise RuntimeError(f"sclite failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-500:]}")

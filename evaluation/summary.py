@@ -22,9 +22,9 @@ import argparse
 import glob
 import logging
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from evaluation.metrics import CorpusScore, metric_name
 from evaluation.score import SCORES_FILE, read_scores

@@ -34,14 +34,15 @@ def _encode(path, codec: str, container: str | None, rate: int = 16000, seconds:
     return tone
 
 
-@pytest.mark.parametrize("suffix,codec,container", [(".m4a", "aac", "ipod"), (".webm", "libopus", "webm"),
-                                                    (".g722", "g722", "g722")])
+@pytest.mark.parametrize(
+    "suffix,codec,container", [(".m4a", "aac", "ipod"), (".webm", "libopus", "webm"), (".g722", "g722", "g722")]
+)
 def test_compressed_formats_decode_without_an_ffmpeg_binary(tmp_path, monkeypatch, suffix, codec, container):
     if codec not in av.codecs_available:
         pytest.skip(f"PyAV lacks the {codec} encoder")
     monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg, no sox
     rate = 48000 if codec == "libopus" else 16000
-    tone = _encode(tmp_path / f"tone{suffix}", codec, container, rate=rate)
+    _encode(tmp_path / f"tone{suffix}", codec, container, rate=rate)
     wave, got_rate = read_audio(tmp_path / f"tone{suffix}", 16000)
     assert got_rate == 16000
     assert abs(wave.shape[0] - 16000) < 0.1 * 16000  # one second, give or take the codec's padding

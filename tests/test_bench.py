@@ -30,18 +30,32 @@ def tiny_model_dir(tmp_path_factory, espeak_dir) -> Path:
     """A model dir as ``asr train`` leaves it (config.json, model.pt, tokenizer.model, feat_info.json), untrained."""
     root = tmp_path_factory.mktemp("bench_model")
     # enough text for a 40-unit BPE model: the data dir's transcripts plus a few more sentences
-    texts = dict((line.split(" ", 1) for line in (espeak_dir / "text").read_text().splitlines()))
+    texts = dict(line.split(" ", 1) for line in (espeak_dir / "text").read_text().splitlines())
     extra = ["the cat sat on the mat", "a dog ran far in the cold wind", "blue sky and hot sun", "seven of hearts"]
     texts.update({f"x{i}": t for i, t in enumerate(extra)})
     write_table(root / "text", texts)
     tokenizer = Tokenizer(train_tokenizer(root / "text", root / "tok" / "units", vocab_size=40))
     torch.manual_seed(0)
-    config = CifAsrConfig(vocab_size=len(tokenizer), feat_dim=384, encoder_type="frozen", frozen_pool=2, d_model=32,
-                          cformer_layers=1, cformer_heads=2, cformer_ffn=64)
+    config = CifAsrConfig(
+        vocab_size=len(tokenizer),
+        feat_dim=384,
+        encoder_type="frozen",
+        frozen_pool=2,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+    )
     model_dir = root / "final"
     CifAsrModel(config).save_pretrained(model_dir)
-    feat_info = {"feature_type": "whisper_encoder", "options": {"model": "packaged", "pool": 1}, "dim": 384,
-                 "frame_rate_hz": 50.0, "num_utts": 3, "num_bad": 0}
+    feat_info = {
+        "feature_type": "whisper_encoder",
+        "options": {"model": "packaged", "pool": 1},
+        "dim": 384,
+        "frame_rate_hz": 50.0,
+        "num_utts": 3,
+        "num_bad": 0,
+    }
     finalize_model_dir(model_dir, tokenizer, feat_info)
     return model_dir
 
@@ -49,8 +63,25 @@ def tiny_model_dir(tmp_path_factory, espeak_dir) -> Path:
 @pytest.fixture(scope="module")
 def bench_out(tmp_path_factory, espeak_dir, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("bench_out")
-    cmd = [sys.executable, "-m", "bench.run", "--out", str(out), "--data-dir", str(espeak_dir), "--num-utts", "3",
-           "--train-steps", "1", "--warmup-steps", "1", "--model-dir", str(tiny_model_dir), "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(espeak_dir),
+        "--num-utts",
+        "3",
+        "--train-steps",
+        "1",
+        "--warmup-steps",
+        "1",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -60,6 +91,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_field(bench_out):
     res = json.loads((bench_out / "bench.json").read_text())
     assert res["schema"] == "xllm-asr-bench/1" and res["date"]
@@ -80,8 +112,15 @@ def test_bench_json_has_every_field(bench_out):
         t = res["training"][tag]
         # FeatureDataset drops utterances with more tokens than CIF frames (the tiny test tokenizer makes many)
         assert t["timed_steps"] == 1 and 1 <= t["num_utts"] <= 3
-        for key in ("utterances_per_second", "frames_per_second", "audio_seconds_per_second", "seconds_per_step",
-                    "mean_batch_size", "trainable_params_millions", "max_frames_per_batch"):
+        for key in (
+            "utterances_per_second",
+            "frames_per_second",
+            "audio_seconds_per_second",
+            "seconds_per_step",
+            "mean_batch_size",
+            "trainable_params_millions",
+            "max_frames_per_batch",
+        ):
             assert _positive(t[key]), (tag, key, t[key])
         d = res["decoding"][tag]
         kinds = ("cached_features", "end_to_end") if tag == "cformer_whisper_quick" else ("cached_features",)
@@ -95,9 +134,15 @@ def test_bench_json_has_every_field(bench_out):
 
     c = res["cif_compression"]
     assert c["feature_type"] == "whisper_encoder" and c["num_utts"] == 3
-    for key in ("cif_vectors_per_second", "encoder_frames_per_second", "native_frames_per_second",
-                "encoder_frames_per_cif_vector", "native_frames_per_cif_vector", "reference_tokens_per_second",
-                "decode_rtf_cached_batched"):
+    for key in (
+        "cif_vectors_per_second",
+        "encoder_frames_per_second",
+        "native_frames_per_second",
+        "encoder_frames_per_cif_vector",
+        "native_frames_per_cif_vector",
+        "reference_tokens_per_second",
+        "decode_rtf_cached_batched",
+    ):
         assert _positive(c[key]), (key, c[key])
     # an untrained model rarely gets the count right: a share in [0, 1], a difference >= 0
     assert 0.0 <= c["token_count_match_share"] <= 1.0 and c["token_count_mean_abs_diff"] >= 0.0
@@ -106,6 +151,7 @@ def test_bench_json_has_every_field(bench_out):
     assert c["encoder_frames_per_second"] == pytest.approx(c["native_frames_per_second"] / 2, rel=0.05)
 
 
+@pytest.mark.slow
 def test_bench_markdown_table(bench_out):
     md = (bench_out / "bench.md").read_text()
     res = json.loads((bench_out / "bench.json").read_text())
@@ -118,6 +164,7 @@ def test_bench_markdown_table(bench_out):
     assert NO_MODEL not in md
 
 
+@pytest.mark.slow
 def test_markdown_without_trained_model(bench_out):
     res = json.loads((bench_out / "bench.json").read_text())
     res["cif_compression"] = {"status": NO_MODEL}

@@ -70,20 +70,16 @@ def test_multiple_fires_on_one_frame():
 # vectorized == reference
 # ----------------------------------------------------------------------------------------
 ALPHA_KINDS = {
-    "uniform": lambda g: (lambda s: torch.rand(s, generator=g)),
-    "sigmoid_like": lambda g: (lambda s: torch.sigmoid(2 * torch.randn(s, generator=g))),
+    "uniform": lambda g: lambda s: torch.rand(s, generator=g),
+    "sigmoid_like": lambda g: lambda s: torch.sigmoid(2 * torch.randn(s, generator=g)),
     # near the threshold: 0.95-1.05, many crossings within a few % of a frame
-    "near_threshold": lambda g: (lambda s: 0.95 + 0.1 * torch.rand(s, generator=g)),
+    "near_threshold": lambda g: lambda s: 0.95 + 0.1 * torch.rand(s, generator=g),
     # exact binary fractions: cumulative sums land exactly on the threshold (>= fires)
-    "exact_boundaries": lambda g: (
-        lambda s: torch.tensor([0.25, 0.5, 0.75, 1.0])[torch.randint(0, 4, s, generator=g)]
-    ),
+    "exact_boundaries": lambda g: lambda s: torch.tensor([0.25, 0.5, 0.75, 1.0])[torch.randint(0, 4, s, generator=g)],
     # scaled alphas > 1: several fires on one frame
-    "large": lambda g: (lambda s: 3.5 * torch.rand(s, generator=g)),
+    "large": lambda g: lambda s: 3.5 * torch.rand(s, generator=g),
     # sparse: mostly zeros
-    "sparse": lambda g: (
-        lambda s: torch.rand(s, generator=g) * (torch.rand(s, generator=g) < 0.3)
-    ),
+    "sparse": lambda g: lambda s: torch.rand(s, generator=g) * (torch.rand(s, generator=g) < 0.3),
 }
 
 
@@ -221,7 +217,7 @@ def test_gradients_reach_predictor_and_hidden():
 
     # through the weighted sums only
     out = pred(hidden, mask, targets)
-    (out.outputs ** 2).sum().backward()
+    (out.outputs**2).sum().backward()
     for p in (pred.conv.weight, pred.linear.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
     assert hidden.grad.abs().sum() > 0
@@ -238,7 +234,7 @@ def test_gradients_reach_predictor_and_hidden():
     # both, inference mode too
     pred.zero_grad()
     out = pred(hidden.detach(), mask)
-    ((out.outputs ** 2).sum() + out.quantity_loss(targets)).backward()
+    ((out.outputs**2).sum() + out.quantity_loss(targets)).backward()
     for p in (pred.conv.weight, pred.conv.bias, pred.linear.weight, pred.linear.bias):
         assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
 

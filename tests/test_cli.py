@@ -9,12 +9,11 @@ from pathlib import Path
 import kaldiio
 import numpy as np
 import pytest
+from conftest import ESPEAK_UTTS
 
 from asr.cli.commands import COMMANDS
 from asr.data.datadir import read_table
 from asr.features.cmvn import compute_cmvn_stats, read_cmvn_stats
-
-from conftest import ESPEAK_UTTS
 
 ASR = Path(sys.executable).parent / "asr"  # the console script installed next to this interpreter
 

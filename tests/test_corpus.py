@@ -25,7 +25,6 @@ import voices as V  # noqa: E402
 sf = pytest.importorskip("soundfile")
 
 
-
 # ---------------------------------------------------------------- sentences
 
 
@@ -51,7 +50,10 @@ def test_normalize_text():
         ("The zorblax quiffled the gnarptious vlemmings greatly.", "dictionary"),
         ("She wrote (in haste) a short note.", "character"),
         ("The letter x was carved on the old door.", "letter"),
-        ("One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty more.", "length"),
+        (
+            "One two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty more.",
+            "length",
+        ),
     ],
 )
 def test_filter_rejects(sfilter, raw, reason):
@@ -62,7 +64,11 @@ def test_filter_rejects(sfilter, raw, reason):
 
 @pytest.mark.parametrize(
     "raw",
-    ["The birch canoe slid on the smooth planks.", "Don't look back, something might be gaining on you.", "I will feed them in a good pasture"],
+    [
+        "The birch canoe slid on the smooth planks.",
+        "Don't look back, something might be gaining on you.",
+        "I will feed them in a good pasture",
+    ],
 )
 def test_filter_accepts(sfilter, raw):
     assert sfilter.reject_reason(raw) is None
@@ -75,7 +81,10 @@ def test_harvard_sentences_complete():
 
 
 def test_split_is_disjoint_and_stable():
-    pool = [S.Sentence(f"sentence number {w}", f"Sentence number {w}.", "x") for w in S.SINGLE_LETTER_WORDS | set("bcdefgh") | {str(i) for i in range(200)}]
+    pool = [
+        S.Sentence(f"sentence number {w}", f"Sentence number {w}.", "x")
+        for w in S.SINGLE_LETTER_WORDS | set("bcdefgh") | {str(i) for i in range(200)}
+    ]
     a = S.split_by_sentence(pool, 10, 10, seed=3)
     b = S.split_by_sentence(list(reversed(pool)), 10, 10, seed=3)
     texts = {k: {s.text for s in v} for k, v in a.items()}
@@ -114,7 +123,11 @@ def test_failed_synthesis_is_reported_not_raised(tmp_path, monkeypatch, recipe_s
 
     monkeypatch.setattr(make_corpus, "_TMP", tmp_path / "tmp")  # what a pool worker's initializer sets
     wav = tmp_path / "bad.wav"
-    job = {"kind": "synth", "voice": "espeak:en-us+m3", "items": [{"utt": "x-000000", "text": "", "params": {"rate": 170, "pitch": 50}, "wav": str(wav)}]}
+    job = {
+        "kind": "synth",
+        "voice": "espeak:en-us+m3",
+        "items": [{"utt": "x-000000", "text": "", "params": {"rate": 170, "pitch": 50}, "wav": str(wav)}],
+    }
     (res,) = make_corpus.run_job(job)
     assert "error" in res and not wav.exists()
 
@@ -150,7 +163,11 @@ augment:
 
 
 def _snapshot(data: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(data)): p.read_bytes() for s in ("train", "dev", "test_unseen", "test_real") for p in sorted((data / s).iterdir())}
+    return {
+        str(p.relative_to(data)): p.read_bytes()
+        for s in ("train", "dev", "test_unseen", "test_real")
+        for p in sorted((data / s).iterdir())
+    }
 
 
 def _wav_state(data: Path) -> dict[str, float]:
@@ -246,12 +263,20 @@ def test_corpus_resume_is_a_noop(tiny_corpus):
 def test_written_transcripts_keep_case_and_punctuation(tiny_corpus, tmp_path):
     """``transcripts: written``: the same corpus (same wavs) with the sentences as written."""
     cfg = tmp_path / "written.yaml"
-    cfg.write_text("transcripts: written\n" + TINY_CONFIG.format(n_train=6 * len(tiny_corpus["train"]),
-                                                                  train=tiny_corpus["train"], test=tiny_corpus["test"]))
+    cfg.write_text(
+        "transcripts: written\n"
+        + TINY_CONFIG.format(n_train=6 * len(tiny_corpus["train"]), train=tiny_corpus["train"], test=tiny_corpus["test"])
+    )
     data = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "local/make_corpus.py", "--config", str(cfg), "--data", str(data), "--nj", "2"],
-                          cwd=RECIPE, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "local/make_corpus.py", "--config", str(cfg), "--data", str(data), "--nj", "2"],
+        cwd=RECIPE,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("train", "dev", "test_unseen"):
         written, plain = _table(data / name / "text"), _table(tiny_corpus["data"] / name / "text")

@@ -95,7 +95,11 @@ def test_good_dir_with_segments_validates(tmp_path):
         },
     )
     assert validate_data_dir(d) == 3
-    assert DataDir.read(d).segments == {"spk1-B": ("rec1", 0.0, 1.5), "spk1-a": ("rec1", 1.5, 3.25), "spk2-c": ("rec2", 0.0, -1.0)}
+    assert DataDir.read(d).segments == {
+        "spk1-B": ("rec1", 0.0, 1.5),
+        "spk1-a": ("rec1", 1.5, 3.25),
+        "spk2-c": ("rec2", 0.0, -1.0),
+    }
 
 
 def test_not_a_directory(tmp_path):

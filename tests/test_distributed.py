@@ -31,9 +31,19 @@ def _model():
 
     torch.manual_seed(0)
     # no dropout, no SpecAugment, no BatchNorm: a step's gradient is a function of its utterances alone
-    cfg = CifAsrConfig(vocab_size=VOCAB, feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2, d_model=16,
-                       cformer_layers=1, cformer_heads=2, cformer_ffn=32, dropout=0.0, ctc_weight=0.3,
-                       specaug=SpecAugmentConfig(enabled=False))
+    cfg = CifAsrConfig(
+        vocab_size=VOCAB,
+        feat_dim=FEAT_DIM,
+        encoder_type="frozen",
+        frozen_pool=2,
+        d_model=16,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=32,
+        dropout=0.0,
+        ctc_weight=0.3,
+        specaug=SpecAugmentConfig(enabled=False),
+    )
     return CifAsrModel(cfg)
 
 
@@ -46,8 +56,13 @@ def _collate(indices: list[int]) -> dict:
         feats.append(torch.randn(FRAMES, FEAT_DIM, generator=g))
         targets.append(torch.randint(2, VOCAB, (TOKENS,), generator=g))
     n = len(indices)
-    return {"utt_ids": [f"u{i}" for i in indices], "feats": torch.stack(feats), "feat_lengths": torch.full((n,), FRAMES),
-            "targets": torch.stack(targets), "target_lengths": torch.full((n,), TOKENS)}
+    return {
+        "utt_ids": [f"u{i}" for i in indices],
+        "feats": torch.stack(feats),
+        "feat_lengths": torch.full((n,), FRAMES),
+        "targets": torch.stack(targets),
+        "target_lengths": torch.full((n,), TOKENS),
+    }
 
 
 class PairSampler:
@@ -80,8 +95,17 @@ class UnionSampler(PairSampler):
 def _train_config(**over):
     from asr.training.trainer import TrainConfig
 
-    cfg = dict(max_steps=STEPS, max_epochs=100, lr=3e-3, warmup_steps=2, checkpoint_interval=1000, log_interval=1,
-               keep_checkpoints=1, num_threads=1, device="cpu")
+    cfg = dict(
+        max_steps=STEPS,
+        max_epochs=100,
+        lr=3e-3,
+        warmup_steps=2,
+        checkpoint_interval=1000,
+        log_interval=1,
+        keep_checkpoints=1,
+        num_threads=1,
+        device="cpu",
+    )
     cfg.update(over)
     return TrainConfig(**cfg)
 
@@ -101,8 +125,13 @@ def _worker(out: Path) -> None:
 
 
 def _env() -> dict:
-    return {"OMP_NUM_THREADS": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-            "HOME": os.environ.get("HOME", "/tmp"), "XLLM_ASR_CACHE": os.environ.get("XLLM_ASR_CACHE", "")}
+    return {
+        "OMP_NUM_THREADS": "1",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "XLLM_ASR_CACHE": os.environ.get("XLLM_ASR_CACHE", ""),
+    }
 
 
 def torchrun(*args: str, nproc: int = 2, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -115,6 +144,7 @@ def _params(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
+@pytest.mark.slow
 def test_two_ranks_train_what_one_process_trains_on_the_union_of_their_batches(tmp_path):
     proc = torchrun(str(Path(__file__)), "--worker", str(tmp_path / "ddp"))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -186,10 +216,26 @@ train: {max_epochs: 50, lr: 0.003, warmup_steps: 3, max_frames_per_batch: 250, c
 
 
 def _cli_train(dump: Path, exp: Path, config: Path, steps: int) -> subprocess.CompletedProcess:
-    return torchrun("-m", "asr.cli.main", "train", "--config", str(config), "--train-dir", str(dump), "--valid-dir",
-                    str(dump), "--tokenizer", str(dump / "tok.model"), "--exp-dir", str(exp), "--max-steps", str(steps))
+    return torchrun(
+        "-m",
+        "asr.cli.main",
+        "train",
+        "--config",
+        str(config),
+        "--train-dir",
+        str(dump),
+        "--valid-dir",
+        str(dump),
+        "--tokenizer",
+        str(dump / "tok.model"),
+        "--exp-dir",
+        str(exp),
+        "--max-steps",
+        str(steps),
+    )
 
 
+@pytest.mark.slow
 def test_asr_train_under_torchrun_resumes_exactly(dump_dir, tmp_path):
     """`asr train` under torchrun (2 ranks, gloo); then the same experiment cut back to a mid-epoch
     checkpoint (as a kill leaves it: later checkpoints, log rows and model dirs gone) and rerun ends

@@ -246,12 +246,17 @@ def test_summary_table(tmp_path, decode_dir):
     assert [(r.name, r.unit, r.score.num_errors) for r in rows] == [(str(decode_dir), "word", 6)]
     table = format_table(rows).splitlines()
     assert [c.strip() for c in table[0].strip("|").split("|")] == [
-        "Decode dir", "#Snt", "#Wrd", "WER", "Sub", "Del", "Ins", "S.Err"
+        "Decode dir",
+        "#Snt",
+        "#Wrd",
+        "WER",
+        "Sub",
+        "Del",
+        "Ins",
+        "S.Err",
     ]
     assert table[1].startswith("| :---") and table[1].endswith("---: |")
-    assert [c.strip() for c in table[2].strip("|").split("|")][1:] == [
-        "4", "15", "40.00", "13.33", "13.33", "13.33", "100.00"
-    ]
+    assert [c.strip() for c in table[2].strip("|").split("|")][1:] == ["4", "15", "40.00", "13.33", "13.33", "13.33", "100.00"]
     plain = format_table(rows, "plain").splitlines()
     assert plain[0].split() == ["Decode", "dir", "#Snt", "#Wrd", "WER", "Sub", "Del", "Ins", "S.Err"]
     assert plain[1].split()[1:] == ["4", "15", "40.00", "13.33", "13.33", "13.33", "100.00"]

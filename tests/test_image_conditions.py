@@ -10,16 +10,25 @@ from pathlib import Path
 import pytest
 
 from asr.io_utils import write_table
-from evaluation.image_conditions import (bootstrap_table, class_table, class_words_right, collect, format_table,
-                                         masked_words_right, paired_bootstrap, read_word_classes)
+from evaluation.image_conditions import (
+    bootstrap_table,
+    class_table,
+    class_words_right,
+    collect,
+    format_table,
+    masked_words_right,
+    paired_bootstrap,
+    read_word_classes,
+)
 from evaluation.normalize import get_normalizer
 from evaluation.score import score_dir
 
 REFS = {"u1": "two red circles on the left", "u2": "a blue square at the top"}
 
 
-def _decode_dir(root: Path, condition: str, image: str, hyps: dict[str, str], masked: dict[str, str] | None = None,
-                guidance: float = 0.0) -> Path:
+def _decode_dir(
+    root: Path, condition: str, image: str, hyps: dict[str, str], masked: dict[str, str] | None = None, guidance: float = 0.0
+) -> Path:
     data = root / "dump" / condition
     data.mkdir(parents=True, exist_ok=True)
     write_table(data / "text", REFS)
@@ -74,9 +83,20 @@ def test_table_rows_ratio_masked_counts_and_plot(tmp_path):
     assert "test_clean" not in intervals  # one variant: nothing to compare
     # the command line: table file + PNG
     out, png = tmp_path / "IMAGES.md", tmp_path / "images.png"
-    proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "results", "--by-image", "--plot", str(png),
-                           "--out", str(out), *sorted(str(p) for p in tmp_path.glob("decode_*"))],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "asr"),
+            "results",
+            "--by-image",
+            "--plot",
+            str(png),
+            "--out",
+            str(out),
+            *sorted(str(p) for p in tmp_path.glob("decode_*")),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text().startswith("| Condition |") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Paired bootstrap over the utterances (1000 resamples" in proc.stdout
@@ -94,8 +114,9 @@ def test_paired_bootstrap_intervals():
     assert same == {"other-true": (0.0, 0.0, 0.0)}
     # many utterances, the true picture one error better on each: the interval is tight around the value
     many = {f"u{i}": 10 for i in range(200)}
-    stats = paired_bootstrap({"true": {u: 2 + i % 3 for i, u in enumerate(many)},
-                              "none": {u: 3 + i % 3 for i, u in enumerate(many)}}, many, 500)
+    stats = paired_bootstrap(
+        {"true": {u: 2 + i % 3 for i, u in enumerate(many)}, "none": {u: 3 + i % 3 for i, u in enumerate(many)}}, many, 500
+    )
     value, low, high = stats["true/none"]
     assert low < value < high and high - low < 0.1
     assert paired_bootstrap({"true": {"a": 1}}, {"b": 3}) == {}  # no common utterance

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr.models.image_x2l import (IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig)
+from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes" / "mini_vis" / "local"))
@@ -27,24 +27,29 @@ TINY_ENCODER = dict(type="small_cnn", channels=[8, 16, 16], dim=32, num_layers=1
 
 
 def _config(num_queries=8, hidden=32, layers=2, freq=1, adapter="linear", encoder=None) -> ImageX2LConfig:
-    return ImageX2LConfig(encoder=ImageEncoderConfig(**(encoder or TINY_ENCODER)),
-                          qformer=QFormerConfig(num_queries=num_queries, hidden_size=hidden, num_layers=layers,
-                                                num_heads=4, cross_attention_frequency=freq),
-                          adapter=IAdapterConfig(type=adapter, hidden_dim=24))
+    return ImageX2LConfig(
+        encoder=ImageEncoderConfig(**(encoder or TINY_ENCODER)),
+        qformer=QFormerConfig(
+            num_queries=num_queries, hidden_size=hidden, num_layers=layers, num_heads=4, cross_attention_frequency=freq
+        ),
+        adapter=IAdapterConfig(type=adapter, hidden_dim=24),
+    )
 
 
 def _pictures(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    arrays = [np.asarray(SC.render(SC.random_scene(random.Random(seed + i), f"s{i}", image_size=size)))
-              for i in range(n)]
+    arrays = [np.asarray(SC.render(SC.random_scene(random.Random(seed + i), f"s{i}", image_size=size))) for i in range(n)]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
 
 
-@pytest.mark.parametrize("num_queries, layers, freq, adapter, size, llm_hidden", [
-    (32, 2, 1, "linear", 96, 64),
-    (8, 2, 2, "mlp", 64, 48),
-    (1, 1, 1, "linear", 48, 96),
-    (16, 3, 3, "mlp", 128, 40),
-])
+@pytest.mark.parametrize(
+    "num_queries, layers, freq, adapter, size, llm_hidden",
+    [
+        (32, 2, 1, "linear", 96, 64),
+        (8, 2, 2, "mlp", 64, 48),
+        (1, 1, 1, "linear", 48, 96),
+        (16, 3, 3, "mlp", 128, 40),
+    ],
+)
 def test_positions_and_width(num_queries, layers, freq, adapter, size, llm_hidden):
     torch.manual_seed(0)
     model = ImageX2L(_config(num_queries, 32, layers, freq, adapter), llm_hidden_size=llm_hidden).eval()
@@ -86,7 +91,7 @@ def test_save_load_round_trip(tmp_path):
     assert not any(p.requires_grad for p in frozen.encoder.parameters()) and not frozen.encoder.training
     assert all(p.requires_grad for p in frozen.qformer.parameters())
     (tmp_path / "m" / "image_x2l.pt").write_bytes(b"")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="image_x2l.pt: cannot read the weights"):
         ImageX2L.from_pretrained(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="image_x2l.json"):
         ImageX2L.from_pretrained(tmp_path / "nothing")
@@ -98,8 +103,9 @@ def test_transformers_vision_encoder_from_a_local_folder(tmp_path):
 
     torch.manual_seed(2)
     vit_dir = tmp_path / "vit"
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64)).save_pretrained(vit_dir)
+    ViTModel(
+        ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(vit_dir)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(vit_dir)
     enc = dict(type="hf", name_or_path=str(vit_dir))
     model = ImageX2L(_config(num_queries=4, encoder=enc), llm_hidden_size=24).eval()
@@ -130,10 +136,13 @@ def tiny_llm():
 def _stage_config(contrastive=0.0, **loss):
     from asr.training.train_image import ImageStageConfig
 
-    return ImageStageConfig.from_sections({"image_x2l": {"encoder": TINY_ENCODER,
-                                                         "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
-                                           "llm": {"name_or_path": "tiny-glm"},
-                                           "loss": {"contrastive_weight": contrastive, **loss}})
+    return ImageStageConfig.from_sections(
+        {
+            "image_x2l": {"encoder": TINY_ENCODER, "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
+            "llm": {"name_or_path": "tiny-glm"},
+            "loss": {"contrastive_weight": contrastive, **loss},
+        }
+    )
 
 
 def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
@@ -192,8 +201,12 @@ def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm
     scenes = [SC.random_scene(random.Random(i), f"s{i}", image_size=48) for i in range(3)]
     pics = _pictures(3, 48)
     images = torch.stack([pics[0], pics[0], pics[1], pics[2]])  # captions 0 and 1 share picture 0
-    targets = [model.prompt.target_ids(SC.caption(scenes[0], 0)), model.prompt.target_ids(SC.caption(scenes[0], 1)),
-               model.prompt.target_ids(SC.caption(scenes[1])), model.prompt.target_ids(SC.caption(scenes[2]))]
+    targets = [
+        model.prompt.target_ids(SC.caption(scenes[0], 0)),
+        model.prompt.target_ids(SC.caption(scenes[0], 1)),
+        model.prompt.target_ids(SC.caption(scenes[1])),
+        model.prompt.target_ids(SC.caption(scenes[2])),
+    ]
     with torch.no_grad():
         emb = model.image_embeddings(images)
         plain, _ = model.contrastive_loss(emb, targets)
@@ -206,8 +219,7 @@ def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm
         logits = torch.einsum("bqd,cd->bcq", img, txt).amax(-1) * model.itc_log_scale.exp()
         logits[0, 1] = logits[1, 0] = float("-inf")
         labels = torch.arange(4)
-        expected = 0.5 * (torch.nn.functional.cross_entropy(logits, labels)
-                          + torch.nn.functional.cross_entropy(logits.T, labels))
+        expected = 0.5 * (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels))
     assert torch.isclose(distinct, plain)  # all pictures distinct: the plain InfoNCE
     assert torch.isclose(shared, expected, atol=1e-5) and shared < plain
     assert float(acc) == float((logits.argmax(1) == labels).float().mean())
@@ -217,8 +229,9 @@ def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm
         by_text, _ = model.contrastive_loss(emb, same_text, torch.tensor([0, 1, 2, 3]))
         logits2 = torch.einsum("bqd,cd->bcq", img, txt[[0, 0, 2, 3]]).amax(-1) * model.itc_log_scale.exp()
         logits2[0, 1] = logits2[1, 0] = float("-inf")
-        expected2 = 0.5 * (torch.nn.functional.cross_entropy(logits2, labels)
-                           + torch.nn.functional.cross_entropy(logits2.T, labels))
+        expected2 = 0.5 * (
+            torch.nn.functional.cross_entropy(logits2, labels) + torch.nn.functional.cross_entropy(logits2.T, labels)
+        )
     assert torch.isclose(by_text, expected2, atol=1e-5)
 
 
@@ -285,7 +298,9 @@ def test_swap_negatives(tmp_path, tiny_llm):
 
     classes = [{"red", "blue", "green"}, {"stars", "crosses"}]
     assert swapped_captions("two red stars and three blue crosses", classes) == [
-        "two blue stars and three red crosses", "two red crosses and three blue stars"]
+        "two blue stars and three red crosses",
+        "two red crosses and three blue stars",
+    ]
     assert swapped_captions("two red stars and one red star", classes) == []  # nothing different to exchange
     assert swapped_captions("red blue green", classes[:1]) == ["blue red green", "green blue red", "red green blue"]
 
@@ -297,24 +312,33 @@ def test_swap_negatives(tmp_path, tiny_llm):
     write_table(tmp_path / "images.scp", scp)
     write_table(tmp_path / "text", text)
     torch.manual_seed(0)
-    model = ImageCaptionModel(_stage_config(contrastive=1.0, caption_weight=0.0, text_encoder="transformer",
-                                            swap_negatives=1), tiny_llm).eval()
+    model = ImageCaptionModel(
+        _stage_config(contrastive=1.0, caption_weight=0.0, text_encoder="transformer", swap_negatives=1), tiny_llm
+    ).eval()
     with pytest.raises(ValueError, match="word_classes"):
         CaptionSet(tmp_path, model.prompt, swap_negatives=1)
     write_table(tmp_path / "word_classes", {"colour": "red blue green", "shape": "stars crosses"})
     data = CaptionSet(tmp_path, model.prompt, swap_negatives=1)
     batch = data.collate([0, 1, 2])
     assert batch["negative_ids"].shape[0] == 1  # only the first caption has something to exchange
-    assert batch["negative_ids"][0, : int(batch["negative_lengths"][0])].tolist() == \
-        model.prompt.target_ids("two blue stars and three red crosses")
+    assert batch["negative_ids"][0, : int(batch["negative_lengths"][0])].tolist() == model.prompt.target_ids(
+        "two blue stars and three red crosses"
+    )
     with torch.no_grad():
-        with_neg = model(batch["images"], batch["target_ids"], batch["target_lengths"], batch["picture_ids"],
-                         batch["negative_ids"], batch["negative_lengths"])["loss"]
+        with_neg = model(
+            batch["images"],
+            batch["target_ids"],
+            batch["target_lengths"],
+            batch["picture_ids"],
+            batch["negative_ids"],
+            batch["negative_lengths"],
+        )["loss"]
         without = model(batch["images"], batch["target_ids"], batch["target_lengths"], batch["picture_ids"])["loss"]
         # a "negative" with the words of a batch caption is no negative: dropped
         dup = model.prompt.target_ids("two blue stars")
-        as_dup = model.contrastive_loss(model.image_embeddings(batch["images"]),
-                                        [model.prompt.target_ids(t) for t in data.texts], None, [dup])[0]
+        as_dup = model.contrastive_loss(
+            model.image_embeddings(batch["images"]), [model.prompt.target_ids(t) for t in data.texts], None, [dup]
+        )[0]
     assert float(with_neg) > float(without)  # one more column in the picture -> caption softmax
     assert torch.isclose(as_dup, without)
     # the caption model's binding check: log P(caption | picture) summed over the caption's tokens
@@ -323,7 +347,7 @@ def test_swap_negatives(tmp_path, tiny_llm):
         ids = [model.prompt.target_ids(t) for t in data.texts[:2]]
         ll = model.caption_log_likelihood(emb, ids)
         for b in range(2):
-            assert torch.isclose(ll[b], -model.caption_loss(emb[b:b + 1], ids[b:b + 1])[0] * len(ids[b]), rtol=1e-4)
+            assert torch.isclose(ll[b], -model.caption_loss(emb[b : b + 1], ids[b : b + 1])[0] * len(ids[b]), rtol=1e-4)
     lm = swap_retrieval(model, data, scorer="lm")
     assert lm["lm_swap_pairs"] == 1 and lm["lm_swap_wins"] in (0.0, 0.5, 1.0)
     assert swap_retrieval(model, data)["itc_swap_pairs"] == 1
@@ -381,8 +405,9 @@ def test_hard_negative_batches_group_one_word_neighbours():
     assert sampler.epoch_order() != order
     # no hard negatives: random batches like FixedBatchSampler's, which rarely put neighbours together
     plain = FixedBatchSampler(len(texts), 8, seed=3).epoch_order()
-    grouped_plain = sum(any(_one_word_apart(texts[i], texts[j]) and image_of[i] != image_of[j] for j in b)
-                        for b in plain for i in b)
+    grouped_plain = sum(
+        any(_one_word_apart(texts[i], texts[j]) and image_of[i] != image_of[j] for j in b) for b in plain for i in b
+    )
     assert grouped_plain < grouped
 
 
@@ -397,10 +422,17 @@ def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
 
 def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     """python -m asr.training.train_image on a captions dir: final/ loads with a frozen encoder."""
-    from asr.io_utils import write_table
     from asr.data.datadir import read_table
-    from asr.training.train_image import (ImageCaptionModel, ImageStageConfig, init_interface, load_image_config,
-                                          load_image_stage, main, swapped_captions)
+    from asr.io_utils import write_table
+    from asr.training.train_image import (
+        ImageCaptionModel,
+        ImageStageConfig,
+        init_interface,
+        load_image_config,
+        load_image_stage,
+        main,
+        swapped_captions,
+    )
 
     for name, offset in (("captions", 0), ("captions_dev", 50)):
         scp, text = {}, {}
@@ -412,17 +444,43 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
         write_table(tmp_path / name / "images.scp", scp)
         write_table(tmp_path / name / "text", text)
         write_table(tmp_path / name / "word_classes", {"colour": " ".join(SC.COLOURS), "shape": " ".join(SC.SHAPES)})
-    dev_swaps = [swapped_captions(t, [set(SC.COLOURS), set(SC.SHAPES)]) for t in read_table(tmp_path / "captions_dev" / "text").values()]
+    dev_swaps = [
+        swapped_captions(t, [set(SC.COLOURS), set(SC.SHAPES)]) for t in read_table(tmp_path / "captions_dev" / "text").values()
+    ]
     cfg = tmp_path / "image.yaml"
-    cfg.write_text(json.dumps({
-        "image_x2l": {"encoder": TINY_ENCODER, "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
-        "llm": {"name_or_path": "tiny-glm"},
-        "train": {"max_epochs": 1, "max_batch_size": 3, "warmup_steps": 1, "log_interval": 1, "lr": 0.003, "device": "cpu"},
-        "eval": {"num_captions": 2, "max_new_tokens": 4},
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "image_x2l": {"encoder": TINY_ENCODER, "qformer": {"num_queries": 4, "hidden_size": 32, "num_layers": 1}},
+                "llm": {"name_or_path": "tiny-glm"},
+                "train": {
+                    "max_epochs": 1,
+                    "max_batch_size": 3,
+                    "warmup_steps": 1,
+                    "log_interval": 1,
+                    "lr": 0.003,
+                    "device": "cpu",
+                },
+                "eval": {"num_captions": 2, "max_new_tokens": 4},
+            }
+        )
+    )
     exp = tmp_path / "exp"
-    assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"),
-                 "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(exp)]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(cfg),
+                "--captions",
+                str(tmp_path / "captions"),
+                "--valid-captions",
+                str(tmp_path / "captions_dev"),
+                "--exp-dir",
+                str(exp),
+            ]
+        )
+        == 0
+    )
     final = exp / "final"
     assert json.loads((final / "image_x2l.json").read_text())["freeze_encoder"] is True
     scores = json.loads((final / "eval.json").read_text())
@@ -434,42 +492,94 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert not any(p.requires_grad for p in model.x2l.encoder.parameters())
     # BLIP-2-like two runs: contrastive only (no LLM forward), then the caption run starting from it
     cfg2 = json.loads(cfg.read_text())
-    cfg2["loss"] = {"caption_weight": 0, "contrastive_weight": 1, "text_encoder": "transformer", "text_layers": 1,
-                    "swap_negatives": 2, "itg_weight": 0.5, "itg_layers": 1}
+    cfg2["loss"] = {
+        "caption_weight": 0,
+        "contrastive_weight": 1,
+        "text_encoder": "transformer",
+        "text_layers": 1,
+        "swap_negatives": 2,
+        "itg_weight": 0.5,
+        "itg_layers": 1,
+    }
     cfg2["batching"] = {"hard_negative_share": 1.0, "group_size": 2}  # groups of one-word neighbours
     (tmp_path / "itc.yaml").write_text(json.dumps(cfg2))
-    assert main(["--config", str(tmp_path / "itc.yaml"), "--captions", str(tmp_path / "captions"),
-                 "--valid-captions", str(tmp_path / "captions_dev"), "--exp-dir", str(tmp_path / "itc")]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(tmp_path / "itc.yaml"),
+                "--captions",
+                str(tmp_path / "captions"),
+                "--valid-captions",
+                str(tmp_path / "captions_dev"),
+                "--exp-dir",
+                str(tmp_path / "itc"),
+            ]
+        )
+        == 0
+    )
     itc = json.loads((tmp_path / "itc" / "final" / "eval.json").read_text())
     swap_keys = {"itc_swap_wins", "itc_swap_pairs", "itg_swap_wins", "itg_swap_pairs"} if any(dev_swaps) else set()
-    assert set(itc) == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions", "itg_loss",
-                        "itg_loss_other_picture"} | swap_keys
+    assert (
+        set(itc)
+        == {"pictures", "itc_top1", "itc_chance", "itc_top1_hard", "itc_hard_captions", "itg_loss", "itg_loss_other_picture"}
+        | swap_keys
+    )
     assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1 and itc["itg_loss"] > 0
     assert "itg_loss" in (tmp_path / "itc" / "train_log.csv").read_text().splitlines()[0]
     # the contrastive head is kept beside the interface; --init starts a run with the same head from it
     head = torch.load(tmp_path / "itc" / "final" / "itc_head.pt", weights_only=True)
     assert any(k.startswith("itc_text_encoder.") for k in head)
-    again = ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm,
-                              caption_vocab=torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt",
-                                                       weights_only=True)["itg_decoder.vocab"].tolist())
+    again = ImageCaptionModel(
+        ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")),
+        tiny_llm,
+        caption_vocab=torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt", weights_only=True)["itg_decoder.vocab"].tolist(),
+    )
     init_interface(again, tmp_path / "itc" / "final")
     assert all(torch.equal(again.state_dict()[k], v) for k, v in head.items())
     # so is the ITG decoder, with the vocabulary of the training captions it predicts among
     itg = torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt", weights_only=True)
-    vocab = sorted({t for text in read_table(tmp_path / "captions" / "text").values()
-                    for t in again.prompt.target_ids(text)})
+    vocab = sorted({t for text in read_table(tmp_path / "captions" / "text").values() for t in again.prompt.target_ids(text)})
     assert itg["itg_decoder.vocab"].tolist() == vocab
     last = sorted((tmp_path / "itc" / "checkpoints").glob("step_*.pt"))[-1]  # a checkpoint carries it too
     assert torch.load(last, weights_only=False)["model"]["itg_decoder.vocab"].tolist() == vocab
     assert all(torch.equal(again.state_dict()[k], v) for k, v in itg.items())
     with pytest.raises(ValueError, match="caption_vocab"):
         ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm)
-    assert main(["--config", str(cfg), "--captions", str(tmp_path / "captions"), "--exp-dir", str(tmp_path / "cap"),
-                 "--init", str(tmp_path / "itc" / "final"), "--max-steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(cfg),
+                "--captions",
+                str(tmp_path / "captions"),
+                "--exp-dir",
+                str(tmp_path / "cap"),
+                "--init",
+                str(tmp_path / "itc" / "final"),
+                "--max-steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     cfg2["image_x2l"]["qformer"]["num_queries"] = 5
     (tmp_path / "other.yaml").write_text(json.dumps(cfg2))
-    assert main(["--config", str(tmp_path / "other.yaml"), "--captions", str(tmp_path / "captions"),
-                 "--exp-dir", str(tmp_path / "e3"), "--init", str(tmp_path / "itc" / "final")]) == 2
+    assert (
+        main(
+            [
+                "--config",
+                str(tmp_path / "other.yaml"),
+                "--captions",
+                str(tmp_path / "captions"),
+                "--exp-dir",
+                str(tmp_path / "e3"),
+                "--init",
+                str(tmp_path / "itc" / "final"),
+            ]
+        )
+        == 2
+    )
     # a config error names the file
     bad = tmp_path / "bad.yaml"
     bad.write_text("image_x2l: {qformer: {queries: 3}}\n")

@@ -18,17 +18,17 @@ import numpy as np
 import pytest
 import torch
 
+from asr.data.batching import IGNORE_ID
 from asr.io_utils import write_table
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
 from asr.models.llm import LlmConfig, LoraSettings, load_llm
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
 from asr.models.s_adapter import SAdapterConfig
-from asr.models.speech_llm import IGNORE_ID, SlotPrompt, SpeechLlm, SpeechLlmConfig, assemble_slots, slot
+from asr.models.speech_llm import SlotPrompt, SpeechLlm, SpeechLlmConfig, assemble_slots, slot, write_stage1_link
 from asr.tokenizer import build_llm_units, load_tokenizer
 from asr.training.train_cif import finalize_model_dir
 from asr.training.train_image import STAGE_CONFIG_NAME, image_prompt_config
-from asr.training.train_speech_llm import write_stage1_link
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes" / "mini_vis" / "local"))
@@ -36,10 +36,11 @@ import scenes as SC  # noqa: E402
 
 WORDS = "two red circles blue squares on the left right top".split()
 FEAT_DIM = 80  # fbank-sized, so that `asr transcribe` can run the exported model on real audio
-TINY_IMAGE = ImageX2LConfig(encoder=ImageEncoderConfig(type="small_cnn", image_size=32, channels=[8, 16], dim=32,
-                                                       num_layers=1, num_heads=4),
-                            qformer=QFormerConfig(num_queries=4, hidden_size=32, num_layers=1, num_heads=4),
-                            adapter=IAdapterConfig(type="linear"))
+TINY_IMAGE = ImageX2LConfig(
+    encoder=ImageEncoderConfig(type="small_cnn", image_size=32, channels=[8, 16], dim=32, num_layers=1, num_heads=4),
+    qformer=QFormerConfig(num_queries=4, hidden_size=32, num_layers=1, num_heads=4),
+    adapter=IAdapterConfig(type="linear"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +63,10 @@ def _dump(d: Path, prefix: str, n: int, pictures: Path | None, rng) -> None:
     write_table(d / "utt2num_frames", frames)
     if pictures is not None:
         write_table(d / "utt2image", images)
-        write_table(d / "utt2image_mismatch", {u: str(pictures / f"scene{(i + 1) % 4}.png")
-                                               for i, u in enumerate(images)})
-    (d / "feat_info.json").write_text(json.dumps({"feature_type": "fbank", "options": {}, "dim": FEAT_DIM,
-                                                  "frame_rate_hz": 100.0}))
+        write_table(d / "utt2image_mismatch", {u: str(pictures / f"scene{(i + 1) % 4}.png") for i, u in enumerate(images)})
+    (d / "feat_info.json").write_text(
+        json.dumps({"feature_type": "fbank", "options": {}, "dim": FEAT_DIM, "frame_rate_hz": 100.0})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,34 +85,53 @@ def setup(tmp_path_factory, tiny_llm):
     caps = root / "captions"
     caps.mkdir()
     write_table(caps / "images.scp", {f"cap{i}": str(pics / f"scene{i}.png") for i in range(4)})
-    write_table(caps / "text", {f"cap{i}": " ".join(WORDS[i: i + 3]) for i in range(4)})
+    write_table(caps / "text", {f"cap{i}": " ".join(WORDS[i : i + 3]) for i in range(4)})
     # stage 1: random CIF model tied to the tiny GLM's units
     units = load_tokenizer(build_llm_units(root / "joint" / "text", "tiny-glm", root / "units", hf_tokenizer=tiny_llm.tokenizer))
     torch.manual_seed(0)
-    cfg = CifAsrConfig(vocab_size=len(units), feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2, d_model=32,
-                       cformer_layers=1, cformer_heads=2, cformer_ffn=64, ctc_weight=0.0, classifier="tied",
-                       tied_dim=tiny_llm.hidden_size)
+    cfg = CifAsrConfig(
+        vocab_size=len(units),
+        feat_dim=FEAT_DIM,
+        encoder_type="frozen",
+        frozen_pool=2,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+        ctc_weight=0.0,
+        classifier="tied",
+        tied_dim=tiny_llm.hidden_size,
+    )
     stage1 = CifAsrModel(cfg)
     stage1.classifier.set_embeddings(tiny_llm.input_embeddings().weight.detach()[torch.tensor(units.llm_ids)])
     stage1.save_pretrained(root / "stage1")
     finalize_model_dir(root / "stage1", units, json.loads((root / "joint" / "feat_info.json").read_text()))
     # stage 2: S-Adapter + LoRA (random: the plumbing is what is tested)
-    sl_cfg = SpeechLlmConfig(llm=LlmConfig(name_or_path="tiny-glm", lora=LoraSettings(enabled=True, r=4, alpha=8)),
-                             adapter=SAdapterConfig(hidden_dim=32, mode="mlp"))
+    sl_cfg = SpeechLlmConfig(
+        llm=LlmConfig(name_or_path="tiny-glm", lora=LoraSettings(enabled=True, r=4, alpha=8)),
+        adapter=SAdapterConfig(hidden_dim=32, mode="mlp"),
+    )
     speech = SpeechLlm(sl_cfg, CifAsrModel.from_pretrained(root / "stage1"), load_llm(sl_cfg.llm))
     speech.save_pretrained(root / "stage2")
     write_stage1_link(root / "stage2", str((root / "stage1").resolve()))
     # image stage: a random interface aligned to the same LLM
     ImageX2L(TINY_IMAGE, llm_hidden_size=tiny_llm.hidden_size).save_pretrained(root / "image")
-    (root / "image" / STAGE_CONFIG_NAME).write_text(json.dumps({"llm": asdict(LlmConfig(name_or_path="tiny-glm")),
-                                                                "prompt": asdict(image_prompt_config())}))
+    (root / "image" / STAGE_CONFIG_NAME).write_text(
+        json.dumps({"llm": asdict(LlmConfig(name_or_path="tiny-glm")), "prompt": asdict(image_prompt_config())})
+    )
     return root
 
 
 def test_joint_prompt_slots_and_labels_token_by_token(tiny_llm):
     cfg = MultimodalConfig(system=None)
     prompt = SlotPrompt(tiny_llm.tokenizer, cfg.content(), cfg.system)
-    assert prompt.slots == ["image", "speech"] and [isinstance(p, list) for p in prompt.pieces] == [True, False, True, False, True]
+    assert prompt.slots == ["image", "speech"] and [isinstance(p, list) for p in prompt.pieces] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+    ]
     text = tiny_llm.tokenizer.decode(prompt.pieces[2])
     assert text.startswith("</image>") and cfg.instruction in text and text.rstrip().endswith("<speech>")
     assert tiny_llm.tokenizer.decode(prompt.pieces[4]).startswith("</speech>")
@@ -129,10 +149,10 @@ def test_joint_prompt_slots_and_labels_token_by_token(tiny_llm):
             x, lab = batch.inputs_embeds[b, sl], batch.labels[b, sl]
             assert int(batch.attention_mask[b].sum()) == n and batch.position_ids[b, sl].tolist() == list(range(n))
             i = len(prompt.pieces[0])
-            torch.testing.assert_close(x[i: i + 4], row["image"])
+            torch.testing.assert_close(x[i : i + 4], row["image"])
             j = i + 4 + len(prompt.pieces[2])
-            torch.testing.assert_close(x[j: j + row["speech"].shape[0]], row["speech"])
-            assert (lab[: n - len(targets[b])] == IGNORE_ID).all() and lab[n - len(targets[b]):].tolist() == targets[b]
+            torch.testing.assert_close(x[j : j + row["speech"].shape[0]], row["speech"])
+            assert (lab[: n - len(targets[b])] == IGNORE_ID).all() and lab[n - len(targets[b]) :].tolist() == targets[b]
     with pytest.raises(ValueError, match=r"example 0: no embeddings for prompt slot\(s\) \['image'\]"):
         assemble_slots(embed, prompt, [{"speech": torch.randn(2, H)}], None, left_pad=True)
     assert slot("image") in cfg.content() and slot("speech") in cfg.content()
@@ -140,17 +160,28 @@ def test_joint_prompt_slots_and_labels_token_by_token(tiny_llm):
 
 def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without_pictures(setup, tmp_path):
     from asr.decoding.llm_decode import decode_dump_dir
-    from asr.training.train_multimodal import load_multimodal, train
+    from asr.models.loading import load_multimodal
+    from asr.training.train_multimodal import train
 
     root = setup
     config = tmp_path / "joint.yaml"
-    config.write_text("multimodal: {train_qformer: true, train_lora: true, train_speech_adapter: false}\n"
-                      "mix: {joint: 0.4, joint_no_picture: 0.2, speech: 0.2, caption: 0.2, steps_per_epoch: 6, caption_batch_size: 2}\n"
-                      "train: {max_epochs: 1, max_steps: 4, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 400,"
-                      " max_batch_size: 4, checkpoint_interval: 2, log_interval: 1, seed: 3}\n")
+    config.write_text(
+        "multimodal: {train_qformer: true, train_lora: true, train_speech_adapter: false}\n"
+        "mix: {joint: 0.4, joint_no_picture: 0.2, speech: 0.2, caption: 0.2, steps_per_epoch: 6, caption_batch_size: 2}\n"
+        "train: {max_epochs: 1, max_steps: 4, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 400,"
+        " max_batch_size: 4, checkpoint_interval: 2, log_interval: 1, seed: 3}\n"
+    )
     exp = tmp_path / "exp"
-    args = (config, root / "stage2", root / "image", [str(root / "joint")], [str(root / "joint"), str(root / "speech")], root / "captions",
-            root / "joint_dev", exp)
+    args = (
+        config,
+        root / "stage2",
+        root / "image",
+        [str(root / "joint")],
+        [str(root / "joint"), str(root / "speech")],
+        root / "captions",
+        root / "joint_dev",
+        exp,
+    )
     final = train(*args)
     ckpt = torch.load(sorted((exp / "checkpoints").glob("step_*.pt"))[-1], weights_only=False)
     names = set(ckpt["model"])
@@ -168,9 +199,15 @@ def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without
     from asr.training.train_multimodal import MixedBatchSampler, Source
 
     class Fake:
-        def __init__(self, n): self.n, self.e = n, 0
-        def set_epoch(self, e): self.e = e
-        def epoch_order(self): return [[i] for i in random.Random(self.e).sample(range(self.n), self.n)]
+        def __init__(self, n):
+            self.n, self.e = n, 0
+
+        def set_epoch(self, e):
+            self.e = e
+
+        def epoch_order(self):
+            return [[i] for i in random.Random(self.e).sample(range(self.n), self.n)]
+
     srcs = lambda: [Source("a", None, Fake(3), 0.5), Source("b", None, Fake(2), 0.3), Source("c", None, Fake(5), 0.2)]  # noqa: E731
     mixed = MixedBatchSampler(srcs(), 40, seed=1)
     order = mixed.epoch_order()
@@ -197,16 +234,23 @@ def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without
     with torch.no_grad():
         pics = torch.rand(2, 3, 32, 32)
         a = model.generate(feats, lengths, images=pics)
-        b = [model.generate(feats[i: i + 1, : int(lengths[i])], lengths[i: i + 1], images=pics[i: i + 1])[0] for i in range(2)]
+        b = [model.generate(feats[i : i + 1, : int(lengths[i])], lengths[i : i + 1], images=pics[i : i + 1])[0] for i in range(2)]
     assert [r["llm_ids"] for r in a] == [r["llm_ids"] for r in b]  # batched with pictures = one by one
     # the loss depends on the picture: the image positions reach the LLM
-    batch = {"kind": torch.tensor(JOINT), "feats": feats, "feat_lengths": lengths,
-             "target_ids": torch.tensor([[5, 6, 2], [7, 2, IGNORE_ID]]), "target_lengths": torch.tensor([3, 2])}
+    batch = {
+        "kind": torch.tensor(JOINT),
+        "feats": feats,
+        "feat_lengths": lengths,
+        "target_ids": torch.tensor([[5, 6, 2], [7, 2, IGNORE_ID]]),
+        "target_lengths": torch.tensor([3, 2]),
+    }
     with torch.no_grad():
         l1 = model(images=pics, **batch)["loss"]
         l2 = model(images=pics.flip(0), **batch)["loss"]
         l3 = model(**{**batch, "kind": torch.tensor(SPEECH)})["loss"]
-        lc = model(kind=torch.tensor(CAPTION), images=pics, target_ids=batch["target_ids"], target_lengths=batch["target_lengths"])["loss"]
+        lc = model(
+            kind=torch.tensor(CAPTION), images=pics, target_ids=batch["target_ids"], target_lengths=batch["target_lengths"]
+        )["loss"]
     assert l1 != l2 and l1 != l3 and torch.isfinite(lc)
     info = decode_dump_dir(final, root / "joint_dev", tmp_path / "two", image_table="utt2image", max_utts=2)
     assert info["utts"] == 2 and info["max_utts"] == 2
@@ -229,10 +273,46 @@ def test_stage3_refuses_an_image_interface_of_another_llm(setup, tmp_path):
     with pytest.raises(ValueError, match="aligned to 'tiny-glm4'"):
         build_multimodal(MultimodalConfig(), setup / "stage2", other)
     with pytest.raises(ValueError, match="trains nothing"):
-        build_multimodal(MultimodalConfig(train_qformer=False, train_image_adapter=False, train_lora=False), setup / "stage2",
-                         setup / "image")
+        build_multimodal(
+            MultimodalConfig(train_qformer=False, train_image_adapter=False, train_lora=False), setup / "stage2", setup / "image"
+        )
 
 
+def test_every_model_dir_round_trips_through_load_model_dir(setup, tmp_path):
+    """Stage 1, stage 2, the image interface and stage 3: save_pretrained -> load_model_dir gives the
+    same class with the same tensors; a dir that is none of them is refused with its name."""
+    from asr.models.loading import dir_kind, load_model_dir
+    from asr.models.speech_llm import stage1_dir_of
+    from asr.training.train_multimodal import build_multimodal
+
+    def same_tensors(a, b):
+        sa, sb = a.state_dict(), b.state_dict()
+        return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    stage3 = build_multimodal(MultimodalConfig(), setup / "stage2", setup / "image")
+    stage3.save_pretrained(tmp_path / "stage3")
+    assert stage1_dir_of(tmp_path / "stage3" / "speech_llm") == (setup / "stage1").resolve()
+    expected = {"stage1": ("cif_asr", CifAsrModel), "stage2": ("speech_llm", SpeechLlm), "image": ("image_x2l", ImageX2L)}
+    for name, (kind, cls) in expected.items():
+        assert dir_kind(setup / name) == kind
+        assert type(load_model_dir(setup / name)) is cls
+    assert same_tensors(load_model_dir(setup / "stage1"), CifAsrModel.from_pretrained(setup / "stage1"))
+    assert same_tensors(load_model_dir(setup / "image"), ImageX2L.from_pretrained(setup / "image"))
+    speech = load_model_dir(setup / "stage2")
+    saved = torch.load(setup / "stage2" / "adapter.pt")
+    assert saved.keys() == speech.trainable_state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in speech.trainable_state_dict().items())
+    assert dir_kind(tmp_path / "stage3") == "multimodal"
+    again = load_model_dir(tmp_path / "stage3")
+    assert type(again) is MultimodalLlm and same_tensors(again, stage3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: not a model dir"):
+        load_model_dir(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="missing: no such model dir"):
+        load_model_dir(tmp_path / "missing")
+
+
+@pytest.mark.slow
 def test_export_and_transcribe_with_a_picture(setup, espeak_dir, tmp_path):
     """A stage-3 dir exports into one movable dir; `asr transcribe --image` reads the picture (a different
     picture can change the words, the same one gives the same words); bad uses are refused clearly."""
@@ -253,8 +333,9 @@ def test_export_and_transcribe_with_a_picture(setup, espeak_dir, tmp_path):
 
     def run(*extra):
         out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
-        proc = subprocess.run([asr, "transcribe", "--model", str(moved), "-o", str(out), "-f", "json", *extra, wav],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [asr, "transcribe", "--model", str(moved), "-o", str(out), "-f", "json", *extra, wav], capture_output=True, text=True
+        )
         return proc, out
 
     texts = []
@@ -271,8 +352,21 @@ def test_export_and_transcribe_with_a_picture(setup, espeak_dir, tmp_path):
     proc, _ = run("--image", str(tmp_path / "missing.png"))
     assert proc.returncode != 0 and "missing.png: cannot read the picture" in proc.stderr
     stage2 = export_model(setup / "stage2", tmp_path / "model2")
-    proc = subprocess.run([asr, "transcribe", "--model", str(stage2), "-o", str(tmp_path / "o2"), "--image",
-                           str(setup / "pictures" / "scene0.png"), wav], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            asr,
+            "transcribe",
+            "--model",
+            str(stage2),
+            "-o",
+            str(tmp_path / "o2"),
+            "--image",
+            str(setup / "pictures" / "scene0.png"),
+            wav,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "speech-only model: --image needs a stage-3" in proc.stderr
 
 
@@ -304,8 +398,13 @@ def test_picture_guidance_is_the_contrast_of_the_two_prompts_token_by_token(setu
 
     root = setup
     speech = SpeechLlm.from_pretrained(root / "stage2", root / "stage1")
-    model = MultimodalLlm(MultimodalConfig(), speech, ImageX2L.from_pretrained(root / "image"), image_prompt_config(),
-                          stage1_dir=(root / "stage1").resolve()).eval()
+    model = MultimodalLlm(
+        MultimodalConfig(),
+        speech,
+        ImageX2L.from_pretrained(root / "image"),
+        image_prompt_config(),
+        stage1_dir=(root / "stage1").resolve(),
+    ).eval()
     torch.manual_seed(1)
     feats, lengths, pics = torch.randn(2, 70, FEAT_DIM), torch.tensor([70, 55]), torch.rand(2, 3, 32, 32)
     weight = 3.0
@@ -314,15 +413,17 @@ def test_picture_guidance_is_the_contrast_of_the_two_prompts_token_by_token(setu
     differs = False
     with torch.no_grad():
         for b in range(2):
-            f, n, p = feats[b: b + 1, : int(lengths[b])], lengths[b: b + 1], pics[b: b + 1]
+            f, n, p = feats[b : b + 1, : int(lengths[b])], lengths[b : b + 1], pics[b : b + 1]
             joint, _ = model._assemble(JOINT, f, n, p, None, left_pad=True)
             alone, _ = model._assemble(SPEECH, f, n, None, None, left_pad=True)
             ids = guided[b]["llm_ids"]
             assert ids, "guided decoding wrote nothing"
             for i, token in enumerate(ids):
                 prev = embed(torch.tensor([ids[:i]], dtype=torch.long))
-                lp = [model.llm(inputs_embeds=torch.cat([x.inputs_embeds, prev], 1)).logits[0, -1].float().log_softmax(-1)
-                      for x in (joint, alone)]
+                lp = [
+                    model.llm(inputs_embeds=torch.cat([x.inputs_embeds, prev], 1)).logits[0, -1].float().log_softmax(-1)
+                    for x in (joint, alone)
+                ]
                 scores = lp[0] + weight * (lp[0] - lp[1])
                 assert int(scores.argmax()) == token, f"utterance {b}, step {i}"
                 differs |= int(lp[0].argmax()) != token
@@ -332,8 +433,9 @@ def test_picture_guidance_is_the_contrast_of_the_two_prompts_token_by_token(setu
     with pytest.raises(ValueError, match="greedy"):
         model.generate(feats, lengths, images=pics, num_beams=2, picture_guidance=weight)
     model.save_pretrained(tmp_path / "mm")
-    info = decode_dump_dir(tmp_path / "mm", root / "joint_dev", tmp_path / "dec", image_table="utt2image",
-                           picture_guidance=weight, max_utts=2)
+    info = decode_dump_dir(
+        tmp_path / "mm", root / "joint_dev", tmp_path / "dec", image_table="utt2image", picture_guidance=weight, max_utts=2
+    )
     assert info["picture_guidance"] == weight and info["utts"] == 2
     with pytest.raises(ValueError, match="image table"):
         decode_dump_dir(tmp_path / "mm", root / "joint_dev", tmp_path / "bad", picture_guidance=weight)
@@ -344,7 +446,7 @@ def test_picture_table_resizes_to_the_encoders_picture_size(tmp_path):
     `asr transcribe --image` does; without a size, pictures of two sizes are an error naming the table."""
     from PIL import Image
 
-    from asr.training.train_multimodal import PictureTable
+    from asr.data.image import PictureTable
 
     paths = {}
     for utt, side in (("u1", 48), ("u2", 64)):

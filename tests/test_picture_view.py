@@ -16,7 +16,8 @@ def _dump_dir(tmp_path, root_a, utts):
     (src / "text").write_text("".join(f"{u} two red stars\n" for u in utts))
     (src / "utt2image").write_text("".join(f"{u} {root_a}/test/s{i}.png\n" for i, u in enumerate(utts)))
     (src / "utt2image_mismatch").write_text(
-        "".join(f"{u} {root_a}/test/s{(i + 1) % len(utts)}.png\n" for i, u in enumerate(utts)))
+        "".join(f"{u} {root_a}/test/s{(i + 1) % len(utts)}.png\n" for i, u in enumerate(utts))
+    )
     return src
 
 
@@ -45,17 +46,17 @@ def test_tables_are_rerooted_and_the_rest_linked(tmp_path, view):
     assert true == {u: str(root_b.resolve() / "test" / f"s{i}.png") for i, u in enumerate(utts)}
     assert other["u1"] == str(root_b.resolve() / "test" / "s1.png")
     assert not (dst / "utt2image").is_symlink()
-    for name in ("feats.scp", "text", "data"):   # the features are shared, not copied
+    for name in ("feats.scp", "text", "data"):  # the features are shared, not copied
         assert (dst / name).is_symlink() and (dst / name).resolve() == (src / name).resolve()
-    assert read_table(src / "utt2image")["u1"] == f"{root_a}/test/s0.png"   # the source is untouched
+    assert read_table(src / "utt2image")["u1"] == f"{root_a}/test/s0.png"  # the source is untouched
 
-    view.make_view(src, dst, root_a, root_b)   # a second run replaces what the first wrote
+    view.make_view(src, dst, root_a, root_b)  # a second run replaces what the first wrote
     assert read_table(dst / "utt2image") == true
 
 
 def test_missing_picture_names_the_utterance_and_writes_nothing(tmp_path, view):
     root_a, root_b = tmp_path / "data" / "images", tmp_path / "data_128" / "images"
-    _pictures(root_a, 3), _pictures(root_b, 2)   # s2.png was not rendered at the other size
+    _pictures(root_a, 3), _pictures(root_b, 2)  # s2.png was not rendered at the other size
     src = _dump_dir(tmp_path, root_a, ["u1", "u2", "u3"])
     dst = tmp_path / "dump_128" / "test"
     with pytest.raises(FileNotFoundError, match=r"utterance u3: .*s2\.png does not exist"):

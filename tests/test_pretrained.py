@@ -41,8 +41,11 @@ def test_the_default_is_shipped_and_small():
 @pytest.mark.skipif(not LIBRIVOX.is_dir(), reason="pocketsphinx-testdata (Debian) not installed")
 def test_transcribe_a_real_recording_without_model_option(tmp_path):
     wav = sorted(LIBRIVOX.glob("*.wav"))[0]
-    proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "transcribe", "-o", str(tmp_path), "-f", "json", str(wav)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "asr"), "transcribe", "-o", str(tmp_path), "-f", "json", str(wav)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / f"{wav.stem}.json").read_text())
     assert proc.stdout.strip().splitlines()[0].startswith("[00:00")  # whisper-style segment lines

@@ -19,6 +19,8 @@ import pytest
 
 from asr.data.datadir import read_table, validate_data_dir
 
+pytestmark = pytest.mark.slow  # every test here reads one run of the whole recipe
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "mini"
 
@@ -81,8 +83,18 @@ def recipe_run(tmp_path_factory):
     (work / "conf" / "tiny.yaml").write_text(TINY_MODEL)
     (work / "conf" / "tiny_llm.yaml").write_text(TINY_LLM)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = ["bash", "run.sh", "--nj", "2", "--corpus-config", "conf/tiny_corpus.yaml", "--config", "conf/tiny.yaml",
-           "--llm-config", "conf/tiny_llm.yaml"]
+    cmd = [
+        "bash",
+        "run.sh",
+        "--nj",
+        "2",
+        "--corpus-config",
+        "conf/tiny_corpus.yaml",
+        "--config",
+        "conf/tiny.yaml",
+        "--llm-config",
+        "conf/tiny_llm.yaml",
+    ]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work, proc

@@ -38,10 +38,13 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="nee
 # ---- miniature corpora ----------------------------------------------------------------------------
 LIBRI = {  # subset -> [(speaker, chapter, voice, [sentences])]
     "train-clean-100": [
-        ("19", "198", "en-us+m3", ["THE CAT SAT ON THE MAT", "A DOG RAN IN THE PARK", "WE READ A BOOK TODAY",
-                                   "THE SUN IS WARM"]),
-        ("26", "495", "en+f2", ["THE BOAT SAILED ACROSS THE LAKE", "SHE OPENED THE WINDOW", "THE TRAIN LEAVES AT NINE",
-                                "GOOD MORNING TO YOU"]),
+        ("19", "198", "en-us+m3", ["THE CAT SAT ON THE MAT", "A DOG RAN IN THE PARK", "WE READ A BOOK TODAY", "THE SUN IS WARM"]),
+        (
+            "26",
+            "495",
+            "en+f2",
+            ["THE BOAT SAILED ACROSS THE LAKE", "SHE OPENED THE WINDOW", "THE TRAIN LEAVES AT NINE", "GOOD MORNING TO YOU"],
+        ),
     ],
     "dev-clean": [("84", "121123", "en-us+m7", ["THE BIRDS FLEW OVER THE WATER", "PLEASE CLOSE THE DOOR"])],
     "test-clean": [("121", "121726", "en+m4", ["THE CHILDREN PLAY IN THE PARK", "A CUP OF TEA"])],
@@ -56,10 +59,24 @@ SPEAKERS_TXT = """\
 """
 
 AISHELL = {  # speaker -> (set, [(utt suffix, words)])
-    "S0002": ("train", [("W0122", "而 对 楼市 成交 抑制 作用 最 大 的 限 购"), ("W0123", "也 成为 地方 政府 的 眼中 钉"),
-                        ("W0124", "自 六月 底 呼和浩特 市 率先 宣布 取消 限 购 后"), ("W0125", "今天 天气 很 好")]),
-    "S0003": ("train", [("W0121", "我们 明天 去 北京"), ("W0122", "他 在 学校 学习 中文"), ("W0123", "这 是 一个 好 消息"),
-                        ("W0124", "请 打开 窗户")]),
+    "S0002": (
+        "train",
+        [
+            ("W0122", "而 对 楼市 成交 抑制 作用 最 大 的 限 购"),
+            ("W0123", "也 成为 地方 政府 的 眼中 钉"),
+            ("W0124", "自 六月 底 呼和浩特 市 率先 宣布 取消 限 购 后"),
+            ("W0125", "今天 天气 很 好"),
+        ],
+    ),
+    "S0003": (
+        "train",
+        [
+            ("W0121", "我们 明天 去 北京"),
+            ("W0122", "他 在 学校 学习 中文"),
+            ("W0123", "这 是 一个 好 消息"),
+            ("W0124", "请 打开 窗户"),
+        ],
+    ),
     "S0724": ("dev", [("W0121", "市场 价格 上涨"), ("W0122", "我 喜欢 喝 茶")]),
     "S0764": ("test", [("W0121", "城市 发展 很 快"), ("W0122", "明天 会 下雨")]),
 }
@@ -137,7 +154,11 @@ model:
   cformer_heads: 2
   cformer_ffn: 64
 """
-TINY_LIBRI = TINY_ENCODER.replace("model:\n", "model:\n  classifier: tied\n") + "tokenizer: {model_type: llm, llm: tiny-glm}\n" + TINY_TRAIN
+TINY_LIBRI = (
+    TINY_ENCODER.replace("model:\n", "model:\n  classifier: tied\n")
+    + "tokenizer: {model_type: llm, llm: tiny-glm}\n"
+    + TINY_TRAIN
+)
 TINY_AISHELL = TINY_ENCODER + "tokenizer: {model_type: char, vocab_size: 6000}\n" + TINY_TRAIN
 TINY_LLM = """\
 speech_llm:
@@ -148,15 +169,27 @@ decode: {beam_size: 2, batch_size: 4, cif_weight: CIF_WEIGHT}
 """
 
 
-def _run_recipe(name: str, work: Path, corpus: Path, adapter_mode: str, model_cfg: str, extra: list[str],
-                cif_weight: float = 0.0) -> subprocess.CompletedProcess:
+def _run_recipe(
+    name: str, work: Path, corpus: Path, adapter_mode: str, model_cfg: str, extra: list[str], cif_weight: float = 0.0
+) -> subprocess.CompletedProcess:
     for item in ("run.sh", "path.sh", "utils", "local", "conf"):
         src = RECIPES / name / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item)
     (work / "conf" / "tiny.yaml").write_text(model_cfg)
     (work / "conf" / "tiny_llm.yaml").write_text(TINY_LLM.replace("MODE", adapter_mode).replace("CIF_WEIGHT", str(cif_weight)))
-    cmd = ["bash", "run.sh", "--nj", "1", "--corpus-dir", str(corpus), "--config", "conf/tiny.yaml",
-           "--llm-config", "conf/tiny_llm.yaml", *extra]
+    cmd = [
+        "bash",
+        "run.sh",
+        "--nj",
+        "1",
+        "--corpus-dir",
+        str(corpus),
+        "--config",
+        "conf/tiny.yaml",
+        "--llm-config",
+        "conf/tiny_llm.yaml",
+        *extra,
+    ]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
@@ -170,8 +203,19 @@ def libri_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("librispeech")
     # train-* subsets found automatically; one evaluation subset named (dev-clean is in the tree but left
     # out), so --test-sets auto must resolve to test_clean alone (one decoded set keeps the test short)
-    return work, corpus, _run_recipe("librispeech", work, corpus, "expected_embedding", TINY_LIBRI,
-                                     ["--test-subsets", "test-clean", "--valid-set", "test_clean"], cif_weight=1.0)
+    return (
+        work,
+        corpus,
+        _run_recipe(
+            "librispeech",
+            work,
+            corpus,
+            "expected_embedding",
+            TINY_LIBRI,
+            ["--test-subsets", "test-clean", "--valid-set", "test_clean"],
+            cif_weight=1.0,
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +227,15 @@ def aishell_run(tmp_path_factory):
     # stages 3 and 5 through torchrun, as a multi-GPU run launches them (one process here), behind a
     # wrapper that records what it was asked to run
     launcher = work / "launch.sh"
-    launcher.write_text('#!/usr/bin/env bash\necho "$*" >> launched.txt\n'
-                        'exec torchrun --standalone --nproc_per_node=1 -m asr.cli.main "$@"\n')
+    launcher.write_text(
+        '#!/usr/bin/env bash\necho "$*" >> launched.txt\nexec torchrun --standalone --nproc_per_node=1 -m asr.cli.main "$@"\n'
+    )
     launcher.chmod(0o755)
-    return work, corpus, _run_recipe("aishell", work, corpus, "mlp", TINY_AISHELL,
-                                     ["--test-sets", "test", "--train-cmd", "./launch.sh"])
+    return (
+        work,
+        corpus,
+        _run_recipe("aishell", work, corpus, "mlp", TINY_AISHELL, ["--test-sets", "test", "--train-cmd", "./launch.sh"]),
+    )
 
 
 def _check_stages(work: Path, sets: list[str], test_sets: list[str], metric: str) -> None:
@@ -220,6 +268,7 @@ def _check_stages(work: Path, sets: list[str], test_sets: list[str], metric: str
 
 # ---- LibriSpeech ----------------------------------------------------------------------------------------
 @needs_espeak
+@pytest.mark.slow
 def test_librispeech_stage0_data_dirs(libri_run):
     work, _, proc = libri_run
     for s in ("train", "test_clean"):
@@ -240,6 +289,7 @@ def test_librispeech_stage0_data_dirs(libri_run):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_librispeech_all_stages(libri_run):
     work, _, proc = libri_run
     _check_stages(work, ["train", "test_clean"], ["test_clean"], "WER")
@@ -252,10 +302,26 @@ def test_librispeech_all_stages(libri_run):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_librispeech_data_prep_takes_every_subset_present_by_default(libri_run):
     work, corpus, _ = libri_run
-    proc = subprocess.run([sys.executable, "local/data_prep.py", "--corpus-dir", str(corpus / "LibriSpeech"), "--data",
-                           "data_auto", "--case", "upper"], cwd=work, capture_output=True, text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "local/data_prep.py",
+            "--corpus-dir",
+            str(corpus / "LibriSpeech"),
+            "--data",
+            "data_auto",
+            "--case",
+            "upper",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((work / "data_auto/local/data_prep.json").read_text())
     assert summary["train_subsets"] == ["train-clean-100"] and summary["test_subsets"] == ["dev-clean", "test-clean"]
@@ -265,6 +331,7 @@ def test_librispeech_data_prep_takes_every_subset_present_by_default(libri_run):
 
 # ---- AISHELL-1 -------------------------------------------------------------------------------------------
 @needs_espeak
+@pytest.mark.slow
 def test_aishell_stage0_untar_and_data_dirs(aishell_run):
     work, corpus, proc = aishell_run
     wav_dir = corpus / "data_aishell" / "wav"
@@ -286,6 +353,7 @@ def test_aishell_stage0_untar_and_data_dirs(aishell_run):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_aishell_all_stages_scored_by_cer(aishell_run):
     work, _, proc = aishell_run
     _check_stages(work, ["train", "dev", "test"], ["test"], "CER")
@@ -298,10 +366,17 @@ def test_aishell_all_stages_scored_by_cer(aishell_run):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_aishell_stage0_rerun_does_not_unpack_again(aishell_run):
     work, corpus, _ = aishell_run
-    proc = subprocess.run([sys.executable, "local/data_prep.py", "--corpus-dir", str(corpus), "--data", "data2"],
-                          cwd=work, capture_output=True, text=True, env=ENV, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "local/data_prep.py", "--corpus-dir", str(corpus), "--data", "data2"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "0 unpacked now, 4 already done" in proc.stderr
     assert read_table(work / "data2/test/text") == read_table(work / "data/test/text")
@@ -310,8 +385,19 @@ def test_aishell_stage0_rerun_does_not_unpack_again(aishell_run):
 # ---- errors that name what is wrong (no audio needed) ----------------------------------------------------
 def test_librispeech_data_prep_rejects_a_wrong_layout(tmp_path):
     (tmp_path / "corpus" / "flacs").mkdir(parents=True)
-    proc = subprocess.run([sys.executable, str(RECIPES / "librispeech/local/data_prep.py"), "--corpus-dir",
-                           str(tmp_path / "corpus"), "--data", str(tmp_path / "data")], capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "librispeech/local/data_prep.py"),
+            "--corpus-dir",
+            str(tmp_path / "corpus"),
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 1
     assert f"{tmp_path / 'corpus'}: no LibriSpeech subset found" in proc.stderr and "LibriSpeech/<subset>" in proc.stderr
 
@@ -320,35 +406,84 @@ def test_librispeech_data_prep_names_a_bad_transcript_line(tmp_path):
     chapter = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123"
     chapter.mkdir(parents=True)
     (chapter / "84-121123.trans.txt").write_text("84-121123-0000 HELLO\n85-121123-0001 WRONG SPEAKER\n")
-    proc = subprocess.run([sys.executable, str(RECIPES / "librispeech/local/data_prep.py"), "--corpus-dir", str(tmp_path),
-                           "--train-subsets", "auto", "--test-subsets", "dev-clean", "--data", str(tmp_path / "data")],
-                          capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "librispeech/local/data_prep.py"),
+            "--corpus-dir",
+            str(tmp_path),
+            "--train-subsets",
+            "auto",
+            "--test-subsets",
+            "dev-clean",
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 1
     assert "no training subset" in proc.stderr
     (tmp_path / "LibriSpeech" / "train-clean-100").mkdir()
-    proc = subprocess.run([sys.executable, str(RECIPES / "librispeech/local/data_prep.py"), "--corpus-dir", str(tmp_path),
-                           "--train-subsets", "train-clean-360", "--data", str(tmp_path / "data")],
-                          capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "librispeech/local/data_prep.py"),
+            "--corpus-dir",
+            str(tmp_path),
+            "--train-subsets",
+            "train-clean-360",
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 1 and "train-clean-360: subset 'train-clean-360' not found" in proc.stderr
 
 
 def test_aishell_data_prep_rejects_a_wrong_layout(tmp_path):
-    proc = subprocess.run([sys.executable, str(RECIPES / "aishell/local/data_prep.py"), "--corpus-dir", str(tmp_path),
-                           "--data", str(tmp_path / "data")], capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "aishell/local/data_prep.py"),
+            "--corpus-dir",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 1
     assert f"{tmp_path}/data_aishell/transcript/aishell_transcript_v0.8.txt" in proc.stderr
     (tmp_path / "data_aishell" / "wav").mkdir(parents=True)
     (tmp_path / "data_aishell" / "wav" / "S0002.tar.gz").write_bytes(b"not a tar file")
-    proc = subprocess.run([sys.executable, str(RECIPES / "aishell/local/data_prep.py"), "--corpus-dir", str(tmp_path),
-                           "--data", str(tmp_path / "data")], capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RECIPES / "aishell/local/data_prep.py"),
+            "--corpus-dir",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 1 and "S0002.tar.gz: cannot unpack" in proc.stderr
     assert not (tmp_path / "data_aishell" / "wav" / ".S0002.tar.gz.done").exists()
 
 
 def test_run_sh_requires_corpus_dir(tmp_path):
     for name in ("librispeech", "aishell"):
-        proc = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--stop-stage", "0"], capture_output=True, text=True,
-                              env=ENV)
+        proc = subprocess.run(
+            ["bash", str(RECIPES / name / "run.sh"), "--stop-stage", "0"], capture_output=True, text=True, env=ENV
+        )
         assert proc.returncode == 1 and "--corpus-dir is required" in proc.stderr
 
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from asr.data.batching import FrameBatchSampler
 from asr.io_utils import write_table
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel, SpecAugmentConfig
-from asr.training.data import BatchLoader, FeatureDataset, FrameBatchSampler
+from asr.training.data import BatchLoader, FeatureDataset
 from asr.training.distributed import DistributedBatchSampler
 from asr.training.trainer import TrainConfig, Trainer
 
@@ -42,8 +43,9 @@ def _write_dump(d: Path, n_utts: int = 18, n_arks: int = 2) -> Path:
     (d / "feats.scp").write_text("".join(scp))
     write_table(d / "text", texts)
     write_table(d / "utt2num_frames", frames)
-    (d / "feat_info.json").write_text(json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM,
-                                                  "frame_rate_hz": 50.0}))
+    (d / "feat_info.json").write_text(
+        json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM, "frame_rate_hz": 50.0})
+    )
     return d
 
 
@@ -58,9 +60,20 @@ def dump(tmp_path_factory) -> Path:
 
 def _model(vocab: int, dropout: float = 0.1) -> CifAsrModel:
     torch.manual_seed(0)
-    return CifAsrModel(CifAsrConfig(vocab_size=vocab, feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2, d_model=16,
-                                    cformer_layers=1, cformer_heads=2, cformer_ffn=32, dropout=dropout,
-                                    specaug=SpecAugmentConfig(time_masks=1, time_mask_max=8, freq_masks=1, freq_mask_max=3)))
+    return CifAsrModel(
+        CifAsrConfig(
+            vocab_size=vocab,
+            feat_dim=FEAT_DIM,
+            encoder_type="frozen",
+            frozen_pool=2,
+            d_model=16,
+            cformer_layers=1,
+            cformer_heads=2,
+            cformer_ffn=32,
+            dropout=dropout,
+            specaug=SpecAugmentConfig(time_masks=1, time_mask_max=8, freq_masks=1, freq_mask_max=3),
+        )
+    )
 
 
 def _data(dump: Path, **sampler_kw):
@@ -73,8 +86,16 @@ def _data(dump: Path, **sampler_kw):
 
 
 def _cfg(**over) -> TrainConfig:
-    cfg = dict(max_steps=4, max_epochs=100, lr=3e-3, warmup_steps=2, checkpoint_interval=1000, log_interval=1,
-               num_threads=1, device="cpu")
+    cfg = dict(
+        max_steps=4,
+        max_epochs=100,
+        lr=3e-3,
+        warmup_steps=2,
+        checkpoint_interval=1000,
+        log_interval=1,
+        num_threads=1,
+        device="cpu",
+    )
     cfg.update(over)
     return TrainConfig(**cfg)
 
@@ -194,8 +215,11 @@ def test_distributed_batch_sampler_shares():
     cut = [DistributedBatchSampler(_Fixed(5), 2, r, pad=False).local_batches() for r in range(2)]
     assert cut == [[[0], [2]], [[1], [3]]]
     # a checkpoint written by 2 ranks (start 4) continued by 3
-    assert [DistributedBatchSampler(_Fixed(9), 3, r).local_batches(start=4) for r in range(3)] == \
-        [[[4], [7]], [[5], [8]], [[6], [0]]]
+    assert [DistributedBatchSampler(_Fixed(9), 3, r).local_batches(start=4) for r in range(3)] == [
+        [[4], [7]],
+        [[5], [8]],
+        [[6], [0]],
+    ]
     with pytest.raises(ValueError, match="rank 2 outside"):
         DistributedBatchSampler(_Fixed(3), 2, 2)
 
@@ -216,8 +240,24 @@ def test_average_checkpoints_stage1(dump, tmp_path, capsys):
     from asr.cli.main import main
 
     exp = tmp_path / "exp"
-    assert main(["train", "--config", str(_stage1_config(tmp_path / "c.yaml")), "--train-dir", str(dump),
-                 "--tokenizer", str(dump / "tok.model"), "--exp-dir", str(exp), "--max-steps", "4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(_stage1_config(tmp_path / "c.yaml")),
+                "--train-dir",
+                str(dump),
+                "--tokenizer",
+                str(dump / "tok.model"),
+                "--exp-dir",
+                str(exp),
+                "--max-steps",
+                "4",
+            ]
+        )
+        == 0
+    )
     ckpt = {s: _final_params(exp, s) for s in (3, 4)}
     # one checkpoint: the model dir holds exactly its tensors
     assert main(["average-checkpoints", "--exp-dir", str(exp), "--num", "1", "--out", str(tmp_path / "one")]) == 0
@@ -266,9 +306,21 @@ def stage2(tmp_path_factory):
     llm = load_llm(LlmConfig(name_or_path="tiny-glm"))
     units = load_tokenizer(build_llm_units(d / "text", "tiny-glm", root / "units", hf_tokenizer=llm.tokenizer))
     torch.manual_seed(0)
-    stage1 = CifAsrModel(CifAsrConfig(vocab_size=len(units), feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2,
-                                      d_model=16, cformer_layers=1, cformer_heads=2, cformer_ffn=32, ctc_weight=0.0,
-                                      classifier="tied", tied_dim=llm.hidden_size))
+    stage1 = CifAsrModel(
+        CifAsrConfig(
+            vocab_size=len(units),
+            feat_dim=FEAT_DIM,
+            encoder_type="frozen",
+            frozen_pool=2,
+            d_model=16,
+            cformer_layers=1,
+            cformer_heads=2,
+            cformer_ffn=32,
+            ctc_weight=0.0,
+            classifier="tied",
+            tied_dim=llm.hidden_size,
+        )
+    )
     stage1.classifier.set_embeddings(llm.input_embeddings().weight.detach()[torch.tensor(units.llm_ids)])
     stage1.save_pretrained(root / "stage1")
     finalize_model_dir(root / "stage1", units, json.loads((d / "feat_info.json").read_text()))
@@ -300,14 +352,17 @@ def test_gradient_checkpointing_reaches_the_llm(stage2):
 
 
 def test_stage2_training_with_checkpointing_and_averaging(stage2, tmp_path):
-    from asr.training.train_speech_llm import load_speech_llm, train
+    from asr.models.loading import load_speech_llm
+    from asr.training.train_speech_llm import train
     from asr.training.trainer import average_checkpoints
 
     d, stage1_dir, _ = stage2
     config = tmp_path / "s2.yaml"
-    config.write_text("speech_llm:\n  llm: {name_or_path: tiny-glm, device: auto}\n  adapter: {hidden_dim: 32}\n"
-                      "train: {max_steps: 3, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 300, checkpoint_interval: 1,"
-                      " log_interval: 1, num_threads: 1, device: cpu, gradient_checkpointing: true, num_workers: 1}\n")
+    config.write_text(
+        "speech_llm:\n  llm: {name_or_path: tiny-glm, device: auto}\n  adapter: {hidden_dim: 32}\n"
+        "train: {max_steps: 3, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 300, checkpoint_interval: 1,"
+        " log_interval: 1, num_threads: 1, device: cpu, gradient_checkpointing: true, num_workers: 1}\n"
+    )
     exp = tmp_path / "exp"
     train(config, stage1_dir, d, None, exp)
     c2, c3 = _final_params(exp, 2), _final_params(exp, 3)
@@ -346,5 +401,6 @@ def test_merged_datasets_keep_corpora_apart(dump, preload):
     length = int(single["feat_lengths"][0])
     for row in (0, 1):
         assert torch.equal(batch["feats"][row, :length], single["feats"][0, :length])
-        assert torch.equal(batch["targets"][row, : int(batch["target_lengths"][row])],
-                           single["targets"][0, : int(single["target_lengths"][0])])
+        assert torch.equal(
+            batch["targets"][row, : int(batch["target_lengths"][row])], single["targets"][0, : int(single["target_lengths"][0])]
+        )

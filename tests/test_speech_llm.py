@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from asr.data.batching import IGNORE_ID
 from asr.io_utils import write_table
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.cif_fusion import CifFusion
 from asr.models.llm import LlmConfig, load_llm
 from asr.models.s_adapter import SAdapter, SAdapterConfig
-from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, SpeechLlm, SpeechLlmConfig, assemble, strip_repetition
+from asr.models.speech_llm import Prompt, PromptConfig, SpeechLlm, SpeechLlmConfig, assemble, strip_repetition
 from asr.tokenizer import build_llm_units, load_tokenizer
 
 WORDS = "the cat sat on a mat and dog ran to red blue big small".split()
@@ -44,17 +45,28 @@ def dump_dir(tmp_path_factory, tiny_llm):
             texts[utt], frames[utt] = " ".join(rng.choice(WORDS, size=rng.integers(2, 5))), str(n)
     write_table(d / "text", texts)
     write_table(d / "utt2num_frames", frames)
-    (d / "feat_info.json").write_text(json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM,
-                                                  "frame_rate_hz": 50.0}))
+    (d / "feat_info.json").write_text(
+        json.dumps({"feature_type": "whisper_encoder", "options": {}, "dim": FEAT_DIM, "frame_rate_hz": 50.0})
+    )
     build_llm_units(d / "text", "tiny-glm", d / "units", hf_tokenizer=tiny_llm.tokenizer)
     return d
 
 
 def stage1_model(units, llm, tied: bool = True) -> CifAsrModel:
     torch.manual_seed(0)
-    cfg = CifAsrConfig(vocab_size=len(units), feat_dim=FEAT_DIM, encoder_type="frozen", frozen_pool=2, d_model=32,
-                       cformer_layers=1, cformer_heads=2, cformer_ffn=64, ctc_weight=0.0,
-                       classifier="tied" if tied else "linear", tied_dim=llm.hidden_size if tied else 0)
+    cfg = CifAsrConfig(
+        vocab_size=len(units),
+        feat_dim=FEAT_DIM,
+        encoder_type="frozen",
+        frozen_pool=2,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+        ctc_weight=0.0,
+        classifier="tied" if tied else "linear",
+        tied_dim=llm.hidden_size if tied else 0,
+    )
     model = CifAsrModel(cfg)
     if tied:
         emb = llm.input_embeddings().weight.detach()
@@ -73,7 +85,9 @@ def test_prompt_uses_chat_template_and_markers(tiny_llm):
     suffix = tiny_llm.tokenizer.decode(prompt.suffix)
     assert "Transcribe it." in prefix and prefix.rstrip().endswith("<speech>")
     assert suffix.startswith("</speech>")
-    rendered = tiny_llm.tokenizer.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False, add_generation_prompt=True)
+    rendered = tiny_llm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "X"}], tokenize=False, add_generation_prompt=True
+    )
     head = rendered.split("X")[0]
     assert prefix.startswith(head.strip()[:5])  # the template's opening tokens come first
     assert prompt.target_ids("the cat")[-1] == tiny_llm.tokenizer.eos_token_id
@@ -100,14 +114,14 @@ def test_assemble_labels_and_embeddings_token_by_token(tiny_llm):
             n_prompt = P1 + speech[b].shape[0] + P2
             assert labels[:n_prompt] == [IGNORE_ID] * n_prompt  # prompt and speech: never a target
             assert labels[n_prompt:] == targets[b]  # transcript + eos, token by token
-            pad_labels = batch.labels[b, :pad] if left else batch.labels[b, lengths[b]:]
+            pad_labels = batch.labels[b, :pad] if left else batch.labels[b, lengths[b] :]
             assert (pad_labels == IGNORE_ID).all()
             x = batch.inputs_embeds[b, start:]
             torch.testing.assert_close(x[:P1], embed(torch.tensor(prompt.prefix)))
             torch.testing.assert_close(x[P1 : P1 + speech[b].shape[0]], speech[b])
             torch.testing.assert_close(x[n_prompt - P2 : n_prompt], embed(torch.tensor(prompt.suffix)))
-            torch.testing.assert_close(x[n_prompt:lengths[b]], embed(torch.tensor(targets[b])))
-            assert batch.position_ids[b, start:start + lengths[b]].tolist() == list(range(lengths[b]))
+            torch.testing.assert_close(x[n_prompt : lengths[b]], embed(torch.tensor(targets[b])))
+            assert batch.position_ids[b, start : start + lengths[b]].tolist() == list(range(lengths[b]))
 
 
 def test_strip_repetition():
@@ -187,8 +201,9 @@ def test_batched_generation_equals_one_by_one_and_save_load(dump_dir, tiny_llm, 
     saved = torch.load(tmp_path / "stage2" / "adapter.pt")
     assert saved and all(k.startswith("adapter.") for k in saved)  # no LLM or stage-1 copy
     again = SpeechLlm.from_pretrained(tmp_path / "stage2", tmp_path / "stage1")
-    assert [r["llm_ids"] for r in again.generate(batch["feats"], batch["feat_lengths"], max_new_extra=4)] == \
-        [r["llm_ids"] for r in together]
+    assert [r["llm_ids"] for r in again.generate(batch["feats"], batch["feat_lengths"], max_new_extra=4)] == [
+        r["llm_ids"] for r in together
+    ]
 
 
 # ---- CIF fusion -----------------------------------------------------------------------------------
@@ -250,16 +265,27 @@ def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
     make_features(espeak_dir, dump, "fbank")
     units = load_tokenizer(build_llm_units(dump / "text", "tiny-glm", tmp_path / "units", hf_tokenizer=tiny_llm.tokenizer))
     torch.manual_seed(0)
-    cfg = CifAsrConfig(vocab_size=len(units), feat_dim=80, d_model=32, cformer_layers=1, cformer_heads=2, cformer_ffn=64,
-                       ctc_weight=0.0, classifier="tied", tied_dim=tiny_llm.hidden_size,
-                       conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, kernel_size=5, subsampling_channels=8))
+    cfg = CifAsrConfig(
+        vocab_size=len(units),
+        feat_dim=80,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+        ctc_weight=0.0,
+        classifier="tied",
+        tied_dim=tiny_llm.hidden_size,
+        conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, kernel_size=5, subsampling_channels=8),
+    )
     stage1 = CifAsrModel(cfg)
     stage1.classifier.set_embeddings(tiny_llm.input_embeddings().weight.detach()[torch.tensor(units.llm_ids)])
     stage1.save_pretrained(tmp_path / "stage1")
     finalize_model_dir(tmp_path / "stage1", units, json.loads((dump / "feat_info.json").read_text()))
     config = tmp_path / "stage2.yaml"
-    config.write_text("speech_llm:\n  llm: {name_or_path: tiny-glm}\n  adapter: {hidden_dim: 32, mode: expected_embedding}\n"
-                      "train: {max_steps: 3, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 2000, checkpoint_interval: 1, log_interval: 1}\n")
+    config.write_text(
+        "speech_llm:\n  llm: {name_or_path: tiny-glm}\n  adapter: {hidden_dim: 32, mode: expected_embedding}\n"
+        "train: {max_steps: 3, lr: 0.01, warmup_steps: 1, max_frames_per_batch: 2000, checkpoint_interval: 1, log_interval: 1}\n"
+    )
     exp = tmp_path / "exp"
     final = train(config, tmp_path / "stage1", dump, None, exp)
     assert {p.name for p in final.iterdir()} >= {"adapter.pt", "speech_llm.json", "stage1.json"}
@@ -280,8 +306,23 @@ def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
     assert doc["kind"] == "speech_llm" and doc["decode"] == {"beam_size": 1, "cif_weight": 0.0}
     wav = next(p for p in (espeak_dir / "wav.scp").read_text().split() if p.endswith(".wav"))
     out = tmp_path / "out"
-    proc = subprocess.run([str(Path(sys.executable).parent / "asr"), "transcribe", "--model", str(exported), "-o", str(out),
-                           "-f", "json", "--beam-size", "2", wav], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "asr"),
+            "transcribe",
+            "--model",
+            str(exported),
+            "-o",
+            str(out),
+            "-f",
+            "json",
+            "--beam-size",
+            "2",
+            wav,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((out / f"{Path(wav).stem}.json").read_text())
     words = [w for seg in doc["segments"] for w in seg["words"]]
@@ -313,10 +354,12 @@ def test_smollm2_path_trains_and_decodes(dump_dir):
     code path as the GLMs. Units are rebuilt from its tokenizer; a few adapter steps lower the loss."""
     smol = load_llm(LlmConfig())  # converted once into the cache (~20 s), then ~0.3 s
     assert smol.hidden_size == 576 and not any(p.requires_grad for p in smol.model.parameters())
-    units = load_tokenizer(build_llm_units(dump_dir / "text", "smollm2-135m-instruct", dump_dir / "smol_units",
-                                           hf_tokenizer=smol.tokenizer))
-    model = SpeechLlm(SpeechLlmConfig(adapter=SAdapterConfig(hidden_dim=64, mode="expected_embedding")),
-                      stage1_model(units, smol), smol)
+    units = load_tokenizer(
+        build_llm_units(dump_dir / "text", "smollm2-135m-instruct", dump_dir / "smol_units", hf_tokenizer=smol.tokenizer)
+    )
+    model = SpeechLlm(
+        SpeechLlmConfig(adapter=SAdapterConfig(hidden_dim=64, mode="expected_embedding")), stage1_model(units, smol), smol
+    )
     prefix = smol.tokenizer.decode(model.prompt.prefix)
     assert prefix.startswith("<|im_start|>system\nYou are a speech recognizer.<|im_end|>") and "<speech>" in prefix
     from asr.training.data import FeatureDataset

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from asr.data.batching import FrameBatchSampler
 from asr.io_utils import save_config_and_weights
-from asr.training.data import FrameBatchSampler
 from asr.training.started_from import weights_digest
-from asr.training.trainer import Trainer, TrainConfig
+from asr.training.trainer import TrainConfig, Trainer
 
 
 class Regression(torch.nn.Module):
@@ -36,8 +36,16 @@ def _model_dir(path: Path, seed: int) -> Path:
 
 
 def _run(exp: Path, started_from: dict, max_steps: int):
-    cfg = TrainConfig(max_steps=max_steps, max_epochs=100, lr=1e-2, warmup_steps=1, checkpoint_interval=2,
-                      log_interval=1, num_threads=1, device="cpu")
+    cfg = TrainConfig(
+        max_steps=max_steps,
+        max_epochs=100,
+        lr=1e-2,
+        warmup_steps=1,
+        checkpoint_interval=2,
+        log_interval=1,
+        num_threads=1,
+        device="cpu",
+    )
     trainer = Trainer(Regression(), FrameBatchSampler([10] * 8, 20, seed=1), collate, cfg, exp, started_from=started_from)
     trainer.train()
     return trainer

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from asr.data.batching import IGNORE_ID
 from asr.io_utils import write_table
-from asr.models.cif_asr import IGNORE_ID, CifAsrConfig, CifAsrModel
+from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.conformer_encoder import ConformerConfig
 from asr.tokenizer import train_tokenizer
 
@@ -21,8 +22,16 @@ WORDS = "the cat sat on a mat dog ran far blue sky sun was hot cold wind".split(
 
 
 def tiny_config(**over) -> CifAsrConfig:
-    cfg = dict(vocab_size=30, feat_dim=20, d_model=32, cformer_layers=1, cformer_heads=2, cformer_ffn=64, dropout=0.1,
-               conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, kernel_size=5, subsampling_channels=8))
+    cfg = dict(
+        vocab_size=30,
+        feat_dim=20,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+        dropout=0.1,
+        conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, kernel_size=5, subsampling_channels=8),
+    )
     cfg.update(over)
     return CifAsrConfig(**cfg)
 
@@ -71,12 +80,21 @@ def test_forward_shapes_and_loss():
         assert fires == sorted(fires) and all(0 <= f < n_frames for f in fires)
 
 
-@pytest.mark.parametrize("over", [
-    {},  # Conformer trained from scratch (conv subsampling)
-    {"encoder_type": "frozen", "frozen_pool": 4, "frozen_pool_mode": "stack"},
-    {"encoder_type": "frozen", "frozen_pool": 2, "frozen_layers": 1, "frozen_layer_type": "conformer"},
-    {"encoder_type": "frozen", "frozen_pool": 2, "frozen_pool_mode": "stack", "frozen_layers": 1, "frozen_layer_type": "transformer"},
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},  # Conformer trained from scratch (conv subsampling)
+        {"encoder_type": "frozen", "frozen_pool": 4, "frozen_pool_mode": "stack"},
+        {"encoder_type": "frozen", "frozen_pool": 2, "frozen_layers": 1, "frozen_layer_type": "conformer"},
+        {
+            "encoder_type": "frozen",
+            "frozen_pool": 2,
+            "frozen_pool_mode": "stack",
+            "frozen_layers": 1,
+            "frozen_layer_type": "transformer",
+        },
+    ],
+)
 def test_batched_recognition_equals_single(over):
     torch.manual_seed(0)
     model = CifAsrModel(tiny_config(**over)).eval()
@@ -101,9 +119,25 @@ def test_save_load_round_trip(tmp_path):
 
 
 def _train(dump: Path, exp: Path, config: Path, max_steps: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "asr.cli.main", "train", "--config", str(config), "--train-dir", str(dump),
-           "--valid-dir", str(dump), "--tokenizer", str(dump / "tok.model"), "--exp-dir", str(exp),
-           "--max-steps", str(max_steps), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asr.cli.main",
+        "train",
+        "--config",
+        str(config),
+        "--train-dir",
+        str(dump),
+        "--valid-dir",
+        str(dump),
+        "--tokenizer",
+        str(dump / "tok.model"),
+        "--exp-dir",
+        str(exp),
+        "--max-steps",
+        str(max_steps),
+        *extra,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
@@ -123,6 +157,7 @@ train: {{max_epochs: 50, lr: 0.002, warmup_steps: 5, max_frames_per_batch: 700, 
     return path
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(dump_dir, tmp_path):
     """Kill training between checkpoints, rerun: the next checkpoint equals an uninterrupted run's.
 
@@ -146,7 +181,9 @@ def test_resume_after_kill_matches_uninterrupted_run(dump_dir, tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     # the logs hold each step once, as in the uninterrupted run
-    assert (tmp_path / "full" / "train_log.csv").read_text().count("\n") == (tmp_path / "resumed" / "train_log.csv").read_text().count("\n")
+    assert (tmp_path / "full" / "train_log.csv").read_text().count("\n") == (
+        tmp_path / "resumed" / "train_log.csv"
+    ).read_text().count("\n")
     assert (tmp_path / "resumed" / "curves.png").stat().st_size > 1000
     # stopped by max_steps inside an epoch: validated at that step too, so best/ and final/ see the last steps
     logs = {run: (tmp_path / run / "valid_log.csv").read_text().splitlines() for run in ("full", "resumed")}

@@ -19,9 +19,11 @@ import torch
 from asr.cli.main import main
 from asr.data.audio import read_audio, write_wav
 from asr.data.datadir import read_table
+from asr.decoding.cif_recognizer import cif_token_times
 from asr.decoding.hypothesis import Hypothesis, Word
+from asr.decoding.recognizers import load_recognizer
 from asr.decoding.segmenter import speech_chunks, speech_regions, split_on_silence
-from asr.decoding.transcribe import AudioInput, cif_token_times, collect_inputs, load_recognizer, transcribe_inputs
+from asr.decoding.transcribe import AudioInput, collect_inputs, transcribe_inputs
 from asr.decoding.writers import Segment, Transcript, cues, format_timestamp, to_srt, to_tsv, to_vtt
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.conformer_encoder import ConformerConfig
@@ -35,8 +37,15 @@ def model_dir(espeak_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("model")
     tok = Tokenizer(train_tokenizer(espeak_dir / "text", root / "units", vocab_size=30, model_type="char"))
     torch.manual_seed(0)
-    cfg = CifAsrConfig(vocab_size=len(tok), feat_dim=80, d_model=32, cformer_layers=1, cformer_heads=2, cformer_ffn=64,
-                       conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, kernel_size=5, subsampling_channels=8))
+    cfg = CifAsrConfig(
+        vocab_size=len(tok),
+        feat_dim=80,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+        conformer=ConformerConfig(d_model=32, num_layers=1, num_heads=2, ffn_dim=64, kernel_size=5, subsampling_channels=8),
+    )
     model = CifAsrModel(cfg)  # random alphas are near 0.5: CIF fires about every other frame
     model.save_pretrained(root / "final")
     finalize_model_dir(root / "final", tok, {"feature_type": "fbank", "options": {}, "dim": 80, "frame_rate_hz": 100.0})
@@ -91,8 +100,11 @@ def check_outputs(out: Path, name: str, duration: float | None = None) -> dict:
         srt_times.append((_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])))
     vtt = (out / f"{name}.vtt").read_text().splitlines()
     assert vtt[0] == "WEBVTT"
-    vtt_times = [(_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:])) for line in vtt
-                 if (m := re.fullmatch(SRT_TIME.replace(",", r"\.") + " --> " + SRT_TIME.replace(",", r"\."), line))]
+    vtt_times = [
+        (_seconds(*m.groups()[:4]), _seconds(*m.groups()[4:]))
+        for line in vtt
+        if (m := re.fullmatch(SRT_TIME.replace(",", r"\.") + " --> " + SRT_TIME.replace(",", r"\."), line))
+    ]
     tsv = (out / f"{name}.tsv").read_text().splitlines()
     assert tsv[0] == "start\tend\ttext"
     tsv_times = [(int(s) / 1000, int(e) / 1000) for s, e, _ in (row.split("\t") for row in tsv[1:])]
@@ -119,9 +131,13 @@ def test_transcribe_files_and_skip_bad_one(model_dir, wavs, tmp_path):
 def test_formats_rates_and_channels(model_dir, wavs, tmp_path):
     wave, _ = read_audio(wavs[2], 44100)
     stereo = np.stack([wave.numpy(), 0.5 * wave.numpy()], axis=1)
-    files = {"stereo44k.wav": dict(samplerate=44100, subtype="PCM_16"), "a.flac": dict(samplerate=44100, subtype="PCM_24"),
-             "b.ogg": dict(samplerate=44100, subtype="VORBIS"), "c.opus": dict(samplerate=48000, format="OGG", subtype="OPUS"),
-             "d.mp3": dict(samplerate=44100, subtype="MPEG_LAYER_III")}
+    files = {
+        "stereo44k.wav": dict(samplerate=44100, subtype="PCM_16"),
+        "a.flac": dict(samplerate=44100, subtype="PCM_24"),
+        "b.ogg": dict(samplerate=44100, subtype="VORBIS"),
+        "c.opus": dict(samplerate=48000, format="OGG", subtype="OPUS"),
+        "d.mp3": dict(samplerate=44100, subtype="MPEG_LAYER_III"),
+    }
     for name, kw in files.items():
         data = stereo if name.startswith("stereo") else wave.numpy()
         if kw["samplerate"] != 44100:
@@ -283,15 +299,27 @@ def test_export_dir_loads_the_speech_llm(tmp_path, monkeypatch):
     class FakeLlm:
         @classmethod
         def from_export_dir(cls, model_dir, device, beam_size, cif_weight, image, picture_guidance):
-            calls.update(model_dir=model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image,
-                         picture_guidance=picture_guidance)
+            calls.update(
+                model_dir=model_dir,
+                device=device,
+                beam_size=beam_size,
+                cif_weight=cif_weight,
+                image=image,
+                picture_guidance=picture_guidance,
+            )
             return cls()
 
     monkeypatch.setitem(sys.modules, "asr.decoding.llm_recognizer", types.SimpleNamespace(SpeechLlmRecognizer=FakeLlm))
     (tmp_path / "export.json").write_text(json.dumps({"kind": "speech_llm"}))
     assert isinstance(load_recognizer(tmp_path, beam_size=4), FakeLlm)
-    assert calls == {"model_dir": tmp_path, "device": "cpu", "beam_size": 4, "cif_weight": 0.0, "image": None,
-                     "picture_guidance": 0.0}
+    assert calls == {
+        "model_dir": tmp_path,
+        "device": "cpu",
+        "beam_size": 4,
+        "cif_weight": 0.0,
+        "image": None,
+        "picture_guidance": 0.0,
+    }
     # the export's decoding defaults apply where the caller leaves an option out
     (tmp_path / "export.json").write_text(json.dumps({"kind": "speech_llm", "decode": {"beam_size": 3, "cif_weight": 1.5}}))
     load_recognizer(tmp_path)
@@ -325,7 +353,9 @@ def _bursts(pattern: list[tuple[float, bool]], rate: int = 16000) -> tuple[torch
     rng = np.random.default_rng(1)
     for seconds, loud in pattern:
         n = int(seconds * rate)
-        parts.append(0.3 * np.sin(np.arange(n) * 0.07) + 0.01 * rng.standard_normal(n) if loud else 0.001 * rng.standard_normal(n))
+        parts.append(
+            0.3 * np.sin(np.arange(n) * 0.07) + 0.01 * rng.standard_normal(n) if loud else 0.001 * rng.standard_normal(n)
+        )
         if not loud:
             silences.append((pos, pos + n))
         pos += n
@@ -338,8 +368,9 @@ def _assert_covers(spans, n):
 
 
 def test_segmenter_cuts_in_silences_and_covers_everything():
-    wave, silences = _bursts([(7.3, True), (0.6, False), (5.1, True), (0.4, False), (9.0, True), (1.0, False), (12.0, True),
-                              (0.5, False), (3.0, True)])
+    wave, silences = _bursts(
+        [(7.3, True), (0.6, False), (5.1, True), (0.4, False), (9.0, True), (1.0, False), (12.0, True), (0.5, False), (3.0, True)]
+    )
     spans = split_on_silence(wave, 16000, max_seconds=20.0)
     _assert_covers(spans, wave.shape[0])
     assert all(e - s <= 20 * 16000 for s, e in spans) and len(spans) >= 2

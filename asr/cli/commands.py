@@ -79,11 +79,15 @@ def run_cmvn(args) -> int:
 # ---- train-tokenizer ----------------------------------------------------------------------------
 def add_tokenizer(p: argparse.ArgumentParser) -> None:
     p.add_argument("text", help="Kaldi text file of the training set")
-    p.add_argument("out_prefix", help="sentencepiece: writes <prefix>.model and <prefix>.vocab; "
-                   "LLM tokens: writes the dir <prefix>.llm/")
-    p.add_argument("--config", help="experiment YAML; its 'tokenizer' section: {model_type: bpe|unigram|char, "
-                   "vocab_size: N}, {model_type: llm, llm: NAME} (the LLM's own tokens) or {model_type: whisper} "
-                   "(Whisper's tokens: <prefix>.whisper/)")
+    p.add_argument(
+        "out_prefix", help="sentencepiece: writes <prefix>.model and <prefix>.vocab; LLM tokens: writes the dir <prefix>.llm/"
+    )
+    p.add_argument(
+        "--config",
+        help="experiment YAML; its 'tokenizer' section: {model_type: bpe|unigram|char, "
+        "vocab_size: N}, {model_type: llm, llm: NAME} (the LLM's own tokens) or {model_type: whisper} "
+        "(Whisper's tokens: <prefix>.whisper/)",
+    )
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--model-type", choices=["bpe", "unigram", "char", "llm", "whisper"])
     p.add_argument("--llm", help="LLM whose tokens are the units (model_type llm): embedded name, hub id or dir")
@@ -169,9 +173,12 @@ def add_decode(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", required=True, help="decode dir to write (hyp, ref, decode_info.json)")
     p.add_argument("--batch-frames", type=int, default=40000, help="max padded frames per batch")
     p.add_argument("--num-threads", type=int, default=0)
-    p.add_argument("--cif-tail-threshold", type=float,
-                   help="weight added at the end of an utterance before counting CIF fires (default: the model's "
-                   "cif_tail_threshold); tune it on dev: too high repeats the last word, too low drops it")
+    p.add_argument(
+        "--cif-tail-threshold",
+        type=float,
+        help="weight added at the end of an utterance before counting CIF fires (default: the model's "
+        "cif_tail_threshold); tune it on dev: too high repeats the last word, too low drops it",
+    )
     p.set_defaults(func=run_decode)
 
 
@@ -182,8 +189,9 @@ def run_decode(args) -> int:
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, batch_frames=args.batch_frames,
-                           tail_threshold=args.cif_tail_threshold)
+    info = decode_dump_dir(
+        args.model_dir, args.data_dir, args.out_dir, batch_frames=args.batch_frames, tail_threshold=args.cif_tail_threshold
+    )
     print(json.dumps(info))
     return 0
 
@@ -197,10 +205,14 @@ def add_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyp", help="a hypothesis Kaldi text file (with --ref)")
     p.add_argument("--out", help="with --ref/--hyp: where result.txt goes (default: the hypothesis file's dir)")
     p.add_argument("--unit", choices=["word", "char"], default="word", help="WER (word) or CER (char)")
-    p.add_argument("--normalizer", choices=list(NORMALIZERS), default="english",
-                   help="applied to both texts: english (lowercase, no punctuation), whisper (Whisper's "
-                   "EnglishTextNormalizer: numbers, contractions, fillers, as published LibriSpeech results use), "
-                   "chinese, none (default: english)")
+    p.add_argument(
+        "--normalizer",
+        choices=list(NORMALIZERS),
+        default="english",
+        help="applied to both texts: english (lowercase, no punctuation), whisper (Whisper's "
+        "EnglishTextNormalizer: numbers, contractions, fillers, as published LibriSpeech results use), "
+        "chinese, none (default: english)",
+    )
     p.add_argument("--sclite", action="store_true", help="also run NIST sclite (Debian sctk) for its report, in <out>/sclite/")
     p.set_defaults(func=run_score)
 
@@ -234,16 +246,27 @@ def add_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("decode_dirs", nargs="+", help="scored decode dirs")
     p.add_argument("--format", choices=["markdown", "plain"], default="plain")
     p.add_argument("--out", help="also write the table to this file")
-    p.add_argument("--by-image", action="store_true",
-                   help="stage-3 decode dirs: WER per condition with the true picture, another scene's and none "
-                        "(+ masked words recovered), markdown")
+    p.add_argument(
+        "--by-image",
+        action="store_true",
+        help="stage-3 decode dirs: WER per condition with the true picture, another scene's and none "
+        "(+ masked words recovered), markdown",
+    )
     p.add_argument("--plot", help="with --by-image: also draw WER per condition and picture to this PNG")
-    p.add_argument("--word-classes", metavar="FILE",
-                   help="with --by-image: a word class table (class -> words, e.g. mini_vis data/captions_dev/"
-                        "word_classes): also the share of each class's words recognised with each picture")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="with --by-image: N paired bootstrap resamples over the utterances for the 95%% intervals "
-                        "of true/none and WER other - WER true, in a second table (0: none; default %(default)s)")
+    p.add_argument(
+        "--word-classes",
+        metavar="FILE",
+        help="with --by-image: a word class table (class -> words, e.g. mini_vis data/captions_dev/"
+        "word_classes): also the share of each class's words recognised with each picture",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="with --by-image: N paired bootstrap resamples over the utterances for the 95%% intervals "
+        "of true/none and WER other - WER true, in a second table (0: none; default %(default)s)",
+    )
     p.set_defaults(func=run_results)
 
 
@@ -276,31 +299,57 @@ def run_results(args) -> int:
 
 # ---- transcribe ---------------------------------------------------------------------------------
 def add_transcribe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("audio", nargs="*", help="audio files (wav, flac, ogg, opus, mp3, m4a, webm, sph, ...; any rate, mono "
-                   "or multi-channel), directories (searched recursively) or Kaldi wav.scp files (paths or 'cmd |' pipes)")
-    p.add_argument("--model", help="model dir (exp/<tag>/final, an exported model), a shipped model's name or a "
-                   "Hugging Face hub id (default: the shipped model, asr/pretrained/)")
+    p.add_argument(
+        "audio",
+        nargs="*",
+        help="audio files (wav, flac, ogg, opus, mp3, m4a, webm, sph, ...; any rate, mono "
+        "or multi-channel), directories (searched recursively) or Kaldi wav.scp files (paths or 'cmd |' pipes)",
+    )
+    p.add_argument(
+        "--model",
+        help="model dir (exp/<tag>/final, an exported model), a shipped model's name or a "
+        "Hugging Face hub id (default: the shipped model, asr/pretrained/)",
+    )
     p.add_argument("--wav-scp", help="a Kaldi wav.scp; outputs are named by its keys")
     p.add_argument("--output-dir", "-o", type=Path, default=Path("."), help="where <name>.<format> go (default: .)")
-    p.add_argument("--output-format", "-f", choices=["txt", "json", "srt", "vtt", "tsv", "kaldi", "all"], default="all",
-                   help="json: whisper's shape (segments with word times and probabilities); srt/vtt/tsv: timed cues; "
-                   "kaldi: one Kaldi 'text' file for all inputs, keyed by wav.scp id or file name (default: all = "
-                   "txt, json, srt, vtt, tsv)")
+    p.add_argument(
+        "--output-format",
+        "-f",
+        choices=["txt", "json", "srt", "vtt", "tsv", "kaldi", "all"],
+        default="all",
+        help="json: whisper's shape (segments with word times and probabilities); srt/vtt/tsv: timed cues; "
+        "kaldi: one Kaldi 'text' file for all inputs, keyed by wav.scp id or file name (default: all = "
+        "txt, json, srt, vtt, tsv)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="default auto: cuda when present")
     p.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (default 0: torch's default)")
     p.add_argument("--batch-size", type=int, default=8, help="audio chunks decoded together (default: 8)")
     p.add_argument("--beam-size", type=int, help="beam size of the speech LLM (default: the export's); CIF decoding is greedy")
-    p.add_argument("--cif-weight", type=float,
-                   help="weight of the stage-1 CIF vote on each LLM token (default: the export's; 0: the LLM alone)")
+    p.add_argument(
+        "--cif-weight",
+        type=float,
+        help="weight of the stage-1 CIF vote on each LLM token (default: the export's; 0: the LLM alone)",
+    )
     p.add_argument("--image", help="a picture that goes with the audio (stage-3 multimodal exports: image-conditioned ASR)")
-    p.add_argument("--picture-guidance", type=float,
-                   help="with --image, greedy: amplify the picture's effect on each token by this weight "
-                   "(log p with picture + W x (log p with - log p without); default 0: plain decoding)")
-    p.add_argument("--chunk-seconds", type=float, default=20.0,
-                   help="longer audio is cut at quiet points into chunks of at most this length (default: 20)")
-    p.add_argument("--vad", choices=["energy", "silero", "none"], default="energy",
-                   help="which pauses are left out: energy (a quiet-frame gate, no model), silero (the Silero VAD "
-                   "model inside faster-whisper), none (every sample decoded; long audio still cut at quiet points)")
+    p.add_argument(
+        "--picture-guidance",
+        type=float,
+        help="with --image, greedy: amplify the picture's effect on each token by this weight "
+        "(log p with picture + W x (log p with - log p without); default 0: plain decoding)",
+    )
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=20.0,
+        help="longer audio is cut at quiet points into chunks of at most this length (default: 20)",
+    )
+    p.add_argument(
+        "--vad",
+        choices=["energy", "silero", "none"],
+        default="energy",
+        help="which pauses are left out: energy (a quiet-frame gate, no model), silero (the Silero VAD "
+        "model inside faster-whisper), none (every sample decoded; long audio still cut at quiet points)",
+    )
     p.add_argument("--min-pause", type=float, default=1.0, help="pauses at least this long (s) are left out (default: 1)")
     p.add_argument("--max-line-width", type=int, help="srt/vtt/tsv: at most this many characters in a cue (default: 42)")
     p.add_argument("--max-words-per-line", type=int, help="srt/vtt/tsv: at most this many words in a cue")
@@ -328,7 +377,8 @@ def run_transcribe(args) -> int:
     from tqdm import tqdm
 
     from asr.data.audio import AudioError
-    from asr.decoding.transcribe import collect_inputs, load_recognizer, transcribe_inputs
+    from asr.decoding.recognizers import load_recognizer
+    from asr.decoding.transcribe import collect_inputs, transcribe_inputs
     from asr.decoding.writers import format_segment, write_outputs
     from asr.io_utils import write_table
 
@@ -343,12 +393,19 @@ def run_transcribe(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     inputs = collect_inputs(args.audio, args.wav_scp)
-    recognizer = load_recognizer(args.model, device=args.device, beam_size=args.beam_size, cif_weight=args.cif_weight,
-                                 image=args.image, picture_guidance=args.picture_guidance)
+    recognizer = load_recognizer(
+        args.model,
+        device=args.device,
+        beam_size=args.beam_size,
+        cif_weight=args.cif_weight,
+        image=args.image,
+        picture_guidance=args.picture_guidance,
+    )
     start, audio_seconds, failed, kaldi_text = time.perf_counter(), 0.0, 0, {}
     with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1, disable=not args.quiet) as bar:
-        for item, result in transcribe_inputs(recognizer, inputs, args.batch_size, args.chunk_seconds, bar,
-                                              vad=args.vad, min_pause=args.min_pause):
+        for item, result in transcribe_inputs(
+            recognizer, inputs, args.batch_size, args.chunk_seconds, bar, vad=args.vad, min_pause=args.min_pause
+        ):
             if isinstance(result, AudioError):
                 failed += 1
                 tqdm.write(f"{item.source}: skipped: {result}", file=sys.stderr)
@@ -356,8 +413,9 @@ def run_transcribe(args) -> int:
             if args.output_format == "kaldi":
                 kaldi_text[item.name] = result.text
             else:
-                write_outputs(result, args.output_dir, item.name, args.output_format,
-                              args.max_line_width, args.max_words_per_line)
+                write_outputs(
+                    result, args.output_dir, item.name, args.output_format, args.max_line_width, args.max_words_per_line
+                )
             audio_seconds += result.duration
             if not args.quiet:
                 if len(inputs) > 1:
@@ -368,8 +426,11 @@ def run_transcribe(args) -> int:
         write_table(args.output_dir / "text", kaldi_text)
     elapsed = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(f"{len(inputs) - failed} file(s), {audio_seconds:.1f} s of audio in {elapsed:.1f} s "
-          f"(real-time factor {elapsed / max(audio_seconds, 1e-9):.4f}), peak memory {peak_mib:.0f} MiB", file=sys.stderr)
+    print(
+        f"{len(inputs) - failed} file(s), {audio_seconds:.1f} s of audio in {elapsed:.1f} s "
+        f"(real-time factor {elapsed / max(audio_seconds, 1e-9):.4f}), peak memory {peak_mib:.0f} MiB",
+        file=sys.stderr,
+    )
     if failed:
         print(f"{failed} of {len(inputs)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0

@@ -34,16 +34,27 @@ def run_train_llm(args) -> int:
 def add_decode_llm(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", required=True, help="stage-2 or stage-3 (multimodal) model dir (exp/<tag>/final)")
     p.add_argument("--data-dir", required=True, help="dump dir (feats.scp, utt2num_frames, text)")
-    p.add_argument("--image-table", help="stage-3 models: the dump dir's table of pictures to show with the speech "
-                   "(utt2image: the true ones, utt2image_mismatch: another scene's); default: no picture")
+    p.add_argument(
+        "--image-table",
+        help="stage-3 models: the dump dir's table of pictures to show with the speech "
+        "(utt2image: the true ones, utt2image_mismatch: another scene's); default: no picture",
+    )
     p.add_argument("--out-dir", required=True, help="decode dir to write hyp, hyp_cif, ref, decode_info.json")
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--cif-weight", type=float, default=0.0,
-                   help="weight of the stage-1 CIF classifier's vote on each LLM token (0: the LLM alone)")
-    p.add_argument("--picture-guidance", type=float, default=0.0,
-                   help="with --image-table, greedy: amplify the picture's effect on each token by this weight "
-                   "(log p with picture + W x (log p with - log p without); 0: plain decoding)")
+    p.add_argument(
+        "--cif-weight",
+        type=float,
+        default=0.0,
+        help="weight of the stage-1 CIF classifier's vote on each LLM token (0: the LLM alone)",
+    )
+    p.add_argument(
+        "--picture-guidance",
+        type=float,
+        default=0.0,
+        help="with --image-table, greedy: amplify the picture's effect on each token by this weight "
+        "(log p with picture + W x (log p with - log p without); 0: plain decoding)",
+    )
     p.add_argument("--max-utts", type=int, help="decode only this many utterances, evenly spaced over the sorted ids")
     p.add_argument("--device", help="cpu | cuda (default: the config's)")
     p.set_defaults(func=run_decode_llm)
@@ -52,10 +63,18 @@ def add_decode_llm(p: argparse.ArgumentParser) -> None:
 def run_decode_llm(args) -> int:
     from asr.decoding.llm_decode import decode_dump_dir
 
-    info = decode_dump_dir(args.model_dir, args.data_dir, args.out_dir, beam_size=args.beam_size,
-                           batch_size=args.batch_size, device=args.device, cif_weight=args.cif_weight,
-                           image_table=args.image_table, max_utts=args.max_utts,
-                           picture_guidance=args.picture_guidance)
+    info = decode_dump_dir(
+        args.model_dir,
+        args.data_dir,
+        args.out_dir,
+        beam_size=args.beam_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        cif_weight=args.cif_weight,
+        image_table=args.image_table,
+        max_utts=args.max_utts,
+        picture_guidance=args.picture_guidance,
+    )
     print(json.dumps(info))
     return 0
 
@@ -66,21 +85,32 @@ def add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the self-contained dir `asr transcribe --model` loads")
     p.add_argument("--beam-size", type=int, default=1, help="decoding default recorded for `asr transcribe`")
     p.add_argument("--cif-weight", type=float, default=0.0, help="decoding default recorded for `asr transcribe`")
-    p.add_argument("--cif-tail-threshold", type=float,
-                   help="the stage-1 model's end-of-utterance CIF weight in the export (tuned on dev with asr decode)")
-    p.add_argument("--dtype", choices=["float16", "float32"],
-                   help="stage-1 Whisper C-Former: save the weights in this dtype (float16 halves the dir)")
+    p.add_argument(
+        "--cif-tail-threshold",
+        type=float,
+        help="the stage-1 model's end-of-utterance CIF weight in the export (tuned on dev with asr decode)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        help="stage-1 Whisper C-Former: save the weights in this dtype (float16 halves the dir)",
+    )
     p.set_defaults(func=run_export)
 
 
 def run_export(args) -> int:
-    from asr.export import export_model
-
     import torch
 
+    from asr.export import export_model
+
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    out = export_model(Path(args.model_dir), Path(args.out), {"beam_size": args.beam_size, "cif_weight": args.cif_weight}, dtype,
-                       args.cif_tail_threshold)
+    out = export_model(
+        Path(args.model_dir),
+        Path(args.out),
+        {"beam_size": args.beam_size, "cif_weight": args.cif_weight},
+        dtype,
+        args.cif_tail_threshold,
+    )
     print(f"exported: {out}")
     return 0
 

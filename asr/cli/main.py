@@ -22,8 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
 def whisper_spelling(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """``--output_dir D`` -> ``--output-dir D`` (whisper's spelling of multi-word options), for every
     option some subcommand knows; anything after ``--`` is left alone."""
-    known = {opt for sub in parser._subparsers._group_actions[0].choices.values()
-             for action in sub._actions for opt in action.option_strings}
+    known = {
+        opt
+        for sub in parser._subparsers._group_actions[0].choices.values()
+        for action in sub._actions
+        for opt in action.option_strings
+    }
     out = []
     for k, arg in enumerate(argv):
         if arg == "--":
@@ -38,7 +42,9 @@ def whisper_spelling(parser: argparse.ArgumentParser, argv: list[str]) -> list[s
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(whisper_spelling(parser, sys.argv[1:] if argv is None else list(argv)))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # libraries' start-up notes are not the user's business
         logging.getLogger("speechbrain").setLevel(logging.WARNING)
     try:

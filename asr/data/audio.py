@@ -22,8 +22,25 @@ import torch
 import torchaudio.functional as AF
 
 # file name endings that directory inputs of ``asr transcribe`` pick up
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".webm",
-                    ".sph", ".nist", ".aif", ".aiff", ".au", ".caf", ".w64")
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".wma",
+    ".webm",
+    ".sph",
+    ".nist",
+    ".aif",
+    ".aiff",
+    ".au",
+    ".caf",
+    ".w64",
+)
 
 
 class AudioError(RuntimeError):
@@ -74,7 +91,9 @@ def _pyav(path: str) -> tuple[np.ndarray, int]:
         raise ValueError("no audio frames")
     # planar (C, n) or packed (1, n * C) frames of any sample type -> (N, C) float32
     channels = stream.codec_context.channels or 1
-    data = np.concatenate([c.reshape(channels, -1) if c.shape[0] == channels else c.reshape(-1, channels).T for c in chunks], axis=1)
+    data = np.concatenate(
+        [c.reshape(channels, -1) if c.shape[0] == channels else c.reshape(-1, channels).T for c in chunks], axis=1
+    )
     if np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.float32) / np.iinfo(data.dtype).max
     return data.T.astype(np.float32), int(rate)

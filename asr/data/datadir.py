@@ -78,7 +78,7 @@ class DataDir:
             write_table(self.path / "segments", {u: f"{r} {s:.3f} {e:.3f}" for u, (r, s, e) in self.segments.items()})
 
     @classmethod
-    def read(cls, path: str | Path, validate: bool = True) -> "DataDir":
+    def read(cls, path: str | Path, validate: bool = True) -> DataDir:
         path = Path(path)
         if validate:
             validate_data_dir(path)

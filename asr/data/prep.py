@@ -40,8 +40,9 @@ def audio_durations(paths: list[str], nj: int = 1) -> dict[str, float | str]:
     return dict(map(_duration, paths))
 
 
-def write_data_dir(out: Path, utts: dict[str, tuple[str, str, str]], durs: dict[str, float | str],
-                   spk2gender: dict[str, str] | None = None) -> dict:
+def write_data_dir(
+    out: Path, utts: dict[str, tuple[str, str, str]], durs: dict[str, float | str], spk2gender: dict[str, str] | None = None
+) -> dict:
     """Write ``out`` (wav.scp, text, utt2spk, spk2utt, utt2dur, and spk2gender when every speaker has
     one) atomically; returns counts. Raises ValueError when no utterance is left."""
     out = Path(out)

@@ -17,15 +17,16 @@ import kaldiio
 import torch
 from tqdm import tqdm
 
+from asr.data.batching import FrameBatchSampler, pad_features
 from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
 from asr.models.auto import load_stage1
 from asr.models.cif_asr import CifAsrModel
 from asr.tokenizer import Tokenizer, load_tokenizer
-from asr.training.data import FrameBatchSampler, pad_features
 
 
-def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict]:
+def load_cif_model(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict]:
+    """A stage-1 model dir -> (its recognizer, its tokenizer, its feature description ``feat_info.json``)."""
     model_dir = Path(model_dir)
     model = load_stage1(model_dir)
     tokenizer = load_tokenizer(model_dir / "tokenizer")
@@ -33,10 +34,15 @@ def load_recognizer(model_dir: str | Path) -> tuple[CifAsrModel, Tokenizer, dict
     return model, tokenizer, feat_info
 
 
-def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, batch_frames: int = 40000,
-                    tail_threshold: float | None = None) -> dict:
+def decode_dump_dir(
+    model_dir: str | Path,
+    dump_dir: str | Path,
+    out_dir: str | Path,
+    batch_frames: int = 40000,
+    tail_threshold: float | None = None,
+) -> dict:
     """``tail_threshold``: CIF's end-of-utterance weight for this decoding (default: the model's)."""
-    model, tokenizer, feat_info = load_recognizer(model_dir)
+    model, tokenizer, feat_info = load_cif_model(model_dir)
     if tail_threshold is not None:
         model.cif.set_tail_threshold(tail_threshold)
     dump_dir, out_dir = Path(dump_dir), Path(out_dir)
@@ -63,12 +69,16 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     write_table(out_dir / "hyp_tokens", pieces)
     write_refs(dump_dir, out_dir, utts)
     info = {
-        "model_dir": str(model_dir), "dump_dir": str(dump_dir), "num_utts": len(utts),
-        "audio_seconds": round(audio_sec, 2), "decode_seconds": round(elapsed, 2),
+        "model_dir": str(model_dir),
+        "dump_dir": str(dump_dir),
+        "num_utts": len(utts),
+        "audio_seconds": round(audio_sec, 2),
+        "decode_seconds": round(elapsed, 2),
         "rtf": round(elapsed / max(audio_sec, 1e-9), 4),
         "cif_tokens_per_second": round(total_tokens / max(audio_sec, 1e-9), 3),
         "encoder_frames_per_second": round(total_enc_frames / max(audio_sec, 1e-9), 3),
-        "threads": torch.get_num_threads(), "cif_tail_threshold": model.cif.tail_threshold,
+        "threads": torch.get_num_threads(),
+        "cif_tail_threshold": model.cif.tail_threshold,
     }
     write_text_atomic(out_dir / "decode_info.json", json.dumps(info, indent=2) + "\n")
     return info

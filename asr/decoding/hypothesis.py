@@ -29,7 +29,7 @@ class Hypothesis:
     token_starts: list[float] = field(default_factory=list)  # one per token: where its evidence begins
     token_probs: list[float] = field(default_factory=list)  # one per token when known: its probability
 
-    def shifted(self, offset: float) -> "Hypothesis":
+    def shifted(self, offset: float) -> Hypothesis:
         return replace(
             self,
             words=[replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3)) for w in self.words],
@@ -46,8 +46,9 @@ class Recognizer(Protocol):
     def __call__(self, waves: list[torch.Tensor]) -> list[Hypothesis]: ...
 
 
-def words_from_pieces(pieces: list[str], starts: list[float], ends: list[float], marker: str = "▁",
-                      probs: list[float] | None = None) -> list[Word]:
+def words_from_pieces(
+    pieces: list[str], starts: list[float], ends: list[float], marker: str = "▁", probs: list[float] | None = None
+) -> list[Word]:
     """Group unit pieces into timed words. A piece starting with ``marker`` opens a word.
 
     A word spans from its first piece's start to its last piece's end (CIF: the first frame after
@@ -89,7 +90,9 @@ def align_words(words: list[str], timed: list[Word]) -> list[Word]:
     ops = SequenceMatcher(None, [w.lower() for w in words], [w.text.lower() for w in timed], autojunk=False).get_opcodes()
     for tag, i1, i2, j1, j2 in ops:
         if tag == "equal":
-            out += [Word(words[i], timed[j].start, timed[j].end, timed[j].probability) for i, j in zip(range(i1, i2), range(j1, j2))]
+            out += [
+                Word(words[i], timed[j].start, timed[j].end, timed[j].probability) for i, j in zip(range(i1, i2), range(j1, j2))
+            ]
         elif tag in ("replace", "insert") and i2 > i1:
             if j2 > j1:
                 begin, end = timed[j1].start, timed[j2 - 1].end
@@ -98,5 +101,7 @@ def align_words(words: list[str], timed: list[Word]) -> list[Word]:
                 end = timed[j1].start if j1 < len(timed) else begin
                 end = max(begin, end)
             step = (end - begin) / (i2 - i1)
-            out += [Word(words[i], round(begin + k * step, 3), round(begin + (k + 1) * step, 3)) for k, i in enumerate(range(i1, i2))]
+            out += [
+                Word(words[i], round(begin + k * step, 3), round(begin + (k + 1) * step, 3)) for k, i in enumerate(range(i1, i2))
+            ]
     return out

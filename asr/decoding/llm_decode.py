@@ -25,16 +25,25 @@ from pathlib import Path
 import kaldiio
 from tqdm import tqdm
 
+from asr.data.batching import FrameBatchSampler, pad_features
+from asr.data.image import PictureTable
 from asr.decoding.decode_dir import read_dump, write_refs
 from asr.io_utils import write_table, write_text_atomic
-from asr.training.data import FrameBatchSampler, pad_features
-from asr.training.train_multimodal import PictureTable, load_llm_decoder
+from asr.models.loading import load_llm_decoder
 
 
-def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | Path, beam_size: int = 1,
-                    batch_size: int = 8, device: str | None = None, cif_weight: float = 0.0,
-                    image_table: str | None = None, max_utts: int | None = None,
-                    picture_guidance: float = 0.0) -> dict:
+def decode_dump_dir(
+    model_dir: str | Path,
+    dump_dir: str | Path,
+    out_dir: str | Path,
+    beam_size: int = 1,
+    batch_size: int = 8,
+    device: str | None = None,
+    cif_weight: float = 0.0,
+    image_table: str | None = None,
+    max_utts: int | None = None,
+    picture_guidance: float = 0.0,
+) -> dict:
     """Decode a dump dir (``max_utts``: only that many utterances, evenly spaced over the sorted ids;
     ``picture_guidance``: with ``image_table``, greedy decoding that amplifies the picture's effect,
     see :mod:`asr.models.picture_guidance`)."""
@@ -47,8 +56,9 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
             raise ValueError(f"{model_dir} is a speech-only (stage-2) model: it takes no picture ({image_table})")
         pictures = PictureTable(dump_dir / image_table, model.x2l.picture_size())
     if picture_guidance and pictures is None:
-        raise ValueError("picture guidance needs an image table (--image-table): it contrasts decoding with and "
-                         "without the picture")
+        raise ValueError(
+            "picture guidance needs an image table (--image-table): it contrasts decoding with and without the picture"
+        )
     feat_info = json.loads((stage1_dir / "feat_info.json").read_text())
     feats_scp, num_frames = read_dump(dump_dir)
     ids = [u for u in feats_scp if u in num_frames]
@@ -86,8 +96,17 @@ def decode_dump_dir(model_dir: str | Path, dump_dir: str | Path, out_dir: str | 
     write_refs(dump_dir, out_dir, list(hyps), selected)
     audio_s = sum(num_frames[u] for u in hyps) / feat_info["frame_rate_hz"]
     info = {
-        "model_dir": str(model_dir), "data_dir": str(dump_dir.resolve()), "image": image_table or "none", "picture_guidance": picture_guidance, "max_utts": max_utts, "utts": len(hyps), "beam_size": beam_size, "cif_weight": cif_weight, "batch_size": batch_size,
-        "audio_seconds": round(audio_s, 2), "decode_seconds": round(elapsed, 2),
+        "model_dir": str(model_dir),
+        "data_dir": str(dump_dir.resolve()),
+        "image": image_table or "none",
+        "picture_guidance": picture_guidance,
+        "max_utts": max_utts,
+        "utts": len(hyps),
+        "beam_size": beam_size,
+        "cif_weight": cif_weight,
+        "batch_size": batch_size,
+        "audio_seconds": round(audio_s, 2),
+        "decode_seconds": round(elapsed, 2),
         "rtf": round(elapsed / max(audio_s, 1e-9), 4),
         "llm_positions_per_second": round(stats["speech_positions"] / max(audio_s, 1e-9), 3),
         "encoder_frames_per_second": round(stats["encoder_frames"] / max(audio_s, 1e-9), 3),

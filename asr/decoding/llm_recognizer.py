@@ -13,22 +13,11 @@ from pathlib import Path
 
 import torch
 
+from asr.data.image import load_picture
+from asr.decoding.cif_recognizer import timed_cif_hypothesis, wave_features
 from asr.decoding.hypothesis import Hypothesis, align_words
-from asr.decoding.transcribe import timed_cif_hypothesis, wave_features
 from asr.features.extractors import build_extractor
-from asr.training.train_image import load_png
-from asr.training.train_multimodal import load_llm_decoder
-
-
-def load_picture(path: str | Path, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """An image file -> (1, 3, h, w) float in [0, 1], RGB, resized to ``size`` (side, or (height, width)) where given."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        array = load_png(path, size)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ValueError(f"{path}: cannot read the picture: {exc}") from None
-    return torch.from_numpy(array).unsqueeze(0).float() / 255.0
+from asr.models.loading import load_llm_decoder
 
 
 class SpeechLlmRecognizer:
@@ -37,8 +26,15 @@ class SpeechLlmRecognizer:
 
     sample_rate = 16000
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", beam_size: int = 1, cif_weight: float = 0.0,
-                 image: str | Path | None = None, picture_guidance: float = 0.0):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "cpu",
+        beam_size: int = 1,
+        cif_weight: float = 0.0,
+        image: str | Path | None = None,
+        picture_guidance: float = 0.0,
+    ):
         model_dir = Path(model_dir)
         model, self.model, stage1 = load_llm_decoder(model_dir, device=device)
         model.eval()
@@ -58,11 +54,18 @@ class SpeechLlmRecognizer:
         self.beam_size, self.cif_weight = beam_size, cif_weight
 
     @classmethod
-    def from_export_dir(cls, model_dir: str | Path, device: str = "cpu", beam_size: int = 1,
-                        cif_weight: float = 0.0, image: str | Path | None = None,
-                        picture_guidance: float = 0.0) -> "SpeechLlmRecognizer":
-        return cls(model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image,
-                   picture_guidance=picture_guidance)
+    def from_export_dir(
+        cls,
+        model_dir: str | Path,
+        device: str = "cpu",
+        beam_size: int = 1,
+        cif_weight: float = 0.0,
+        image: str | Path | None = None,
+        picture_guidance: float = 0.0,
+    ) -> SpeechLlmRecognizer:
+        return cls(
+            model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image, picture_guidance=picture_guidance
+        )
 
     def _generate(self, feats: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
         opts = dict(num_beams=self.beam_size, cif_weight=self.cif_weight)
@@ -78,8 +81,14 @@ class SpeechLlmRecognizer:
         feats, lengths = wave_features(self.extractor, waves, self.sample_rate)  # (B, T_max, F), (B,)
         hyps = []
         for wave, res in zip(waves, self._generate(feats, lengths)):
-            cif = timed_cif_hypothesis(self.units, res["cif_tokens"], res["fire_frames"], torch.tensor(res["alphas"]),
-                                       self.frame_seconds, wave.shape[0] / self.sample_rate)
+            cif = timed_cif_hypothesis(
+                self.units,
+                res["cif_tokens"],
+                res["fire_frames"],
+                torch.tensor(res["alphas"]),
+                self.frame_seconds,
+                wave.shape[0] / self.sample_rate,
+            )
             text = res["text"] or cif.text
             hyps.append(Hypothesis(text, align_words(text.split(), cif.words), cif.tokens, cif.token_times, cif.token_starts))
         return hyps

@@ -52,8 +52,14 @@ def _quietest_run_middle(energy_db: np.ndarray, tolerance_db: float) -> int:
     return int((starts[longest] + ends[longest]) // 2)
 
 
-def split_on_silence(wave: torch.Tensor, sample_rate: int, max_seconds: float = 20.0, min_seconds: float = 1.0,
-                     frame_ms: float = 25.0, tolerance_db: float = 3.0) -> list[tuple[int, int]]:
+def split_on_silence(
+    wave: torch.Tensor,
+    sample_rate: int,
+    max_seconds: float = 20.0,
+    min_seconds: float = 1.0,
+    frame_ms: float = 25.0,
+    tolerance_db: float = 3.0,
+) -> list[tuple[int, int]]:
     """Chunk boundaries of ``wave`` (N,): ``[(start, end), ...]`` in samples, ``end`` exclusive.
 
     The first chunk starts at 0, each next one where the previous ended, the last ends at N; every
@@ -70,15 +76,22 @@ def split_on_silence(wave: torch.Tensor, sample_rate: int, max_seconds: float = 
     while n - start > longest:
         hi = min(start + longest, n - shortest) // frame  # cuts go on frame boundaries: frame index = cut / frame
         lo = -(-(start + search_from) // frame)  # ceil
-        cut = (lo + _quietest_run_middle(energy[lo:hi + 1], tolerance_db)) * frame if lo <= hi else start + longest
+        cut = (lo + _quietest_run_middle(energy[lo : hi + 1], tolerance_db)) * frame if lo <= hi else start + longest
         spans.append((start, cut))
         start = cut
     spans.append((start, n))
     return spans
 
 
-def speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0, pad: float = 0.1,
-                   frame_ms: float = 25.0, quiet_dbfs: float = -55.0, below_loud_db: float = 40.0) -> list[tuple[int, int]]:
+def speech_regions(
+    wave: torch.Tensor,
+    sample_rate: int,
+    min_pause: float = 1.0,
+    pad: float = 0.1,
+    frame_ms: float = 25.0,
+    quiet_dbfs: float = -55.0,
+    below_loud_db: float = 40.0,
+) -> list[tuple[int, int]]:
     """Sample spans ``[(start, end), ...]`` of ``wave`` (N,) left after removing pauses.
 
     A frame is quiet when its energy is under both ``quiet_dbfs`` and the file's 95th-percentile
@@ -111,8 +124,9 @@ def speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0,
 VADS = ("energy", "silero", "none")
 
 
-def silero_speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0,
-                          pad: float = 0.1) -> list[tuple[int, int]]:
+def silero_speech_regions(
+    wave: torch.Tensor, sample_rate: int, min_pause: float = 1.0, pad: float = 0.1
+) -> list[tuple[int, int]]:
     """Speech spans found by the Silero VAD (its ONNX model ships inside faster-whisper; 16 kHz audio):
     pauses of at least ``min_pause`` seconds left out, ``pad`` seconds kept on either side."""
     if sample_rate != 16000:
@@ -126,8 +140,14 @@ def silero_speech_regions(wave: torch.Tensor, sample_rate: int, min_pause: float
     return [(int(s["start"]), int(s["end"])) for s in spans]
 
 
-def speech_chunks(wave: torch.Tensor, sample_rate: int, max_seconds: float = 20.0, min_seconds: float = 1.0,
-                  min_pause: float = 1.0, vad: str = "energy") -> list[tuple[int, int]]:
+def speech_chunks(
+    wave: torch.Tensor,
+    sample_rate: int,
+    max_seconds: float = 20.0,
+    min_seconds: float = 1.0,
+    min_pause: float = 1.0,
+    vad: str = "energy",
+) -> list[tuple[int, int]]:
     """Speech regions (``vad``: ``energy``, :func:`speech_regions`; ``silero``, :func:`silero_speech_regions`;
     ``none``, the whole wave), each cut by :func:`split_on_silence` into chunks of at most ``max_seconds``."""
     if vad == "energy":
@@ -140,6 +160,8 @@ def speech_chunks(wave: torch.Tensor, sample_rate: int, max_seconds: float = 20.
         raise ValueError(f"unknown vad {vad!r}: one of {', '.join(VADS)}")
     chunks = []
     for start, end in regions:
-        chunks += [(start + s, start + e) for s, e in split_on_silence(wave[start:end], sample_rate, max_seconds,
-                                                                         min(min_seconds, max_seconds))]
+        chunks += [
+            (start + s, start + e)
+            for s, e in split_on_silence(wave[start:end], sample_rate, max_seconds, min(min_seconds, max_seconds))
+        ]
     return chunks

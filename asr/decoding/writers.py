@@ -61,8 +61,12 @@ def _word_cues(words: list[Word], max_seconds: float, max_chars: int, max_words:
     count = 0
     for w in words:
         last = cues[-1] if cues else None
-        if (last is None or w.end - last.start > max_seconds or len(last.text) + 1 + len(w.text) > max_chars
-                or (max_words is not None and count >= max_words)):
+        if (
+            last is None
+            or w.end - last.start > max_seconds
+            or len(last.text) + 1 + len(w.text) > max_chars
+            or (max_words is not None and count >= max_words)
+        ):
             cues.append(Cue(w.start, w.end, w.text))
             count = 1
         else:
@@ -71,8 +75,9 @@ def _word_cues(words: list[Word], max_seconds: float, max_chars: int, max_words:
     return cues
 
 
-def cues(transcript: Transcript, max_seconds: float = MAX_CUE_SECONDS, max_chars: int = MAX_CUE_CHARS,
-         max_words: int | None = None) -> list[Cue]:
+def cues(
+    transcript: Transcript, max_seconds: float = MAX_CUE_SECONDS, max_chars: int = MAX_CUE_CHARS, max_words: int | None = None
+) -> list[Cue]:
     """Subtitle cues in time order: word runs where the words have times, else whole chunks."""
     out: list[Cue] = []
     for seg in transcript.segments:
@@ -104,12 +109,24 @@ def to_dict(transcript: Transcript, language: str = "en") -> dict:
         "text": transcript.text,
         "language": language,
         "duration": round(transcript.duration, 3),
-        "segments": [{"id": i, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.hypothesis.text.strip(),
-                      "words": [{"word": " " + w.text, "start": w.start, "end": w.end, "probability": w.probability}
-                                for w in s.hypothesis.words]}
-                     for i, s in enumerate(transcript.segments)],
-        "tokens": [{"token": t, "start": b, "end": e} for s in transcript.segments
-                   for t, b, e in zip(s.hypothesis.tokens, s.hypothesis.token_starts, s.hypothesis.token_times)],
+        "segments": [
+            {
+                "id": i,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.hypothesis.text.strip(),
+                "words": [
+                    {"word": " " + w.text, "start": w.start, "end": w.end, "probability": w.probability}
+                    for w in s.hypothesis.words
+                ],
+            }
+            for i, s in enumerate(transcript.segments)
+        ],
+        "tokens": [
+            {"token": t, "start": b, "end": e}
+            for s in transcript.segments
+            for t, b, e in zip(s.hypothesis.tokens, s.hypothesis.token_starts, s.hypothesis.token_times)
+        ],
     }
 
 
@@ -118,25 +135,36 @@ def to_json(transcript: Transcript, **_) -> str:
 
 
 def to_srt(transcript: Transcript, **cue_options) -> str:
-    return "".join(f"{i}\n{format_timestamp(c.start)} --> {format_timestamp(c.end)}\n{c.text}\n\n"
-                   for i, c in enumerate(cues(transcript, **cue_options), 1))
+    return "".join(
+        f"{i}\n{format_timestamp(c.start)} --> {format_timestamp(c.end)}\n{c.text}\n\n"
+        for i, c in enumerate(cues(transcript, **cue_options), 1)
+    )
 
 
 def to_vtt(transcript: Transcript, **cue_options) -> str:
-    return "WEBVTT\n\n" + "".join(f"{format_timestamp(c.start, '.')} --> {format_timestamp(c.end, '.')}\n{c.text}\n\n"
-                                  for c in cues(transcript, **cue_options))
+    return "WEBVTT\n\n" + "".join(
+        f"{format_timestamp(c.start, '.')} --> {format_timestamp(c.end, '.')}\n{c.text}\n\n"
+        for c in cues(transcript, **cue_options)
+    )
 
 
 def to_tsv(transcript: Transcript, **cue_options) -> str:
-    return "start\tend\ttext\n" + "".join(f"{round(c.start * 1000)}\t{round(c.end * 1000)}\t{c.text}\n"
-                                          for c in cues(transcript, **cue_options))
+    return "start\tend\ttext\n" + "".join(
+        f"{round(c.start * 1000)}\t{round(c.end * 1000)}\t{c.text}\n" for c in cues(transcript, **cue_options)
+    )
 
 
 RENDER = {"txt": lambda t, **_: to_txt(t), "json": to_json, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv}
 
 
-def write_outputs(transcript: Transcript, out_dir: str | Path, name: str, fmt: str,
-                  max_line_width: int | None = None, max_words_per_line: int | None = None) -> list[Path]:
+def write_outputs(
+    transcript: Transcript,
+    out_dir: str | Path,
+    name: str,
+    fmt: str,
+    max_line_width: int | None = None,
+    max_words_per_line: int | None = None,
+) -> list[Path]:
     """Write ``<out_dir>/<name>.<ext>`` for ``fmt`` (one of FORMATS, or "all"); returns the paths written.
     ``max_line_width`` / ``max_words_per_line``: the longest subtitle line (srt, vtt, tsv)."""
     options = {"max_chars": max_line_width or MAX_CUE_CHARS, "max_words": max_words_per_line}
@@ -150,6 +178,7 @@ def write_outputs(transcript: Transcript, out_dir: str | Path, name: str, fmt: s
 
 def format_segment(start: float, end: float, text: str) -> str:
     """A segment as whisper prints it: ``[00:01.240 --> 00:04.800] text`` (hours only when needed)."""
+
     def stamp(t: float) -> str:
         full = format_timestamp(t, ".")
         return full[3:] if full.startswith("00:") else full

@@ -58,7 +58,7 @@ class WhisperEncoderExtractor:
     """Frozen Whisper encoder outputs (d_model dims, 50 frames/s divided by ``pool``)."""
 
     def __init__(self, config: WhisperEncoderFeatureConfig | None = None):
-        from asr.models.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel
+        from asr.features.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel
 
         self.config = config or WhisperEncoderFeatureConfig()
         if self.config.model == "packaged":

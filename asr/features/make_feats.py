@@ -63,7 +63,9 @@ def _finished_job(job: int, utts: list[str], out_dir: Path) -> list[tuple[str, s
     return old_bad
 
 
-def _extract_job(job, utts, data_path, out_dir, feature_type, options, min_frames, show_progress) -> tuple[int, list[tuple[str, str]]]:
+def _extract_job(
+    job, utts, data_path, out_dir, feature_type, options, min_frames, show_progress
+) -> tuple[int, list[tuple[str, str]]]:
     out_dir = Path(out_dir)
     ark = out_dir / "data" / f"feats.{job}.ark"
     scp = out_dir / "data" / f"feats.{job}.scp"
@@ -116,8 +118,18 @@ def make_features(
         if {k: old.get(k) for k in info} != info:
             raise ValueError(f"{out_dir} holds features made with {old}; asked for {info}. Remove it or use another dir")
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur", "utt2image", "utt2image_mismatch",
-                 "masked_words", "word_spans"):
+    for name in (
+        "wav.scp",
+        "text",
+        "utt2spk",
+        "spk2utt",
+        "segments",
+        "utt2dur",
+        "utt2image",
+        "utt2image_mismatch",
+        "masked_words",
+        "word_spans",
+    ):
         if (data_dir / name).exists():
             shutil.copyfile(data_dir / name, out_dir / name)
     utts = DataDir.read(data_dir, validate=False).utts

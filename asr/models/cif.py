@@ -30,7 +30,7 @@ Shapes in comments: B = batch, T = frames, D = feature dim, N = tokens (fires).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,7 @@ def cif_reference(
     alphas: torch.Tensor,
     threshold: float = 1.0,
     final_tolerance: float = 0.0,
-) -> Tuple[torch.Tensor, List[int]]:
+) -> tuple[torch.Tensor, list[int]]:
     """Integrate-and-fire over ONE utterance with a plain loop (the reference semantics).
 
     Args:
@@ -77,8 +77,8 @@ def cif_reference(
     a = alphas.detach().to(torch.float64).tolist()  # T floats
     dim = h.shape[1]
 
-    outputs: List[torch.Tensor] = []
-    fire_frames: List[int] = []
+    outputs: list[torch.Tensor] = []
+    fire_frames: list[int] = []
     acc = 0.0  # weight integrated since the last fire, always < threshold between frames
     vec = torch.zeros(dim, dtype=torch.float64)  # (D,) the token being integrated
     last_weighted = -1  # last frame with alpha > 0 (fire frame of a tolerance token)
@@ -132,7 +132,7 @@ def cif(
     hidden: torch.Tensor,
     alphas: torch.Tensor,
     threshold: float = 1.0,
-    mask: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
     final_tolerance: float = 0.0,
 ) -> CifResult:
     """Batched integrate-and-fire without a Python loop over frames.
@@ -240,9 +240,7 @@ def cif(
 # --------------------------------------------------------------------------------------
 # 3. Quantity loss
 # --------------------------------------------------------------------------------------
-def quantity_loss(
-    alpha_sum: torch.Tensor, target_lengths: torch.Tensor, threshold: float = 1.0
-) -> torch.Tensor:
+def quantity_loss(alpha_sum: torch.Tensor, target_lengths: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
     """L1 quantity loss ``mean over the batch of |alpha_sum_b - threshold * target_b|``.
 
     ``alpha_sum`` (B,) is the sum of the UNSCALED alphas (CifOutput.alpha_sum); the predicted
@@ -320,7 +318,7 @@ class CifPredictor(nn.Module):
     def __init__(
         self,
         input_dim: int,
-        conv_channels: Optional[int] = None,
+        conv_channels: int | None = None,
         kernel_size: int = 3,
         dropout: float = 0.1,
         threshold: float = 1.0,
@@ -377,7 +375,7 @@ class CifPredictor(nn.Module):
         hidden: torch.Tensor,
         alphas: torch.Tensor,
         mask: torch.Tensor,
-        target_lengths: Optional[torch.Tensor] = None,
+        target_lengths: torch.Tensor | None = None,
     ) -> CifOutput:
         """Scale (training) or add the tail (inference) and run :func:`cif`.
 
@@ -387,9 +385,7 @@ class CifPredictor(nn.Module):
         alphas = torch.where(mask, alphas, alphas.new_zeros(()))  # (B, T)
         return self._integrate(x, alphas, target_lengths)
 
-    def _integrate(
-        self, x: torch.Tensor, alphas: torch.Tensor, target_lengths: Optional[torch.Tensor]
-    ) -> CifOutput:
+    def _integrate(self, x: torch.Tensor, alphas: torch.Tensor, target_lengths: torch.Tensor | None) -> CifOutput:
         """x (B, T, D) and alphas (B, T) already zero on padding."""
         batch = x.shape[0]
         a64 = alphas.to(torch.float64)  # (B, T)   scaling in float64: sums stay exact
@@ -402,9 +398,7 @@ class CifPredictor(nn.Module):
             # is exactly: a leftover >= threshold - tail_threshold fires one more token (on
             # the last weighted frame), i.e. cif's final_tolerance.  No copy of ``x`` needed.
             res = cif(x, alphas, self.threshold, final_tolerance=self.tail_threshold)
-            return CifOutput(
-                res.outputs, res.lengths, res.fire_frames, alphas, alpha_sum, self.threshold
-            )
+            return CifOutput(res.outputs, res.lengths, res.fire_frames, alphas, alpha_sum, self.threshold)
 
         # Training (teacher forcing): scale each utterance's alphas to sum to threshold*target.
         target = target_lengths.to(device=x.device, dtype=torch.long)  # (B,)
@@ -422,15 +416,13 @@ class CifPredictor(nn.Module):
             fire_frames = F.pad(fire_frames, (0, n_out - have), value=-1)
         outputs, fire_frames = outputs[:, :n_out], fire_frames[:, :n_out]
         lengths = res.lengths.clamp(max=n_out)
-        return CifOutput(
-            outputs, lengths, fire_frames, scaled.to(alphas.dtype), alpha_sum, self.threshold
-        )
+        return CifOutput(outputs, lengths, fire_frames, scaled.to(alphas.dtype), alpha_sum, self.threshold)
 
     def forward(
         self,
         hidden: torch.Tensor,
-        mask: Optional[torch.Tensor] = None,
-        target_lengths: Optional[torch.Tensor] = None,
+        mask: torch.Tensor | None = None,
+        target_lengths: torch.Tensor | None = None,
     ) -> CifOutput:
         """hidden (B, T, D), mask (B, T) bool True = valid (None: all valid),
         target_lengths (B,) -> training mode; None -> inference mode."""

@@ -28,12 +28,11 @@ import torch.nn.functional as F
 from speechbrain.augment.freq_domain import SpectrogramDrop
 from torch import nn
 
+from asr.data.batching import IGNORE_ID
 from asr.features.cmvn import GlobalCMVN
-from asr.io_utils import save_config_and_weights
+from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.conformer_encoder import ConformerConfig, ConformerEncoder, FrozenFeatureEncoder
-
-IGNORE_ID = -100
 
 
 @dataclass
@@ -74,7 +73,7 @@ class CifAsrConfig:
     tied_dim: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CifAsrConfig":
+    def from_dict(cls, d: dict) -> CifAsrConfig:
         d = dict(d)
         if isinstance(d.get("conformer"), dict):
             d["conformer"] = ConformerConfig(**d["conformer"])
@@ -104,8 +103,12 @@ class SpecAugment(nn.Module):
 
     def __init__(self, c: SpecAugmentConfig):
         super().__init__()
-        self.time = SpectrogramDrop(drop_length_low=1, drop_length_high=c.time_mask_max, drop_count_low=0, drop_count_high=c.time_masks, dim=1)
-        self.freq = SpectrogramDrop(drop_length_low=1, drop_length_high=c.freq_mask_max, drop_count_low=0, drop_count_high=c.freq_masks, dim=2)
+        self.time = SpectrogramDrop(
+            drop_length_low=1, drop_length_high=c.time_mask_max, drop_count_low=0, drop_count_high=c.time_masks, dim=1
+        )
+        self.freq = SpectrogramDrop(
+            drop_length_low=1, drop_length_high=c.freq_mask_max, drop_count_low=0, drop_count_high=c.freq_masks, dim=2
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.freq(self.time(x)) if self.training else x
@@ -191,7 +194,9 @@ class CifAsrModel(nn.Module):
         elif c.encoder_type == "frozen":
             self.encoder = FrozenFeatureEncoder(c.feat_dim, pool=c.frozen_pool, mode=c.frozen_pool_mode)
             if c.frozen_layers:
-                top = dataclasses.replace(c.conformer, input_dim=self.encoder.output_dim, num_layers=c.frozen_layers, subsampling="none")
+                top = dataclasses.replace(
+                    c.conformer, input_dim=self.encoder.output_dim, num_layers=c.frozen_layers, subsampling="none"
+                )
                 layers = ConformerEncoder(top) if c.frozen_layer_type == "conformer" else TransformerFrameEncoder(top)
                 self.encoder = StackedEncoder(self.encoder, layers)
         else:
@@ -200,7 +205,9 @@ class CifAsrModel(nn.Module):
         self.ctc_head = nn.Linear(c.d_model, c.vocab_size) if c.ctc_weight > 0 else None
         self.cif = CifPredictor(c.d_model, kernel_size=c.cif_kernel_size, dropout=c.dropout, tail_threshold=c.cif_tail_threshold)
         self.positions = SinusoidalPositions(c.d_model)
-        layer = nn.TransformerEncoderLayer(c.d_model, c.cformer_heads, c.cformer_ffn, c.dropout, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            c.d_model, c.cformer_heads, c.cformer_ffn, c.dropout, batch_first=True, norm_first=True
+        )
         self.cformer = nn.TransformerEncoder(layer, c.cformer_layers, enable_nested_tensor=False)
         self.cformer_norm = nn.LayerNorm(c.d_model)
         if c.classifier == "linear":
@@ -253,7 +260,9 @@ class CifAsrModel(nn.Module):
         logits = logits[:, :L]
         if logits.shape[1] < L:  # cannot happen with teacher forcing, but keep shapes safe
             logits = F.pad(logits, (0, 0, 0, L - logits.shape[1]))
-        ce = F.cross_entropy(logits.reshape(-1, c.vocab_size), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
+        ce = F.cross_entropy(
+            logits.reshape(-1, c.vocab_size), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing
+        )
         qty = cif_out.quantity_loss(target_lengths)
         loss = ce + c.quantity_weight * qty
         out = {"ce": ce.detach(), "quantity": qty.detach()}
@@ -278,18 +287,24 @@ class CifAsrModel(nn.Module):
         ids = logits.argmax(-1) if logits is not None else hidden.new_zeros(hidden.shape[:2], dtype=torch.long)
         tokens = [ids[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
         fires = [cif_out.fire_frames[b, : int(token_lengths[b])].tolist() for b in range(ids.shape[0])]
-        return {"tokens": tokens, "fire_frames": fires, "frame_lengths": frame_lengths.tolist(), "hidden": hidden,
-                "logits": logits, "token_lengths": token_lengths,
-                "alphas": cif_out.alphas}  # alphas (B, T'): CIF weights per frame
+        return {
+            "tokens": tokens,
+            "fire_frames": fires,
+            "frame_lengths": frame_lengths.tolist(),
+            "hidden": hidden,
+            "logits": logits,
+            "token_lengths": token_lengths,
+            "alphas": cif_out.alphas,
+        }  # alphas (B, T'): CIF weights per frame
 
     # ---- persistence (transformers style) ------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
         save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.pt", self.state_dict())
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> "CifAsrModel":
+    def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> CifAsrModel:
         model_dir = Path(model_dir)
         config = CifAsrConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
         model = cls(config)
-        model.load_state_dict(torch.load(model_dir / "model.pt", map_location=map_location))
+        model.load_state_dict(load_weights(model_dir, map_location=map_location))
         return model.eval()

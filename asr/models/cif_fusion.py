@@ -23,8 +23,16 @@ BLANK_UNIT, UNK_UNIT = 0, 1
 
 
 class CifFusion(LogitsProcessor):
-    def __init__(self, unit_logits: torch.Tensor, token_lengths: torch.Tensor, unit_llm_ids: torch.Tensor,
-                 eos_id: int, weight: float, num_beams: int = 1, floor: float = -10.0):
+    def __init__(
+        self,
+        unit_logits: torch.Tensor,
+        token_lengths: torch.Tensor,
+        unit_llm_ids: torch.Tensor,
+        eos_id: int,
+        weight: float,
+        num_beams: int = 1,
+        floor: float = -10.0,
+    ):
         """unit_logits (B, N, U) stage-1 classifier scores per CIF position; token_lengths (B,) fires per
         utterance; unit_llm_ids (U,) the LLM token id of each unit (-1 for blank and unk)."""
         self.unit_logprobs = unit_logits.float().log_softmax(-1)  # (B, N, U)

@@ -40,8 +40,10 @@ class Conv2dSubsampling4(nn.Module):
     def __init__(self, input_dim: int, d_model: int, channels: int):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(1, channels, 3, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=2),
+            nn.ReLU(),
         )
         freq = ((input_dim - 3) // 2 + 1 - 3) // 2 + 1
         self.out = nn.Linear(channels * freq, d_model)

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from asr.config import dataclass_from_dict
-from asr.io_utils import save_config_and_weights
+from asr.io_utils import load_state_file, save_config_and_weights
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class ImageEncoderConfig:
             raise ValueError(f"small_cnn needs channels and dim divisible by num_heads (dim {self.dim}, heads {self.num_heads})")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "ImageEncoderConfig":
+    def from_dict(cls, d: dict | None) -> ImageEncoderConfig:
         return dataclass_from_dict(cls, d, "image encoder config")
 
 
@@ -83,13 +83,15 @@ class QFormerConfig:
 
     def __post_init__(self):
         if self.num_queries < 1 or self.hidden_size % self.num_heads:
-            raise ValueError(f"Q-Former: need num_queries >= 1 and hidden_size divisible by num_heads "
-                             f"(got {self.num_queries}, {self.hidden_size}, {self.num_heads})")
+            raise ValueError(
+                f"Q-Former: need num_queries >= 1 and hidden_size divisible by num_heads "
+                f"(got {self.num_queries}, {self.hidden_size}, {self.num_heads})"
+            )
         if not 1 <= self.cross_attention_frequency <= max(1, self.num_layers):
             raise ValueError(f"Q-Former: cross_attention_frequency {self.cross_attention_frequency} must be in 1..num_layers")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "QFormerConfig":
+    def from_dict(cls, d: dict | None) -> QFormerConfig:
         return dataclass_from_dict(cls, d, "q-former config")
 
 
@@ -103,7 +105,7 @@ class IAdapterConfig:
             raise ValueError(f"I-Adapter type must be 'linear' or 'mlp', not {self.type!r}")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "IAdapterConfig":
+    def from_dict(cls, d: dict | None) -> IAdapterConfig:
         return dataclass_from_dict(cls, d, "i-adapter config")
 
 
@@ -116,10 +118,13 @@ class ImageX2LConfig:
     freeze_encoder: bool = False  # True after the image stage: the encoder is not trained again
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "ImageX2LConfig":
+    def from_dict(cls, d: dict | None) -> ImageX2LConfig:
         d = dict(d or {})
-        parsers = {"encoder": ImageEncoderConfig.from_dict, "qformer": QFormerConfig.from_dict,
-                   "adapter": IAdapterConfig.from_dict}
+        parsers = {
+            "encoder": ImageEncoderConfig.from_dict,
+            "qformer": QFormerConfig.from_dict,
+            "adapter": IAdapterConfig.from_dict,
+        }
         out = {k: parsers[k](d.pop(k)) for k in list(d) if k in parsers}
         return dataclass_from_dict(cls, {**d, **out}, "image_x2l config")
 
@@ -134,15 +139,23 @@ class SmallCnnEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = 3 + 2  # RGB + x/y coordinates (CoordConv): absolute position survives the convolutions
         for c in config.channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU(),
-                       nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(min(8, c), c), nn.GELU()]
+            layers += [
+                nn.Conv2d(c_in, c, 3, stride=2, padding=1),
+                nn.GroupNorm(min(8, c), c),
+                nn.GELU(),
+                nn.Conv2d(c, c, 3, padding=1),
+                nn.GroupNorm(min(8, c), c),
+                nn.GELU(),
+            ]
             c_in = c
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Linear(c_in + 2, config.dim)  # + the patch centre's coordinates again
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(config.dim, config.num_heads, 4 * config.dim, config.dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(config.num_layers))
+            nn.TransformerEncoderLayer(
+                config.dim, config.num_heads, 4 * config.dim, config.dropout, activation="gelu", batch_first=True, norm_first=True
+            )
+            for _ in range(config.num_layers)
+        )
         self.norm = nn.LayerNorm(config.dim)
         self.dim = config.dim
 
@@ -183,8 +196,10 @@ class HfImageEncoder(nn.Module):
             processor = AutoImageProcessor.from_pretrained(src, trust_remote_code=config.trust_remote_code)
         except (OSError, ValueError) as e:
             where = "local folder" if Path(src).is_dir() else "hub id (no network here?)"
-            raise OSError(f"image encoder {config.name_or_path!r} ({where}) could not be loaded as a transformers "
-                          f"vision model with its image processor: {e}") from e
+            raise OSError(
+                f"image encoder {config.name_or_path!r} ({where}) could not be loaded as a transformers "
+                f"vision model with its image processor: {e}"
+            ) from e
         self.model = getattr(model, "vision_model", model)  # CLIP / SigLIP / BLIP-2 wrappers: the vision tower
         vcfg = getattr(model.config, "vision_config", None) or model.config
         self.dim = int(getattr(vcfg, "hidden_size", 0) or getattr(vcfg, "hidden_sizes", [0])[-1])
@@ -238,10 +253,14 @@ class QFormer(nn.Module):
 
         self.config = config
         qcfg = Blip2QFormerConfig(
-            hidden_size=config.hidden_size, num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
             intermediate_size=config.intermediate_size or 4 * config.hidden_size,
-            cross_attention_frequency=config.cross_attention_frequency, encoder_hidden_size=encoder_dim,
-            hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout,
+            cross_attention_frequency=config.cross_attention_frequency,
+            encoder_hidden_size=encoder_dim,
+            hidden_dropout_prob=config.dropout,
+            attention_probs_dropout_prob=config.dropout,
         )
         self.qformer = Blip2QFormerModel(qcfg)
         self.query_tokens = nn.Parameter(torch.randn(1, config.num_queries, config.hidden_size) * 0.02)
@@ -335,8 +354,9 @@ class ImageX2L(nn.Module):
         save_config_and_weights(out_dir, CONFIG_NAME, asdict(self.config), WEIGHTS_NAME, self._saved_state())
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, freeze_encoder: bool | None = None,
-                        map_location: str | torch.device = "cpu") -> "ImageX2L":
+    def from_pretrained(
+        cls, model_dir: str | Path, freeze_encoder: bool | None = None, map_location: str | torch.device = "cpu"
+    ) -> ImageX2L:
         model_dir = Path(model_dir)
         cfg_file, weights = model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME
         for f in (cfg_file, weights):
@@ -346,7 +366,7 @@ class ImageX2L(nn.Module):
             config = ImageX2LConfig.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{cfg_file}: {e}") from None
-        state = torch.load(weights, map_location=map_location)
+        state = load_state_file(weights, map_location)
         model = cls(dataclasses.replace(config, freeze_encoder=False))
         missing, unexpected = model.load_state_dict(state, strict=False)
         allowed = config.encoder.type == "hf" and config.freeze_encoder

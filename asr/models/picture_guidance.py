@@ -41,12 +41,21 @@ class PictureGuidance(LogitsProcessor):
     def speech_only_logprobs(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """(B, V) log p(next token | speech, tokens so far) from the prompt without picture."""
         if self.past is None:
-            out = self.llm(inputs_embeds=self.batch.inputs_embeds, attention_mask=self.mask,
-                           position_ids=self.batch.position_ids, use_cache=True)
+            out = self.llm(
+                inputs_embeds=self.batch.inputs_embeds,
+                attention_mask=self.mask,
+                position_ids=self.batch.position_ids,
+                use_cache=True,
+            )
         else:  # one new token: the one generate chose at the previous step
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
-            out = self.llm(input_ids=input_ids[:, -1:], attention_mask=self.mask, position_ids=self.next_position,
-                           use_cache=True, **{self.cache_arg: self.past})
+            out = self.llm(
+                input_ids=input_ids[:, -1:],
+                attention_mask=self.mask,
+                position_ids=self.next_position,
+                use_cache=True,
+                **{self.cache_arg: self.past},
+            )
             self.next_position = self.next_position + 1
         self.past = output_cache(out)
         return out.logits[:, -1].float().log_softmax(-1)
@@ -54,11 +63,15 @@ class PictureGuidance(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         # input_ids (B, step): only the generated tokens (the prompts went in as embeddings)
         if input_ids.shape[0] != self.mask.shape[0]:
-            raise ValueError(f"picture guidance follows greedy search only: {input_ids.shape[0]} hypotheses for "
-                             f"{self.mask.shape[0]} utterances (beam search?)")
+            raise ValueError(
+                f"picture guidance follows greedy search only: {input_ids.shape[0]} hypotheses for "
+                f"{self.mask.shape[0]} utterances (beam search?)"
+            )
         if input_ids.shape[1] != self.steps:
-            raise ValueError(f"picture guidance must see every step in order (step {input_ids.shape[1]}, expected "
-                             f"{self.steps}): use a new processor per generate call")
+            raise ValueError(
+                f"picture guidance must see every step in order (step {input_ids.shape[1]}, expected "
+                f"{self.steps}): use a new processor per generate call"
+            )
         self.steps += 1
         uncond = self.speech_only_logprobs(input_ids)
         cond = scores.float().log_softmax(-1)

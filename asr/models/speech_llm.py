@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from asr.io_utils import save_config_and_weights
+from asr.data.batching import IGNORE_ID
+from asr.io_utils import load_state_file, save_config_and_weights
 from asr.models.auto import load_stage1
 from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
 from asr.models.cif_fusion import CifFusion, unit_llm_id_table
@@ -36,7 +37,8 @@ from asr.models.s_adapter import SAdapter, SAdapterConfig
 from asr.models.whisper_cformer import WhisperCFormer
 from asr.tokenizer import WhisperUnits, load_tokenizer
 
-IGNORE_ID = -100
+CONFIG_NAME = "speech_llm.json"  # a stage-2 dir: adapter, prompt and LLM configs
+WEIGHTS_NAME = "adapter.pt"  # its trained tensors (S-Adapter, LoRA)
 STAGE1_LINK = "stage1.json"  # in a stage-2 dir: {"stage1": <the stage-1 model dir>}
 
 
@@ -64,7 +66,7 @@ class SpeechLlmConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SpeechLlmConfig":
+    def from_dict(cls, d: dict) -> SpeechLlmConfig:
         known = {"llm": LlmConfig.from_dict, "adapter": lambda x: SAdapterConfig(**x), "prompt": lambda x: PromptConfig(**x)}
         unknown = set(d) - set(known)
         if unknown:
@@ -84,7 +86,7 @@ class SlotPrompt:
 
     def __init__(self, tokenizer, content: str, system: str | None):
         if getattr(tokenizer, "chat_template", None):
-            messages = ([{"role": "system", "content": system}] if system else [])
+            messages = [{"role": "system", "content": system}] if system else []
             messages.append({"role": "user", "content": content})
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
@@ -108,8 +110,7 @@ class Prompt(SlotPrompt):
     """Token ids around the speech: ``prefix + <speech> | speech | </speech> + suffix``."""
 
     def __init__(self, tokenizer, config: PromptConfig):
-        super().__init__(tokenizer, f"{config.instruction}\n{config.speech_start}{SPEECH_SLOT}{config.speech_end}",
-                         config.system)
+        super().__init__(tokenizer, f"{config.instruction}\n{config.speech_start}{SPEECH_SLOT}{config.speech_end}", config.system)
         self.prefix: list[int] = self.pieces[0]
         self.suffix: list[int] = self.pieces[2]
 
@@ -122,8 +123,14 @@ class AssembledBatch:
     position_ids: torch.Tensor  # (B, S)
 
 
-def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], targets: list[list[int]] | None,
-             left_pad: bool, with_prefix: bool = True) -> AssembledBatch:
+def assemble(
+    embed: nn.Embedding,
+    prompt: Prompt,
+    speech: list[torch.Tensor],
+    targets: list[list[int]] | None,
+    left_pad: bool,
+    with_prefix: bool = True,
+) -> AssembledBatch:
     """Concatenate prompt embeddings, speech embeddings (N_i, H) and target embeddings per utterance, then pad.
 
     ``targets`` None: inference (no labels, no transcript in the input). Position ids count real
@@ -133,20 +140,26 @@ def assemble(embed: nn.Embedding, prompt: Prompt, speech: list[torch.Tensor], ta
     if with_prefix:
         return assemble_slots(embed, prompt, [{"speech": sp} for sp in speech], targets, left_pad)
     bare = [[], "speech", prompt.suffix]  # the prefix comes from the cache
-    return assemble_slots(embed, prompt, [{"speech": sp} for sp in speech], targets, left_pad,
-                          pieces=bare, position_offset=len(prompt.prefix))
+    return assemble_slots(
+        embed, prompt, [{"speech": sp} for sp in speech], targets, left_pad, pieces=bare, position_offset=len(prompt.prefix)
+    )
 
 
-def assemble_slots(embed: nn.Embedding, prompt: SlotPrompt, slots: list[dict[str, torch.Tensor]],
-                   targets: list[list[int]] | None, left_pad: bool, pieces: list | None = None,
-                   position_offset: int = 0) -> AssembledBatch:
+def assemble_slots(
+    embed: nn.Embedding,
+    prompt: SlotPrompt,
+    slots: list[dict[str, torch.Tensor]],
+    targets: list[list[int]] | None,
+    left_pad: bool,
+    pieces: list | None = None,
+    position_offset: int = 0,
+) -> AssembledBatch:
     """One row per example: the prompt's text pieces embedded, each slot filled with that example's
     (N, H) embeddings (a slot may hold zero rows), then the target; rows padded to one length."""
     some = next(t for row in slots for t in row.values())
     device, dtype = some.device, embed.weight.dtype
     pieces = prompt.pieces if pieces is None else pieces
-    text = {i: embed(torch.tensor(p, dtype=torch.long, device=device)) for i, p in enumerate(pieces)
-            if not isinstance(p, str)}
+    text = {i: embed(torch.tensor(p, dtype=torch.long, device=device)) for i, p in enumerate(pieces) if not isinstance(p, str)}
     rows, label_rows = [], []
     for b, filled in enumerate(slots):
         missing = [p for p in pieces if isinstance(p, str) and p not in filled]
@@ -237,8 +250,10 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
     def stage1_units(self):
         """The stage-1 units; a clear error where the stage-1 dir had none."""
         if self.units is None:
-            raise FileNotFoundError("the stage-1 model dir of this speech LLM has no tokenizer (tokenizer.model or "
-                                    "tokenizer.llm/): CIF tokens cannot be written as text")
+            raise FileNotFoundError(
+                "the stage-1 model dir of this speech LLM has no tokenizer (tokenizer.model or "
+                "tokenizer.llm/): CIF tokens cannot be written as text"
+            )
         return self.units
 
     def set_units(self, units) -> None:
@@ -270,10 +285,19 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         mask = batch.attention_mask
         if cache is not None:  # the prompt prefix is the same for every utterance: its keys/values are cached
             mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
-                       labels=batch.labels, use_cache=cache is not None, **self.cache_kwargs(cache))
-        return {"loss": out.loss, "acc": token_accuracy(out.logits, batch.labels),
-                "positions": mask.sum().float()}  # LLM positions in the batch
+        out = self.llm(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=mask,
+            position_ids=batch.position_ids,
+            labels=batch.labels,
+            use_cache=cache is not None,
+            **self.cache_kwargs(cache),
+        )
+        return {
+            "loss": out.loss,
+            "acc": token_accuracy(out.logits, batch.labels),
+            "positions": mask.sum().float(),
+        }  # LLM positions in the batch
 
     def prefix_cache_allowed(self) -> bool:
         """The prefix's keys/values are constant only with the whole LLM frozen (LoRA changes them) and
@@ -282,8 +306,15 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
 
     # ---- decoding ------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, feats: torch.Tensor, feat_lengths: torch.Tensor, num_beams: int = 1,
-                 max_new_factor: float = 1.5, max_new_extra: int = 8, cif_weight: float = 0.0) -> list[dict]:
+    def generate(
+        self,
+        feats: torch.Tensor,
+        feat_lengths: torch.Tensor,
+        num_beams: int = 1,
+        max_new_factor: float = 1.5,
+        max_new_extra: int = 8,
+        cif_weight: float = 0.0,
+    ) -> list[dict]:
         """Transcribe a batch. Per utterance: text, LLM token ids, the stage-1 CIF result and flags.
 
         ``cif_weight`` > 0 adds that times the CIF classifier's log-probability of each token at its
@@ -293,9 +324,16 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         return self.generate_from(batch, rec, num_beams, max_new_factor, max_new_extra, cif_weight)
 
     @torch.no_grad()
-    def generate_from(self, batch: AssembledBatch, rec: dict, num_beams: int = 1, max_new_factor: float = 1.5,
-                      max_new_extra: int = 8, cif_weight: float = 0.0,
-                      processors: list | None = None) -> list[dict]:
+    def generate_from(
+        self,
+        batch: AssembledBatch,
+        rec: dict,
+        num_beams: int = 1,
+        max_new_factor: float = 1.5,
+        max_new_extra: int = 8,
+        cif_weight: float = 0.0,
+        processors: list | None = None,
+    ) -> list[dict]:
         """:meth:`generate` from an assembled prompt batch (any prompt holding the speech) and its stage-1 result;
         ``processors``: logits processors applied before CIF fusion (e.g. picture guidance)."""
         # each utterance's token budget follows its own CIF count; the batch runs to the largest
@@ -304,14 +342,25 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         processors = list(processors or [])
         if cif_weight:
             if self.unit_llm_ids is None:
-                raise ValueError("cif_weight needs a stage-1 model whose units are this LLM's tokens "
-                                 "(tokenizer model_type: llm); this one's are not")
-            processors.append(CifFusion(rec["logits"], rec["token_lengths"], self.unit_llm_ids, self.prompt.eos_id,
-                                        cif_weight, num_beams=num_beams))
-        out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                                max_new_tokens=budget, num_beams=num_beams, do_sample=False,
-                                eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id,
-                                logits_processor=processors or None)
+                raise ValueError(
+                    "cif_weight needs a stage-1 model whose units are this LLM's tokens "
+                    "(tokenizer model_type: llm); this one's are not"
+                )
+            processors.append(
+                CifFusion(
+                    rec["logits"], rec["token_lengths"], self.unit_llm_ids, self.prompt.eos_id, cif_weight, num_beams=num_beams
+                )
+            )
+        out = self.llm.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=budget,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=self.prompt.eos_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=processors or None,
+        )
         results = []
         for b in range(out.shape[0]):
             ids = out[b, : budgets[b]].tolist()
@@ -320,20 +369,27 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
             ids = [i for i in ids if i != self.tokenizer.pad_token_id]
             cut = strip_repetition(ids)
             text = normalize_spaces(self.tokenizer.decode(cut, skip_special_tokens=True))
-            results.append({"text": text, "llm_ids": cut, "repetition_cut": len(cut) < len(ids),
-                            "cif_tokens": rec["tokens"][b], "fire_frames": rec["fire_frames"][b],
-                            "alphas": rec["alphas"][b, : rec["frame_lengths"][b]].tolist()})
+            results.append(
+                {
+                    "text": text,
+                    "llm_ids": cut,
+                    "repetition_cut": len(cut) < len(ids),
+                    "cif_tokens": rec["tokens"][b],
+                    "fire_frames": rec["fire_frames"][b],
+                    "alphas": rec["alphas"][b, : rec["frame_lengths"][b]].tolist(),
+                }
+            )
         return results
 
     # ---- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
         """The adapter (+ LoRA) weights and the config; the stage-1 model and the LLM are referenced."""
-        save_config_and_weights(out_dir, "speech_llm.json", asdict(self.config), "adapter.pt", self.trainable_state_dict())
+        save_config_and_weights(out_dir, CONFIG_NAME, asdict(self.config), WEIGHTS_NAME, self.trainable_state_dict())
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, stage1_dir: str | Path, llm_overrides: dict | None = None) -> "SpeechLlm":
+    def from_pretrained(cls, model_dir: str | Path, stage1_dir: str | Path, llm_overrides: dict | None = None) -> SpeechLlm:
         model_dir = Path(model_dir)
-        d = json.loads((model_dir / "speech_llm.json").read_text())
+        d = json.loads((model_dir / CONFIG_NAME).read_text())
         d["llm"] = {**d["llm"], **(llm_overrides or {})}
         config = SpeechLlmConfig.from_dict(d)
         try:
@@ -341,7 +397,7 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         except FileNotFoundError:  # a bare stage-1 dir: the LLM decodes, but no CIF text or fusion
             units = None
         model = cls(config, load_stage1(stage1_dir), load_llm(config.llm), units)
-        model.load_trainable_state_dict(torch.load(model_dir / "adapter.pt", map_location="cpu"))
+        model.load_trainable_state_dict(load_state_file(model_dir / WEIGHTS_NAME))
         return model.eval()
 
 

@@ -42,10 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr.data.batching import IGNORE_ID
 from asr.features.cmvn import GlobalCMVN
 from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
-from asr.models.cif_asr import IGNORE_ID, SinusoidalPositions, lengths_to_padding_mask
+from asr.models.cif_asr import SinusoidalPositions, lengths_to_padding_mask
 
 KIND = "whisper_cformer"
 EMBEDDING_KEY = "decoder.embed_tokens.weight"  # Whisper's token table: rebuilt, never saved
@@ -81,7 +82,7 @@ class WhisperCFormerConfig:
     prefix_ids: tuple[int, ...] = ()  # filled from the tokenizer when the model is built
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WhisperCFormerConfig":
+    def from_dict(cls, d: dict) -> WhisperCFormerConfig:
         d = dict(d)
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -99,7 +100,7 @@ def _load_whisper(name_or_dir: str):
     from transformers import WhisperForConditionalGeneration
 
     if name_or_dir == "packaged":
-        from asr.models.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
+        from asr.pretrained.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
 
         ct2_dir = packaged_whisper_dir()  # hash-checked
         return whisper_from_ct2(ct2_dir), ct2_dir
@@ -111,7 +112,7 @@ def load_whisper_tokenizer(name_or_dir: str = "packaged"):
     from transformers import WhisperTokenizer
 
     if name_or_dir == "packaged":
-        from asr.models.whisper_ct2 import packaged_whisper_dir
+        from asr.pretrained.whisper_ct2 import packaged_whisper_dir
 
         return WhisperTokenizer(tokenizer_file=str(packaged_whisper_dir() / "tokenizer.json"))
     return WhisperTokenizer.from_pretrained(name_or_dir)
@@ -138,7 +139,7 @@ def load_whisper_decoder(name_or_dir: str = "packaged", init: str = "pretrained"
     return decoder
 
 
-def build_whisper_cformer(config: dict | WhisperCFormerConfig, tokenizer, cmvn_stats: np.ndarray | None = None) -> "WhisperCFormer":
+def build_whisper_cformer(config: dict | WhisperCFormerConfig, tokenizer, cmvn_stats: np.ndarray | None = None) -> WhisperCFormer:
     """A new model from a config (the YAML ``model`` section) and Whisper's tokenizer (prefix ids)."""
     cfg = config if isinstance(config, WhisperCFormerConfig) else WhisperCFormerConfig.from_dict(config)
     ids = tokenizer.convert_tokens_to_ids(list(cfg.prefix))
@@ -180,7 +181,9 @@ class WhisperCFormer(nn.Module):
         decoder = [p for p in self.decoder.parameters() if p.requires_grad]
         ids = {id(p) for p in decoder}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": rest}, {"params": decoder, "lr_scale": self.config.decoder_lr_scale}] if decoder else [{"params": rest}]
+        return (
+            [{"params": rest}, {"params": decoder, "lr_scale": self.config.decoder_lr_scale}] if decoder else [{"params": rest}]
+        )
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -254,18 +257,24 @@ class WhisperCFormer(nn.Module):
         for layer in dec.layers:
             h = _attention(layer.self_attn, layer.self_attn_layer_norm(x), None, None, causal=True, training=self.training)
             x = x + F.dropout(h, p=layer.dropout, training=self.training)
-            h = _attention(layer.encoder_attn, layer.encoder_attn_layer_norm(x), enc, key_mask, causal=False, training=self.training)
+            h = _attention(
+                layer.encoder_attn, layer.encoder_attn_layer_norm(x), enc, key_mask, causal=False, training=self.training
+            )
             x = x + F.dropout(h, p=layer.dropout, training=self.training)
             h = layer.activation_fn(layer.fc1(layer.final_layer_norm(x)))
             h = F.dropout(h, p=layer.activation_dropout, training=self.training)
             x = x + F.dropout(layer.fc2(h), p=layer.dropout, training=self.training)
         return dec.layer_norm(x)
 
-    def slot_logits(self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor) -> torch.Tensor:
+    def slot_logits(
+        self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor
+    ) -> torch.Tensor:
         """Decoder logits of the N token slots (B, N, V), given what stands for tokens 0..N-1."""
         return self.slot_hidden(previous, acoustic, feats, feat_lengths) @ self.embeddings.T
 
-    def slot_hidden(self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor) -> torch.Tensor:
+    def slot_hidden(
+        self, previous: torch.Tensor, acoustic: torch.Tensor, feats: torch.Tensor, feat_lengths: torch.Tensor
+    ) -> torch.Tensor:
         """Decoder hidden states of the N token slots (B, N, 384)."""
         P = len(self.config.prefix_ids)
         return self.decoder_hidden(self.decoder_inputs(previous, acoustic), feats, feat_lengths)[:, P - 1 :]
@@ -287,14 +296,20 @@ class WhisperCFormer(nn.Module):
             previous = self.embeddings[draft]
         logits = self.slot_logits(previous, tokens, feats, feat_lengths)  # (B, L, V)
         V = logits.shape[-1]
-        ce = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
-        head_ce = F.cross_entropy(head.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing)
+        ce = F.cross_entropy(
+            logits.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing
+        )
+        head_ce = F.cross_entropy(
+            head.reshape(-1, V), targets.reshape(-1), ignore_index=IGNORE_ID, label_smoothing=c.label_smoothing
+        )
         qty = cif_out.quantity_loss(target_lengths)
         valid = targets != IGNORE_ID
         n = valid.sum().clamp(min=1)
         return {
             "loss": ce + c.head_weight * head_ce + c.quantity_weight * qty,
-            "ce": ce.detach(), "head_ce": head_ce.detach(), "quantity": qty.detach(),
+            "ce": ce.detach(),
+            "head_ce": head_ce.detach(),
+            "quantity": qty.detach(),
             "acc": ((logits.argmax(-1) == targets) & valid).sum().float() / n,
             "head_acc": ((head.argmax(-1) == targets) & valid).sum().float() / n,
         }
@@ -308,8 +323,15 @@ class WhisperCFormer(nn.Module):
         B, N = tokens.shape[:2]
         if N == 0:
             empty = [[] for _ in range(B)]
-            return {"tokens": empty, "fire_frames": empty, "frame_lengths": self.cif_lengths(feat_lengths).tolist(),
-                    "hidden": tokens, "logits": None, "token_lengths": token_lengths, "alphas": cif_out.alphas}
+            return {
+                "tokens": empty,
+                "fire_frames": empty,
+                "frame_lengths": self.cif_lengths(feat_lengths).tolist(),
+                "hidden": tokens,
+                "logits": None,
+                "token_lengths": token_lengths,
+                "alphas": cif_out.alphas,
+            }
         head = self.head_logits(tokens, token_lengths)
         logits, hidden, previous = head, tokens, head.softmax(-1) @ self.embeddings
         for _ in range(passes):
@@ -325,8 +347,11 @@ class WhisperCFormer(nn.Module):
             "tokens": [ids[b, : lengths[b]].tolist() for b in range(B)],
             "fire_frames": [fires[b, : lengths[b]].tolist() for b in range(B)],
             # hidden: the last decoder pass's states (what the S-Adapter reads), (B, N, 384)
-            "frame_lengths": self.cif_lengths(feat_lengths).tolist(), "hidden": hidden, "logits": logits,
-            "token_lengths": token_lengths, "alphas": cif_out.alphas,
+            "frame_lengths": self.cif_lengths(feat_lengths).tolist(),
+            "hidden": hidden,
+            "logits": logits,
+            "token_lengths": token_lengths,
+            "alphas": cif_out.alphas,
         }
 
     # ---- persistence ---------------------------------------------------------------------------
@@ -342,12 +367,13 @@ class WhisperCFormer(nn.Module):
     def save_pretrained(self, out_dir: str | Path, dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors, without Whisper's token table (rebuilt from the Whisper
         weights the config names); ``dtype`` (e.g. torch.float16) casts floating-point weights."""
-        state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
-                 for k, v in self.trainable_state_dict().items()}
+        state = {
+            k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in self.trainable_state_dict().items()
+        }
         save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.safetensors", state)
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> "WhisperCFormer":
+    def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> WhisperCFormer:
         """Load a dir written by :meth:`save_pretrained` (or a training checkpoint's ``model.pt``)."""
         model_dir = Path(model_dir)
         config = WhisperCFormerConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
@@ -377,8 +403,9 @@ def _collapse_repeats(ids: torch.Tensor, lengths: torch.Tensor, *per_token: torc
     return (take(ids), *(take(t) for t in per_token), keep.sum(1))
 
 
-def _attention(attn, x: torch.Tensor, memory: torch.Tensor | None, key_mask: torch.Tensor | None,
-               causal: bool, training: bool) -> torch.Tensor:
+def _attention(
+    attn, x: torch.Tensor, memory: torch.Tensor | None, key_mask: torch.Tensor | None, causal: bool, training: bool
+) -> torch.Tensor:
     """Whisper multi-head attention (transformers' ``WhisperAttention`` weights) through SDPA.
 
     x (B, L, D) queries; memory (B, T, D) keys/values (None: self-attention); key_mask (B, 1, 1, T)
@@ -390,7 +417,12 @@ def _attention(attn, x: torch.Tensor, memory: torch.Tensor | None, key_mask: tor
         return t.view(B, t.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2)
 
     y = F.scaled_dot_product_attention(
-        heads(attn.q_proj(x)), heads(attn.k_proj(src)), heads(attn.v_proj(src)),
-        attn_mask=key_mask, is_causal=causal, dropout_p=attn.dropout if training else 0.0, scale=attn.scaling,
+        heads(attn.q_proj(x)),
+        heads(attn.k_proj(src)),
+        heads(attn.v_proj(src)),
+        attn_mask=key_mask,
+        is_causal=causal,
+        dropout_p=attn.dropout if training else 0.0,
+        scale=attn.scaling,
     )  # (B, H, L, D / H)
     return attn.out_proj(y.transpose(1, 2).reshape(B, L, D))

@@ -30,15 +30,21 @@ def resolve_model(name_or_path: str | Path | None = None) -> Path:
     if (shipped / "export.json").is_file():
         return shipped
     if str(name_or_path) == DEFAULT_MODEL:
-        raise FileNotFoundError(f"the default model {DEFAULT_MODEL!r} is not in this installation ({shipped}); "
-                                "give --model DIR (a recipe's exp/<tag>/final or an exported model)")
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL!r} is not in this installation ({shipped}); "
+            "give --model DIR (a recipe's exp/<tag>/final or an exported model)"
+        )
     if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
-        raise FileNotFoundError(f"{name_or_path}: no such model dir (shipped models: {', '.join(shipped_models()) or 'none'}; "
-                                "a hub id looks like owner/name)")
+        raise FileNotFoundError(
+            f"{name_or_path}: no such model dir (shipped models: {', '.join(shipped_models()) or 'none'}; "
+            "a hub id looks like owner/name)"
+        )
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo_id=str(name_or_path)))
     except Exception as exc:  # offline, unknown repo, ...: one clear line
-        raise FileNotFoundError(f"{name_or_path}: not a local model dir, and the hub download failed "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise FileNotFoundError(
+            f"{name_or_path}: not a local model dir, and the hub download failed "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None

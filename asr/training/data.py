@@ -1,4 +1,5 @@
-"""Training data: features from feats.scp, token targets from text, batches bounded by total frames.
+"""Training data: features from feats.scp, token targets from text, batches bounded by total frames
+(:class:`asr.data.batching.FrameBatchSampler`).
 
 Batches are formed once from utterances sorted by length (so little padding), then the batch order
 is shuffled per epoch with ``seed + epoch``: the order of any epoch can be recomputed exactly,
@@ -8,7 +9,6 @@ which is what makes resuming in the middle of an epoch exact.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,29 +16,11 @@ import kaldiio
 import numpy as np
 import torch
 
+from asr.data.batching import FrameBatchSampler, pad_features, pad_targets
 from asr.data.datadir import read_table
-from asr.models.cif_asr import IGNORE_ID
 from asr.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def pad_features(mats: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feature matrices (T_i, F) -> padded float32 batch (B, T_max, F) and lengths (B,).
-
-    numpy arrays are copied (kaldiio may hand out read-only ones); tensors are used as they are.
-    """
-    tensors = [(m if isinstance(m, torch.Tensor) else torch.tensor(np.asarray(m))).float() for m in mats]
-    return torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True), torch.tensor([t.shape[0] for t in tensors])
-
-
-def pad_targets(targets: list[list[int]]) -> dict[str, torch.Tensor]:
-    """Token-id lists -> ``target_ids`` (B, L_max) padded with IGNORE_ID and ``target_lengths`` (B,)."""
-    lengths = torch.tensor([len(t) for t in targets])
-    ids = torch.full((len(targets), int(lengths.max())), IGNORE_ID, dtype=torch.long)
-    for b, t in enumerate(targets):
-        ids[b, : len(t)] = torch.tensor(t)
-    return {"target_ids": ids, "target_lengths": lengths}
 
 
 @dataclass
@@ -57,8 +39,14 @@ class FeatureDataset:
     and utterances with more tokens than encoder frames (CIF cannot fire more often than frames).
     """
 
-    def __init__(self, dump_dir: str | Path, tokenizer: Tokenizer, frame_divisor: int = 1,
-                 max_frames: int | None = None, preload: bool = False):
+    def __init__(
+        self,
+        dump_dir: str | Path,
+        tokenizer: Tokenizer,
+        frame_divisor: int = 1,
+        max_frames: int | None = None,
+        preload: bool = False,
+    ):
         dump_dir = Path(dump_dir)
         feats = read_table(dump_dir / "feats.scp")
         num_frames = read_table(dump_dir / "utt2num_frames")
@@ -92,7 +80,7 @@ class FeatureDataset:
         return len(self.utts)
 
     @classmethod
-    def merge(cls, parts: list["FeatureDataset"]) -> "FeatureDataset":
+    def merge(cls, parts: list[FeatureDataset]) -> FeatureDataset:
         """One dataset of several dump dirs' utterances, in order. With more than one part the ids
         become ``<part index>:<id>`` (corpora may share utterance ids); each part is left as it was."""
         if len(parts) == 1:
@@ -115,74 +103,14 @@ class FeatureDataset:
         """Pad a batch: feats (B, T, F) float32, feat_lengths (B,), targets (B, L) with IGNORE_ID."""
         utts = [self.utts[i] for i in indices]
         feats, lengths = pad_features([self.features(u) for u in utts])
-        tgt_lengths = torch.tensor([len(u.tokens) for u in utts])
-        targets = torch.full((len(utts), int(tgt_lengths.max())), IGNORE_ID, dtype=torch.long)
-        for b, u in enumerate(utts):
-            targets[b, : len(u.tokens)] = torch.tensor(u.tokens)
-        return {"utt_ids": [u.utt_id for u in utts], "feats": feats, "feat_lengths": lengths,
-                "targets": targets, "target_lengths": tgt_lengths}
-
-
-class FrameBatchSampler:
-    """Batches whose padded size (batch size x longest utterance) stays under ``max_frames``.
-
-    Default: batches formed once from the length-sorted utterances, their order shuffled per epoch.
-    ``bucket_shuffle``: each epoch, the length-sorted utterances are cut into ``num_buckets``
-    buckets of equal count, shuffled inside each bucket, batched inside each bucket, and the batches
-    shuffled: batch contents change from epoch to epoch at a small padding cost. Either way the order
-    of an epoch is a function of ``seed + epoch`` alone, so resuming inside an epoch is exact.
-    """
-
-    def __init__(self, lengths: list[int], max_frames: int, shuffle: bool = True, seed: int = 0, max_batch_size: int = 256,
-                 bucket_shuffle: bool = False, num_buckets: int = 10):
-        if bucket_shuffle and num_buckets < 1:
-            raise ValueError(f"num_buckets must be >= 1 (got {num_buckets})")
-        self.lengths, self.max_frames, self.max_batch_size = list(lengths), max_frames, max_batch_size
-        self.sorted = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        self.batches: list[list[int]] = self._batch(self.sorted)
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.bucket_shuffle, self.num_buckets = bucket_shuffle, num_buckets
-
-    def _batch(self, order: list[int]) -> list[list[int]]:
-        """Cut ``order`` into consecutive frame-bounded batches."""
-        batches: list[list[int]] = []
-        batch: list[int] = []
-        longest = 0
-        for i in order:
-            n = max(longest, self.lengths[i])
-            if batch and (n * (len(batch) + 1) > self.max_frames or len(batch) >= self.max_batch_size):
-                batches.append(batch)
-                batch, n = [], self.lengths[i]
-            batch.append(i)
-            longest = n
-        if batch:
-            batches.append(batch)
-        return batches
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def epoch_order(self) -> list[list[int]]:
-        if not self.shuffle:
-            return list(self.batches)
-        rng = random.Random(self.seed + self.epoch)
-        if self.bucket_shuffle:
-            n, k = len(self.sorted), min(self.num_buckets, len(self.sorted))
-            batches = []
-            for b in range(k):
-                bucket = self.sorted[b * n // k : (b + 1) * n // k]
-                rng.shuffle(bucket)
-                batches += self._batch(bucket)
-        else:
-            batches = list(self.batches)
-        rng.shuffle(batches)
-        return batches
-
-    def __len__(self) -> int:
-        return len(self.epoch_order()) if self.bucket_shuffle and self.shuffle else len(self.batches)
-
-    def __iter__(self):
-        return iter(self.epoch_order())
+        targets = pad_targets([u.tokens for u in utts])
+        return {
+            "utt_ids": [u.utt_id for u in utts],
+            "feats": feats,
+            "feat_lengths": lengths,
+            "targets": targets["target_ids"],
+            "target_lengths": targets["target_lengths"],
+        }
 
 
 class Batches:
@@ -191,7 +119,7 @@ class Batches:
     def __init__(self, batches: list[list[int]], collate):
         self.batches, self.collate = list(batches), collate
 
-    def shard(self, rank: int, world_size: int) -> "Batches":
+    def shard(self, rank: int, world_size: int) -> Batches:
         return Batches(self.batches[rank::world_size], self.collate)
 
     def __len__(self) -> int:
@@ -247,9 +175,16 @@ class BatchLoader:
         if num_workers:
             self._sampler = _Settable()
             self.loader = torch.utils.data.DataLoader(
-                _Collated(collate), sampler=self._sampler, batch_size=None, collate_fn=_identity,
-                num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor,
-                persistent_workers=True, generator=torch.Generator().manual_seed(0))
+                _Collated(collate),
+                sampler=self._sampler,
+                batch_size=None,
+                collate_fn=_identity,
+                num_workers=num_workers,
+                pin_memory=pin_memory,
+                prefetch_factor=prefetch_factor,
+                persistent_workers=True,
+                generator=torch.Generator().manual_seed(0),
+            )
 
     def __call__(self, batches: list[list[int]]):
         if self.loader is None:
@@ -258,11 +193,27 @@ class BatchLoader:
         return iter(self.loader)
 
 
-def dataset_and_batches(dump_dir: str | Path, units: Tokenizer, frame_divisor: int, max_frames: int,
-                        max_batch_size: int, preload: bool, shuffle: bool, seed: int = 0, bucket_shuffle: bool = False,
-                        num_buckets: int = 10) -> tuple[FeatureDataset, FrameBatchSampler]:
+def dataset_and_batches(
+    dump_dir: str | Path,
+    units: Tokenizer,
+    frame_divisor: int,
+    max_frames: int,
+    max_batch_size: int,
+    preload: bool,
+    shuffle: bool,
+    seed: int = 0,
+    bucket_shuffle: bool = False,
+    num_buckets: int = 10,
+) -> tuple[FeatureDataset, FrameBatchSampler]:
     """The usable utterances of a dump dir and their frame-bounded batches."""
     dataset = FeatureDataset(dump_dir, units, frame_divisor=frame_divisor, preload=preload)
-    sampler = FrameBatchSampler([u.num_frames for u in dataset.utts], max_frames, shuffle=shuffle, seed=seed,
-                                max_batch_size=max_batch_size, bucket_shuffle=bucket_shuffle, num_buckets=num_buckets)
+    sampler = FrameBatchSampler(
+        [u.num_frames for u in dataset.utts],
+        max_frames,
+        shuffle=shuffle,
+        seed=seed,
+        max_batch_size=max_batch_size,
+        bucket_shuffle=bucket_shuffle,
+        num_buckets=num_buckets,
+    )
     return dataset, sampler

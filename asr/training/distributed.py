@@ -22,6 +22,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from asr.device import resolve_device
+
 log = logging.getLogger(__name__)
 
 _DEVICE: torch.device | None = None  # the device init_distributed picked for this process
@@ -30,21 +32,6 @@ _DEVICE: torch.device | None = None  # the device init_distributed picked for th
 def launched_by_torchrun() -> bool:
     """Whether the environment describes a multi-process job (torchrun sets WORLD_SIZE and RANK)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` -> GPU ``LOCAL_RANK`` (0 without torchrun)."""
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"train device {device!r} not supported (use auto, cpu, cuda or cuda:N)")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "auto" and not torch.cuda.is_available():
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"train device {device!r} asked for, but torch sees no CUDA GPU")
-    if device.startswith("cuda:"):
-        return torch.device(device)
-    return torch.device("cuda", local_rank())
 
 
 def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> torch.device:
@@ -61,10 +48,12 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> tor
         backend = "nccl" if dev.type == "cuda" else "gloo"
         for key in ("MASTER_ADDR", "MASTER_PORT"):
             if key not in os.environ:
-                raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: launch with torchrun "
-                                   "(see docs/distributed.md)")
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes),
-                                **({"device_id": dev} if dev.type == "cuda" else {}))
+                raise RuntimeError(
+                    f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {key} is not set: launch with torchrun (see docs/distributed.md)"
+                )
+        dist.init_process_group(
+            backend, timeout=datetime.timedelta(minutes=timeout_minutes), **({"device_id": dev} if dev.type == "cuda" else {})
+        )
         log.info("rank %d of %d (local rank %d), backend %s, device %s", rank(), world_size(), local_rank(), backend, dev)
         if rank() != 0:  # rank 0 reports; the others only warn
             logging.getLogger("asr").setLevel(logging.WARNING)

@@ -79,14 +79,17 @@ def weights_digest(path: str | Path) -> str:
 
 def describe(inputs: dict[str, str | Path | None] | None) -> dict[str, dict | None]:
     """{name: path or None} -> {name: {"path": resolved path, "weights": digest} or None (no such input)}."""
-    return {name: None if p is None else {"path": str(Path(p).resolve()), "weights": weights_digest(p)}
-            for name, p in (inputs or {}).items()}
+    return {
+        name: None if p is None else {"path": str(Path(p).resolve()), "weights": weights_digest(p)}
+        for name, p in (inputs or {}).items()
+    }
 
 
 def check_same(saved: dict | None, current: dict, checkpoint: str | Path, exp_dir: str | Path) -> None:
     """Raise ``ValueError`` when the run that wrote ``checkpoint`` started from other models than this
     one does (by weights; a moved or copied input is the same input). Inputs the checkpoint did not
     record (written before they were, ``saved`` None) are accepted."""
+
     def say(d):
         return "nothing" if not d else f"{d['path']} (weights {d['weights'][:12]})"
 
@@ -97,4 +100,5 @@ def check_same(saved: dict | None, current: dict, checkpoint: str | Path, exp_di
         raise ValueError(
             f"{exp_dir}: {checkpoint} continues a run that started from {say(was)} as its {name}, this run "
             f"starts from {say(now)}: resuming would train one model on both. Rerun with the first {name}, "
-            f"or start a new run (another --exp-dir, or remove {Path(checkpoint).parent})")
+            f"or start a new run (another --exp-dir, or remove {Path(checkpoint).parent})"
+        )

@@ -26,8 +26,9 @@ from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_every
 log = logging.getLogger(__name__)
 
 
-def build_model(config: dict, feat_dim: int, tokenizer: Tokenizer | LlmUnits | WhisperUnits | int,
-                cmvn_path: Path | None) -> CifAsrModel | WhisperCFormer:
+def build_model(
+    config: dict, feat_dim: int, tokenizer: Tokenizer | LlmUnits | WhisperUnits | int, cmvn_path: Path | None
+) -> CifAsrModel | WhisperCFormer:
     """The stage-1 model of the config's ``model.kind`` (``cif_asr``, the default, or
     ``whisper_cformer``); with ``classifier: tied`` the unit embeddings come from the units' LLM.
 
@@ -60,14 +61,22 @@ def finalize_model_dir(model_dir: Path, tokenizer: Tokenizer, feat_info: dict) -
     (model_dir / "feat_info.json").write_text(json.dumps(feat_info, indent=2) + "\n")
 
 
-def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path | None, tokenizer_path: str | Path,
-          exp_dir: str | Path, overrides: dict | None = None) -> Path:
+def train(
+    config_path: str | Path,
+    train_dir: str | Path,
+    valid_dir: str | Path | None,
+    tokenizer_path: str | Path,
+    exp_dir: str | Path,
+    overrides: dict | None = None,
+) -> Path:
     config = load_config(config_path)
     train_cfg = TrainConfig.from_dict({**config.get("train", {}), **(overrides or {})})
     train_dir, exp_dir = Path(train_dir), Path(exp_dir)
     if train_cfg.gradient_checkpointing:
-        raise ValueError(f"{config_path}: train.gradient_checkpointing applies to the stage-2 LLM (asr train-llm); "
-                         "stage 1 has no LLM to checkpoint")
+        raise ValueError(
+            f"{config_path}: train.gradient_checkpointing applies to the stage-2 LLM (asr train-llm); "
+            "stage 1 has no LLM to checkpoint"
+        )
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     owns_group = not dist.is_initialized()
@@ -77,10 +86,21 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     seed_everything(train_cfg.seed)
     model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
     divisor = model.frame_rate_divisor  # feature frames per CIF frame
-    batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
-                    max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
-    train_set, sampler = dataset_and_batches(train_dir, tokenizer, shuffle=True, seed=train_cfg.seed,
-                                             bucket_shuffle=train_cfg.bucket_shuffle, num_buckets=train_cfg.num_buckets, **batching)
+    batching = dict(
+        frame_divisor=divisor,
+        max_frames=train_cfg.max_frames_per_batch,
+        max_batch_size=train_cfg.max_batch_size,
+        preload=train_cfg.preload,
+    )
+    train_set, sampler = dataset_and_batches(
+        train_dir,
+        tokenizer,
+        shuffle=True,
+        seed=train_cfg.seed,
+        bucket_shuffle=train_cfg.bucket_shuffle,
+        num_buckets=train_cfg.num_buckets,
+        **batching,
+    )
     valid_fn = None
     if valid_dir is not None:
         valid_set, valid_sampler = dataset_and_batches(valid_dir, tokenizer, shuffle=False, **batching)
@@ -88,8 +108,16 @@ def train(config_path: str | Path, train_dir: str | Path, valid_dir: str | Path 
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
     groups = model.optimizer_groups() if hasattr(model, "optimizer_groups") else None
-    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=groups,
-            started_from={"tokenizer": tokenizer.model_path}).train()
+    Trainer(
+        model,
+        sampler,
+        train_set.collate,
+        train_cfg,
+        exp_dir,
+        valid_batches=valid_fn,
+        trainable=groups,
+        started_from={"tokenizer": tokenizer.model_path},
+    ).train()
     final = publish_final(exp_dir, model, lambda d: finalize_model_dir(d, tokenizer, feat_info))
     if owns_group:
         dist.cleanup()

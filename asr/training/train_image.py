@@ -54,13 +54,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from asr.config import dataclass_from_dict, load_config
+from asr.data.batching import IGNORE_ID, pad_targets
 from asr.data.datadir import DataDirError, read_table
+from asr.data.image import read_image
 from asr.io_utils import atomic_path, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
-from asr.models.speech_llm import IGNORE_ID, Prompt, PromptConfig, assemble, normalize_spaces, token_accuracy
-from asr.training.data import pad_targets
+from asr.models.speech_llm import Prompt, PromptConfig, assemble, normalize_spaces, token_accuracy
 from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,12 @@ ITC_DIM = 256  # the contrastive loss's shared image-text space
 
 def image_prompt_config(d: dict | None = None) -> PromptConfig:
     """The speech prompt's fields, with image defaults (``speech_start/end`` hold the image markers)."""
-    base = {"instruction": "Describe the picture.", "system": "You describe pictures.",
-            "speech_start": "<image>", "speech_end": "</image>"}
+    base = {
+        "instruction": "Describe the picture.",
+        "system": "You describe pictures.",
+        "speech_start": "<image>",
+        "speech_end": "</image>",
+    }
     return dataclass_from_dict(PromptConfig, {**base, **(d or {})}, "prompt config")
 
 
@@ -97,29 +102,47 @@ class ImageStageConfig:
     def __post_init__(self):
         weights = (self.caption_weight, self.contrastive_weight, self.itg_weight)
         if min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(f"loss weights must be >= 0 and not all 0 (caption_weight {self.caption_weight}, "
-                             f"contrastive_weight {self.contrastive_weight}, itg_weight {self.itg_weight})")
+            raise ValueError(
+                f"loss weights must be >= 0 and not all 0 (caption_weight {self.caption_weight}, "
+                f"contrastive_weight {self.contrastive_weight}, itg_weight {self.itg_weight})"
+            )
         if self.itg_layers < 1:
             raise ValueError(f"loss: itg_layers must be >= 1 (got {self.itg_layers})")
         if self.swap_negatives < 0:
             raise ValueError(f"loss: swap_negatives must be >= 0 (got {self.swap_negatives})")
         if self.text_encoder not in TEXT_ENCODERS or self.text_layers < 1:
-            raise ValueError(f"loss: text_encoder must be one of {list(TEXT_ENCODERS)} and text_layers >= 1 "
-                             f"(got {self.text_encoder!r}, {self.text_layers})")
+            raise ValueError(
+                f"loss: text_encoder must be one of {list(TEXT_ENCODERS)} and text_layers >= 1 "
+                f"(got {self.text_encoder!r}, {self.text_layers})"
+            )
 
     @classmethod
-    def from_sections(cls, cfg: dict) -> "ImageStageConfig":
+    def from_sections(cls, cfg: dict) -> ImageStageConfig:
         loss = dict(cfg.get("loss") or {})
-        known = ["caption_weight", "contrastive_weight", "itg_layers", "itg_weight", "swap_negatives", "text_encoder",
-                 "text_layers"]
+        known = [
+            "caption_weight",
+            "contrastive_weight",
+            "itg_layers",
+            "itg_weight",
+            "swap_negatives",
+            "text_encoder",
+            "text_layers",
+        ]
         unknown = set(loss) - set(known)
         if unknown:
             raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: {known})")
-        return cls(ImageX2LConfig.from_dict(cfg.get("image_x2l")), LlmConfig.from_dict(cfg.get("llm")),
-                   image_prompt_config(cfg.get("prompt")), float(loss.get("contrastive_weight", 0.0)),
-                   float(loss.get("caption_weight", 1.0)), str(loss.get("text_encoder", "mean")),
-                   int(loss.get("text_layers", 2)), int(loss.get("swap_negatives", 0)),
-                   float(loss.get("itg_weight", 0.0)), int(loss.get("itg_layers", 2)))
+        return cls(
+            ImageX2LConfig.from_dict(cfg.get("image_x2l")),
+            LlmConfig.from_dict(cfg.get("llm")),
+            image_prompt_config(cfg.get("prompt")),
+            float(loss.get("contrastive_weight", 0.0)),
+            float(loss.get("caption_weight", 1.0)),
+            str(loss.get("text_encoder", "mean")),
+            int(loss.get("text_layers", 2)),
+            int(loss.get("swap_negatives", 0)),
+            float(loss.get("itg_weight", 0.0)),
+            int(loss.get("itg_layers", 2)),
+        )
 
 
 @dataclass
@@ -131,11 +154,13 @@ class BatchingConfig:
 
     def __post_init__(self):
         if not 0 <= self.hard_negative_share <= 1 or self.group_size < 2:
-            raise ValueError(f"batching: hard_negative_share must be in [0, 1] and group_size >= 2 "
-                             f"(got {self.hard_negative_share}, {self.group_size})")
+            raise ValueError(
+                f"batching: hard_negative_share must be in [0, 1] and group_size >= 2 "
+                f"(got {self.hard_negative_share}, {self.group_size})"
+            )
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "BatchingConfig":
+    def from_dict(cls, d: dict | None) -> BatchingConfig:
         return dataclass_from_dict(cls, d, "batching config")
 
 
@@ -167,8 +192,7 @@ class CaptionTextEncoder(nn.Module):
         vector = bag + order
     """
 
-    def __init__(self, hidden_size: int, dim: int = ITC_DIM, num_layers: int = 2, num_heads: int = 4,
-                 max_tokens: int = 128):
+    def __init__(self, hidden_size: int, dim: int = ITC_DIM, num_layers: int = 2, num_heads: int = 4, max_tokens: int = 128):
         super().__init__()
         self.max_tokens = max_tokens
         self.bag = nn.Linear(hidden_size, dim)
@@ -214,8 +238,15 @@ class CaptionDecoder(nn.Module):
                                                                               -> logits (B, L, V_c + 1)
     """
 
-    def __init__(self, hidden_size: int, vocab: list[int], dim: int = ITC_DIM, num_layers: int = 2,
-                 num_heads: int = 4, max_tokens: int = 128):
+    def __init__(
+        self,
+        hidden_size: int,
+        vocab: list[int],
+        dim: int = ITC_DIM,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_tokens: int = 128,
+    ):
         super().__init__()
         if not vocab or sorted(set(vocab)) != list(vocab):
             raise ValueError("the ITG decoder needs a non-empty sorted vocabulary of distinct token ids")
@@ -249,8 +280,7 @@ class CaptionDecoder(nn.Module):
         inputs = torch.cat([gold.new_full((len(targets), 1), self.bos), gold[:, :-1]], dim=1)  # (B, L)
         x = self.tokens(inputs) + self.positions(torch.arange(longest, device=device))[None]
         causal = torch.ones(longest, longest, dtype=torch.bool, device=device).triu(1)  # True: not attended
-        h = self.layers(x, self.memory(emb.float()), tgt_mask=causal, tgt_is_causal=True,
-                        tgt_key_padding_mask=~keep)  # (B, L, D)
+        h = self.layers(x, self.memory(emb.float()), tgt_mask=causal, tgt_is_causal=True, tgt_key_padding_mask=~keep)  # (B, L, D)
         return self.out(self.norm(h)).log_softmax(-1), gold, keep
 
     def forward(self, emb: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,20 +303,24 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
     ``caption_vocab``: the LLM token ids of the training captions, sorted (the ITG decoder predicts among
     them; required when ``config.itg_weight`` > 0)."""
 
-    def __init__(self, config: ImageStageConfig, llm: LoadedLlm, x2l: ImageX2L | None = None,
-                 caption_vocab: list[int] | None = None):
+    def __init__(
+        self, config: ImageStageConfig, llm: LoadedLlm, x2l: ImageX2L | None = None, caption_vocab: list[int] | None = None
+    ):
         super().__init__()
         if config.llm.lora.enabled or any(p.requires_grad for p in llm.model.parameters()):
-            raise ValueError("the image stage trains the interface against a frozen LLM: set llm.freeze: true and "
-                             "leave llm.lora off")
+            raise ValueError(
+                "the image stage trains the interface against a frozen LLM: set llm.freeze: true and leave llm.lora off"
+            )
         self.config = config
         self.llm = llm.model
         self.tokenizer = llm.tokenizer
         self.prompt = Prompt(llm.tokenizer, config.prompt)
         self.x2l = x2l if x2l is not None else ImageX2L(config.image_x2l, llm.hidden_size)
         if self.x2l.config.llm_hidden_size != llm.hidden_size:
-            raise ValueError(f"image interface outputs {self.x2l.config.llm_hidden_size}-d vectors, "
-                             f"the LLM {config.llm.name_or_path!r} needs {llm.hidden_size}")
+            raise ValueError(
+                f"image interface outputs {self.x2l.config.llm_hidden_size}-d vectors, "
+                f"the LLM {config.llm.name_or_path!r} needs {llm.hidden_size}"
+            )
         self.config = dataclasses.replace(config, image_x2l=self.x2l.config)
         if config.contrastive_weight > 0:
             self.itc_proj = nn.Linear(llm.hidden_size, ITC_DIM)  # per image position
@@ -323,9 +357,15 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         dtype = self.llm.get_input_embeddings().weight.dtype
         return self.x2l(images.to(self.device)).to(dtype)
 
-    def forward(self, images: torch.Tensor, target_ids: torch.Tensor, target_lengths: torch.Tensor,
-                picture_ids: torch.Tensor | None = None, negative_ids: torch.Tensor | None = None,
-                negative_lengths: torch.Tensor | None = None) -> dict:
+    def forward(
+        self,
+        images: torch.Tensor,
+        target_ids: torch.Tensor,
+        target_lengths: torch.Tensor,
+        picture_ids: torch.Tensor | None = None,
+        negative_ids: torch.Tensor | None = None,
+        negative_lengths: torch.Tensor | None = None,
+    ) -> dict:
         """images (B, 3, H, W) in [0, 1]; target_ids (B, L) caption token ids + eos, padded with IGNORE_ID;
         picture_ids (B,): which captions share a picture (the contrastive loss does not count another
         caption of the same picture as a negative); negative_ids (N, L'), negative_lengths (N,): extra
@@ -377,9 +417,14 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         mask = batch.attention_mask
         if cache is not None:  # the prompt prefix is the same for every picture: its keys/values are cached
             mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=mask, position_ids=batch.position_ids,
-                       labels=batch.labels, use_cache=cache is not None,
-                       **self.cache_kwargs(cache))
+        out = self.llm(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=mask,
+            position_ids=batch.position_ids,
+            labels=batch.labels,
+            use_cache=cache is not None,
+            **self.cache_kwargs(cache),
+        )
         return out, batch.labels
 
     def caption_vectors(self, targets: list[list[int]]) -> torch.Tensor:
@@ -398,8 +443,13 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         txt = self.caption_vectors(targets)  # (C, ITC_DIM)
         return torch.einsum("bqd,cd->bcq", img, txt).amax(-1)  # (B images, C captions)
 
-    def contrastive_loss(self, emb: torch.Tensor, targets: list[list[int]], picture_ids: torch.Tensor | None = None,
-                         negatives: list[list[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def contrastive_loss(
+        self,
+        emb: torch.Tensor,
+        targets: list[list[int]],
+        picture_ids: torch.Tensor | None = None,
+        negatives: list[list[int]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Symmetric InfoNCE over the batch (BLIP-2's ITC), on :meth:`similarity`. Pairs of a picture and
         another caption of the same picture (``picture_ids`` equal) or a caption with the same words as its
         own (another picture of the same scene) are left out: neither positive nor negative. ``negatives``
@@ -429,9 +479,15 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         """Greedy (or beam) captions of a batch of pictures."""
         emb = self.image_embeddings(images)
         batch = assemble(self.llm.get_input_embeddings(), self.prompt, list(emb), None, left_pad=True)
-        out = self.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                                max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                                eos_token_id=self.prompt.eos_id, pad_token_id=self.tokenizer.pad_token_id)
+        out = self.llm.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            do_sample=False,
+            eos_token_id=self.prompt.eos_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         texts = []
         for row in out.tolist():
             if self.prompt.eos_id in row:
@@ -443,10 +499,16 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         """The interface (``image_x2l.json`` + ``image_x2l.pt``) and the LLM + prompt it was aligned to."""
         out_dir = Path(out_dir)
         self.x2l.save_pretrained(out_dir)
-        stage = {"llm": asdict(self.config.llm), "prompt": asdict(self.config.prompt),
-                 "contrastive_weight": self.config.contrastive_weight, "caption_weight": self.config.caption_weight,
-                 "text_encoder": self.config.text_encoder, "text_layers": self.config.text_layers,
-                 "itg_weight": self.config.itg_weight, "itg_layers": self.config.itg_layers}
+        stage = {
+            "llm": asdict(self.config.llm),
+            "prompt": asdict(self.config.prompt),
+            "contrastive_weight": self.config.contrastive_weight,
+            "caption_weight": self.config.caption_weight,
+            "text_encoder": self.config.text_encoder,
+            "text_layers": self.config.text_layers,
+            "itg_weight": self.config.itg_weight,
+            "itg_layers": self.config.itg_layers,
+        }
         write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
         # a later run (--init) continues with the loss heads; local/itc_binding.py-style scoring reads them
         for name, head in self.loss_head_states().items():
@@ -457,8 +519,9 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         """File name -> the weights of each loss head this model has (:data:`LOSS_HEADS`): the contrastive
         head (image and caption projections, temperature), the ITG decoder with its vocabulary."""
         state = self.state_dict()
-        heads = {name: {k: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)}
-                 for name, prefix in LOSS_HEADS.items()}
+        heads = {
+            name: {k: v.detach().cpu() for k, v in state.items() if k.startswith(prefix)} for name, prefix in LOSS_HEADS.items()
+        }
         return {name: head for name, head in heads.items() if head}
 
     def pair_scores(self, emb: torch.Tensor, targets: list[list[int]], scorer: str) -> torch.Tensor:
@@ -481,30 +544,19 @@ def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -
         raise FileNotFoundError(f"{stage_file} is missing: not an image-stage model dir")
     d = json.loads(stage_file.read_text(encoding="utf-8"))
     x2l = ImageX2L.from_pretrained(model_dir)
-    config = ImageStageConfig(x2l.config, LlmConfig.from_dict({**d["llm"], **(llm_overrides or {})}),
-                              PromptConfig(**d["prompt"]), 0.0)
+    config = ImageStageConfig(
+        x2l.config, LlmConfig.from_dict({**d["llm"], **(llm_overrides or {})}), PromptConfig(**d["prompt"]), 0.0
+    )
     return ImageCaptionModel(config, load_llm(config.llm), x2l=x2l).eval()
 
 
 # ---- data -------------------------------------------------------------------------------------
-def load_png(path: str | Path, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """(3, H, W) uint8 RGB of any image file PIL reads; ``size`` (side, or (height, width)): resized to
-    it (bicubic) where it differs."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        height, width = (size, size) if isinstance(size, int) else (size or (None, None))
-        if size and im.size != (width, height):
-            im = im.resize((width, height), Image.BICUBIC)
-        return np.asarray(im).transpose(2, 0, 1).copy()
-
-
 class CaptionSet:
     """A captions dir in memory: every distinct picture once (uint8), captions as LLM target ids."""
 
-    def __init__(self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0,
-                 size: int | tuple[int, int] | None = None):
+    def __init__(
+        self, captions_dir: str | Path, prompt: Prompt, swap_negatives: int = 0, size: int | tuple[int, int] | None = None
+    ):
         """``swap_negatives`` > 0: the dir's ``word_classes`` table (class name -> its words, e.g.
         ``colour red green blue``) makes, per caption, up to that many captions with two different words
         of one class exchanged ("two red stars and one blue cross" -> "two blue stars and one red
@@ -519,21 +571,25 @@ class CaptionSet:
             raise ValueError(f"captions dir {captions_dir}: {exc}") from None
         missing = [k for k in scp if k not in text]
         if missing or len(text) != len(scp):
-            raise ValueError(f"captions dir {captions_dir}: images.scp and text name different ids "
-                             f"(e.g. {(missing or sorted(set(text) - set(scp)))[0]!r})")
+            raise ValueError(
+                f"captions dir {captions_dir}: images.scp and text name different ids "
+                f"(e.g. {(missing or sorted(set(text) - set(scp)))[0]!r})"
+            )
         self.ids = list(scp)
         paths = sorted(set(scp.values()))
         index = {p: i for i, p in enumerate(paths)}
         arrays = []
         for p in paths:
             try:
-                arrays.append(load_png(p, size))
+                arrays.append(read_image(p, size))
             except (OSError, ValueError) as exc:
                 line = next(n for n, v in enumerate(scp.values(), 1) if v == p)
                 raise ValueError(f"{captions_dir / 'images.scp'}:{line}: cannot read picture {p}: {exc}") from None
             if arrays[-1].shape != arrays[0].shape:
-                raise ValueError(f"{captions_dir / 'images.scp'}: picture {p} is {arrays[-1].shape[1:]}, "
-                                 f"{paths[0]} is {arrays[0].shape[1:]}: all pictures must have one size")
+                raise ValueError(
+                    f"{captions_dir / 'images.scp'}: picture {p} is {arrays[-1].shape[1:]}, "
+                    f"{paths[0]} is {arrays[0].shape[1:]}: all pictures must have one size"
+                )
         self.images = torch.from_numpy(np.stack(arrays))  # (P, 3, H, W) uint8
         self.image_of = [index[scp[k]] for k in self.ids]
         self.texts = [text[k] for k in self.ids]
@@ -542,11 +598,11 @@ class CaptionSet:
         if swap_negatives > 0:
             classes_file = captions_dir / "word_classes"
             if not classes_file.is_file():
-                raise ValueError(f"captions dir {captions_dir}: loss.swap_negatives needs {classes_file} "
-                                 f"(lines '<class> <word> <word> ...')")
+                raise ValueError(
+                    f"captions dir {captions_dir}: loss.swap_negatives needs {classes_file} (lines '<class> <word> <word> ...')"
+                )
             classes = [set(words.split()) for words in read_table(classes_file).values()]
-            self.negatives = [[prompt.target_ids(v) for v in swapped_captions(t, classes)[:swap_negatives]]
-                              for t in self.texts]
+            self.negatives = [[prompt.target_ids(v) for v in swapped_captions(t, classes)[:swap_negatives]] for t in self.texts]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -555,9 +611,12 @@ class CaptionSet:
         return self.images[[self.image_of[i] for i in indices]].float() / 255.0  # (B, 3, H, W)
 
     def collate(self, indices: list[int]) -> dict:
-        batch = {"utt_ids": [self.ids[i] for i in indices], "images": self.pictures(indices),
-                 "picture_ids": torch.tensor([self.image_of[i] for i in indices]),
-                 **pad_targets([self.targets[i] for i in indices])}
+        batch = {
+            "utt_ids": [self.ids[i] for i in indices],
+            "images": self.pictures(indices),
+            "picture_ids": torch.tensor([self.image_of[i] for i in indices]),
+            **pad_targets([self.targets[i] for i in indices]),
+        }
         negatives = [n for i in indices for n in self.negatives[i]] if self.negatives else []
         if negatives:
             padded = pad_targets(negatives)
@@ -573,7 +632,7 @@ def swapped_captions(text: str, classes: list[set[str]]) -> list[str]:
     for vocab in classes:
         where = [i for i, w in enumerate(words) if w in vocab]
         for a, i in enumerate(where):
-            for j in where[a + 1:]:
+            for j in where[a + 1 :]:
                 if words[i] != words[j]:
                     new = list(words)
                     new[i], new[j] = new[j], new[i]
@@ -597,7 +656,7 @@ class FixedBatchSampler:
         order = list(range(self.n))
         if self.shuffle:
             random.Random(self.seed + self.epoch).shuffle(order)
-        return [order[i: i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        return [order[i : i + self.batch_size] for i in range(0, self.n, self.batch_size)]
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
@@ -625,7 +684,7 @@ class OneWordNeighbours:
             words = text.split()
             mine = []
             for j in range(len(words)):
-                key = (len(words), j, " ".join(words[:j]), " ".join(words[j + 1:]))
+                key = (len(words), j, " ".join(words[:j]), " ".join(words[j + 1 :]))
                 b = bucket_ids.setdefault(key, len(bucket_ids))
                 if b == len(self.members):
                     self.members.append([])
@@ -633,8 +692,9 @@ class OneWordNeighbours:
                 mine.append(b)
             self.buckets.append(mine)
 
-    def pick(self, i: int, rng: random.Random, taken_texts: set[str], taken_pictures: set[int],
-             free: bytearray, tries: int = 8) -> int | None:
+    def pick(
+        self, i: int, rng: random.Random, taken_texts: set[str], taken_pictures: set[int], free: bytearray, tries: int = 8
+    ) -> int | None:
         """A free caption one word away from caption ``i``, of a picture and with a text not taken yet."""
         buckets = [b for b in self.buckets[i] if len(self.members[b]) > 1]
         rng.shuffle(buckets)
@@ -656,8 +716,16 @@ class HardNegativeBatchSampler(FixedBatchSampler):
     as with :class:`FixedBatchSampler`.
     """
 
-    def __init__(self, texts: list[str], image_of: list[int], batch_size: int, share: float, group_size: int = 4,
-                 shuffle: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        texts: list[str],
+        image_of: list[int],
+        batch_size: int,
+        share: float,
+        group_size: int = 4,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
         super().__init__(len(texts), batch_size, shuffle, seed)
         self.neighbours = OneWordNeighbours(texts, image_of)
         self.share, self.group_size = share, group_size
@@ -701,17 +769,18 @@ class HardNegativeBatchSampler(FixedBatchSampler):
         return batches
 
 
-def make_sampler(data: "CaptionSet", batch_size: int, batching: BatchingConfig, shuffle: bool = True,
-                 seed: int = 0) -> FixedBatchSampler:
+def make_sampler(
+    data: CaptionSet, batch_size: int, batching: BatchingConfig, shuffle: bool = True, seed: int = 0
+) -> FixedBatchSampler:
     if batching.hard_negative_share > 0:
-        return HardNegativeBatchSampler(data.texts, data.image_of, batch_size, batching.hard_negative_share,
-                                        batching.group_size, shuffle=shuffle, seed=seed)
+        return HardNegativeBatchSampler(
+            data.texts, data.image_of, batch_size, batching.hard_negative_share, batching.group_size, shuffle=shuffle, seed=seed
+        )
     return FixedBatchSampler(len(data), batch_size, shuffle=shuffle, seed=seed)
 
 
 # ---- evaluation and training ------------------------------------------------------------------
-def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_new_tokens: int,
-                      batch_size: int = 16) -> dict:
+def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_new_tokens: int, batch_size: int = 16) -> dict:
     """Scores on the first caption of each of the first ``num`` distinct pictures.
 
     Caption training (``caption_weight`` > 0): greedy captions (WER against the closest of the picture's
@@ -737,7 +806,7 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
     hyps, loss_sum, other_sum, other_n, top1_sum, top1_n = [], 0.0, 0.0, 0, 0.0, 0
     itg_sum, itg_other_sum, itg_other_n = 0.0, 0.0, 0
     for i in range(0, len(idx), batch_size):
-        chunk = idx[i: i + batch_size]
+        chunk = idx[i : i + batch_size]
         batch = data.collate(chunk)
         images = batch["images"].to(model.device)
         targets = [batch["target_ids"][b, : int(batch["target_lengths"][b])].tolist() for b in range(len(chunk))]
@@ -764,8 +833,10 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
         scores.update(hard_retrieval(model, data, batch_size))
         scores.update(swap_retrieval(model, data))
     if model.config.itg_weight > 0:
-        scores.update(itg_loss=round(itg_sum / max(1, len(idx)), 4),
-                      itg_loss_other_picture=round(itg_other_sum / itg_other_n, 4) if itg_other_n else None)
+        scores.update(
+            itg_loss=round(itg_sum / max(1, len(idx)), 4),
+            itg_loss_other_picture=round(itg_other_sum / itg_other_n, 4) if itg_other_n else None,
+        )
     if model.config.caption_weight > 0:
         # a picture's captions are all right answers (the styles order the words differently): each
         # greedy caption is scored against the closest of them
@@ -774,17 +845,22 @@ def evaluate_captions(model: ImageCaptionModel, data: CaptionSet, num: int, max_
             captions_of.setdefault(img, []).append(data.texts[i])
         refs, errors, words = [], 0, 0
         for i, hyp in zip(idx, hyps):
-            best = min(((jiwer.process_words(r, hyp or "<empty>"), r) for r in captions_of[data.image_of[i]]),
-                       key=lambda o: (o[0].substitutions + o[0].deletions + o[0].insertions) / len(o[1].split()))
+            best = min(
+                ((jiwer.process_words(r, hyp or "<empty>"), r) for r in captions_of[data.image_of[i]]),
+                key=lambda o: (o[0].substitutions + o[0].deletions + o[0].insertions) / len(o[1].split()),
+            )
             out, ref = best
             errors += out.substitutions + out.deletions + out.insertions
             words += len(ref.split())
             refs.append(ref)
         wer = errors / words if words else float("nan")
-        scores.update(lm_loss=round(loss_sum / max(1, len(idx)), 4),
-                      lm_loss_other_picture=round(other_sum / other_n, 4) if other_n else None, wer=round(float(wer), 4),
-                      exact_match=round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
-                      examples=[{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]])
+        scores.update(
+            lm_loss=round(loss_sum / max(1, len(idx)), 4),
+            lm_loss_other_picture=round(other_sum / other_n, 4) if other_n else None,
+            wer=round(float(wer), 4),
+            exact_match=round(sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs)), 4),
+            examples=[{"id": data.ids[i], "ref": r, "hyp": h} for i, r, h in list(zip(idx, refs, hyps))[:10]],
+        )
     return scores
 
 
@@ -802,15 +878,20 @@ def hard_retrieval(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
         hits += float(model.contrastive_loss(emb, targets, batch["picture_ids"])[1]) * len(chunk)
         n += len(chunk)
         words = [data.texts[i].split() for i in chunk]
-        grouped += sum(any(j != k and len(words[j]) == len(words[k])
-                           and sum(a != b for a, b in zip(words[j], words[k])) == 1 for k in range(len(chunk)))
-                       for j in range(len(chunk)))
+        grouped += sum(
+            any(
+                j != k and len(words[j]) == len(words[k]) and sum(a != b for a, b in zip(words[j], words[k])) == 1
+                for k in range(len(chunk))
+            )
+            for j in range(len(chunk))
+        )
     return {"itc_top1_hard": round(hits / n, 4), "itc_hard_captions": grouped} if n else {}
 
 
 @torch.no_grad()
-def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, batch_size: int = 32,
-                   scorer: str = "itc") -> dict:
+def swap_retrieval(
+    model: ImageCaptionModel, data: CaptionSet, num: int = 1000, batch_size: int = 32, scorer: str = "itc"
+) -> dict:
     """Over the first ``num`` captions that have swap negatives: the share of (picture, swapped caption)
     pairs where the picture's true caption scores higher, ties half (chance 0.5). ``scorer`` "itc": the
     contrastive similarity (``itc_swap_wins``; a bag-of-words caption vector scores exactly 0.5, it cannot
@@ -821,7 +902,7 @@ def swap_retrieval(model: ImageCaptionModel, data: CaptionSet, num: int = 1000, 
     rows = [(i, n) for i in with_swaps for n in data.negatives[i]]
     wins = 0.0
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start: start + batch_size]
+        chunk = rows[start : start + batch_size]
         emb = model.image_embeddings(data.pictures([i for i, _ in chunk]).to(model.device))
         true_ids, fake_ids = [data.targets[i] for i, _ in chunk], [n for _, n in chunk]
         true, fake = model.pair_scores(emb, true_ids, scorer), model.pair_scores(emb, fake_ids, scorer)
@@ -849,12 +930,19 @@ def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
             model.load_state_dict(theirs, strict=False)
             log.info("loss head initialised from %s", head_file)
         else:
-            log.info("loss head %s is another architecture or vocabulary (loss config, captions): this run's starts "
-                     "fresh", head_file)
+            log.info(
+                "loss head %s is another architecture or vocabulary (loss config, captions): this run's starts fresh", head_file
+            )
 
 
-def train(config_path: str | Path, captions: str | Path, valid_captions: str | Path | None, exp_dir: str | Path,
-          overrides: dict | None = None, init: str | Path | None = None) -> Path:
+def train(
+    config_path: str | Path,
+    captions: str | Path,
+    valid_captions: str | Path | None,
+    exp_dir: str | Path,
+    overrides: dict | None = None,
+    init: str | Path | None = None,
+) -> Path:
     """Train the image interface on a captions dir; returns ``exp_dir/final`` (rerun = resume).
 
     ``init``: an earlier image-stage model dir whose interface weights this run starts from (a resumed
@@ -884,13 +972,29 @@ def train(config_path: str | Path, captions: str | Path, valid_captions: str | P
         valid_sampler = make_sampler(valid, train_cfg.max_batch_size, batching, shuffle=False)
         valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info("image stage: %.2fM trainable parameters (encoder %s%s, Q-Former %d queries, %s I-Adapter), LLM %s frozen; "
-             "%d captions of %d pictures in %d batches", sum(p.numel() for p in trainable) / 1e6,
-             stage_cfg.image_x2l.encoder.type, " frozen" if stage_cfg.image_x2l.freeze_encoder else "",
-             stage_cfg.image_x2l.qformer.num_queries, stage_cfg.image_x2l.adapter.type, stage_cfg.llm.name_or_path,
-             len(data), data.images.shape[0], len(sampler))
-    Trainer(model, sampler, data.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable,
-            started_from={"--init model": init}).train()
+    log.info(
+        "image stage: %.2fM trainable parameters (encoder %s%s, Q-Former %d queries, %s I-Adapter), LLM %s frozen; "
+        "%d captions of %d pictures in %d batches",
+        sum(p.numel() for p in trainable) / 1e6,
+        stage_cfg.image_x2l.encoder.type,
+        " frozen" if stage_cfg.image_x2l.freeze_encoder else "",
+        stage_cfg.image_x2l.qformer.num_queries,
+        stage_cfg.image_x2l.adapter.type,
+        stage_cfg.llm.name_or_path,
+        len(data),
+        data.images.shape[0],
+        len(sampler),
+    )
+    Trainer(
+        model,
+        sampler,
+        data.collate,
+        train_cfg,
+        exp_dir,
+        valid_batches=valid_fn,
+        trainable=trainable,
+        started_from={"--init model": init},
+    ).train()
 
     def finalize(d: Path) -> None:
         cfg_file = d / "image_x2l.json"
@@ -925,8 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", help="start from the interface in this model dir (e.g. the contrastive run's final/)")
     args = ap.parse_args(argv)
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
-    return run_entry_point(lambda: train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides,
-                                         args.init))
+    return run_entry_point(lambda: train(args.config, args.captions, args.valid_captions, args.exp_dir, overrides, args.init))
 
 
 if __name__ == "__main__":

@@ -35,18 +35,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asr.config import dataclass_from_dict, load_config
-from asr.data.datadir import DataDirError, read_table
+from asr.data.batching import FrameBatchSampler, pad_targets
+from asr.data.image import PictureTable
 from asr.models.image_x2l import ImageX2L
-from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm, is_multimodal_dir
-from asr.models.speech_llm import PromptConfig, SpeechLlm
+from asr.models.loading import load_speech_llm
+from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
+from asr.models.speech_llm import PromptConfig, stage1_dir_of
 from asr.training import distributed as dist
-from asr.training.data import Batches, FeatureDataset, FrameBatchSampler, pad_targets
-from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler, load_png
-from asr.training.train_speech_llm import load_speech_llm, stage1_dir_of
+from asr.training.data import Batches, FeatureDataset
+from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler
 from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
 log = logging.getLogger(__name__)
@@ -65,45 +65,27 @@ class MixConfig:
 
     def __post_init__(self):
         if min(self.joint, self.joint_no_picture, self.speech, self.caption) < 0 or self.joint <= 0:
-            raise ValueError(f"mix weights must be >= 0 and joint > 0 (joint {self.joint}, joint_no_picture "
-                             f"{self.joint_no_picture}, speech {self.speech}, caption {self.caption})")
+            raise ValueError(
+                f"mix weights must be >= 0 and joint > 0 (joint {self.joint}, joint_no_picture "
+                f"{self.joint_no_picture}, speech {self.speech}, caption {self.caption})"
+            )
 
 
 # ---- data -------------------------------------------------------------------------------------
-class PictureTable:
-    """``utt2image`` of a dump dir: each distinct PNG loaded once (uint8), looked up per utterance;
-    ``size`` (side, or (height, width)): resized to it where it differs (the image encoder's
-    :meth:`ImageX2L.picture_size`)."""
-
-    def __init__(self, table_path: Path, size: int | tuple[int, int] | None = None):
-        try:
-            table = read_table(table_path)
-        except DataDirError as exc:
-            raise ValueError(str(exc)) from None
-        paths = sorted(set(table.values()))
-        arrays = []
-        for p in paths:
-            try:
-                arrays.append(load_png(p, size))
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"{table_path}: cannot read picture {p}: {exc}") from None
-        if len({a.shape for a in arrays}) > 1:
-            raise ValueError(f"{table_path}: the pictures differ in size; all must have one size")
-        self.images = torch.from_numpy(np.stack(arrays))  # (P, 3, h, w) uint8
-        index = {p: i for i, p in enumerate(paths)}
-        self.index_of = {utt: index[p] for utt, p in table.items()}
-
-    def pictures(self, utts: list[str]) -> torch.Tensor:
-        return self.images[[self.index_of[u] for u in utts]].float() / 255.0  # (B, 3, h, w)
-
-
 class SpeechSet:
     """The usable utterances of one or more dump dirs with LLM targets; ``with_pictures``: each utterance's
     picture from its dir's ``utt2image`` too (utterances without one are left out, with a logged count).
     With several dirs, utterance ids become ``<dir index>:<id>``."""
 
-    def __init__(self, dump_dirs: list[str | Path], units, model: MultimodalLlm, frame_divisor: int, preload: bool,
-                 with_pictures: bool = False):
+    def __init__(
+        self,
+        dump_dirs: list[str | Path],
+        units,
+        model: MultimodalLlm,
+        frame_divisor: int,
+        preload: bool,
+        with_pictures: bool = False,
+    ):
         parts = [FeatureDataset(d, units, frame_divisor=frame_divisor, preload=preload) for d in dump_dirs]
         size = model.x2l.picture_size()
         tables = [PictureTable(Path(d) / "utt2image", size) for d in dump_dirs] if with_pictures else []
@@ -113,12 +95,11 @@ class SpeechSet:
                 table.index_of = {f"{k}:{utt}": i for utt, i in table.index_of.items()}
         self.pictures = None
         if with_pictures:
-            self.pictures = tables[0] if len(tables) == 1 else _merge_tables(tables)
+            self.pictures = PictureTable.merge(tables)
             before = len(self.data.utts)
             self.data.utts = [u for u in self.data.utts if u.utt_id in self.pictures.index_of]
             if len(self.data.utts) < before:
-                log.warning("%s: %d utterance(s) have no picture in utt2image: left out",
-                            dump_dirs, before - len(self.data.utts))
+                log.warning("%s: %d utterance(s) have no picture in utt2image: left out", dump_dirs, before - len(self.data.utts))
             if not self.data.utts:
                 raise ValueError(f"{dump_dirs}: no utterance has a picture in utt2image")
         self.kind = JOINT if with_pictures else SPEECH
@@ -132,22 +113,16 @@ class SpeechSet:
 
     def collate(self, indices: list[int]) -> dict:
         batch = self.data.collate(indices)
-        out = {"utt_ids": batch["utt_ids"], "feats": batch["feats"], "feat_lengths": batch["feat_lengths"],
-               "kind": torch.tensor(self.kind), **pad_targets([self.targets[i] for i in indices])}
+        out = {
+            "utt_ids": batch["utt_ids"],
+            "feats": batch["feats"],
+            "feat_lengths": batch["feat_lengths"],
+            "kind": torch.tensor(self.kind),
+            **pad_targets([self.targets[i] for i in indices]),
+        }
         if self.pictures is not None:
             out["images"] = self.pictures.pictures(batch["utt_ids"])
         return out
-
-
-def _merge_tables(tables: list[PictureTable]) -> PictureTable:
-    merged = tables[0]
-    for t in tables[1:]:
-        if t.images.shape[1:] != merged.images.shape[1:]:
-            raise ValueError("the pictures of the joint dirs differ in size; all must have one size")
-        base = merged.images.shape[0]
-        merged.images = torch.cat([merged.images, t.images])
-        merged.index_of.update({u: base + i for u, i in t.index_of.items()})
-    return merged
 
 
 class Source:
@@ -198,8 +173,9 @@ class MixedBatchSampler:
 
 
 # ---- model ------------------------------------------------------------------------------------
-def build_multimodal(config: MultimodalConfig, speech_llm_dir: str | Path, image_dir: str | Path,
-                     device: str | None = None) -> MultimodalLlm:
+def build_multimodal(
+    config: MultimodalConfig, speech_llm_dir: str | Path, image_dir: str | Path, device: str | None = None
+) -> MultimodalLlm:
     """A stage-2 speech LLM + an image-stage interface -> the stage-3 model (checks they share an LLM)."""
     speech_llm_dir, image_dir = Path(speech_llm_dir), Path(image_dir)
     speech = load_speech_llm(speech_llm_dir, device=device)
@@ -208,35 +184,27 @@ def build_multimodal(config: MultimodalConfig, speech_llm_dir: str | Path, image
         raise FileNotFoundError(f"{stage_file} is missing: --image-model must be an image-stage final/ dir")
     image_stage = json.loads(stage_file.read_text(encoding="utf-8"))
     if image_stage["llm"]["name_or_path"] != speech.config.llm.name_or_path:
-        raise ValueError(f"the image interface was aligned to {image_stage['llm']['name_or_path']!r}, the speech LLM "
-                         f"uses {speech.config.llm.name_or_path!r}: stage 3 needs both on one LLM")
+        raise ValueError(
+            f"the image interface was aligned to {image_stage['llm']['name_or_path']!r}, the speech LLM "
+            f"uses {speech.config.llm.name_or_path!r}: stage 3 needs both on one LLM"
+        )
     image = ImageX2L.from_pretrained(image_dir, freeze_encoder=True)
-    return MultimodalLlm(config, speech, image, PromptConfig(**image_stage["prompt"]),
-                         stage1_dir=stage1_dir_of(speech_llm_dir).resolve())
+    return MultimodalLlm(
+        config, speech, image, PromptConfig(**image_stage["prompt"]), stage1_dir=stage1_dir_of(speech_llm_dir).resolve()
+    )
 
 
-def load_multimodal(model_dir: str | Path, device: str | None = None) -> MultimodalLlm:
-    """A stage-3 ``final/`` -> MultimodalLlm."""
-    model_dir = Path(model_dir)
-    speech_dir = model_dir / "speech_llm"
-    speech = load_speech_llm(speech_dir, device=device)
-    return MultimodalLlm.from_parts(model_dir, speech, stage1_dir_of(speech_dir))
-
-
-def load_llm_decoder(model_dir: str | Path, device: str | None = None) -> tuple[SpeechLlm | MultimodalLlm, SpeechLlm, Path]:
-    """A stage-2 or stage-3 model dir -> (the model that generates, its speech LLM, its stage-1 dir);
-    for a stage-2 dir the first two are the same model."""
-    model_dir = Path(model_dir)
-    if is_multimodal_dir(model_dir):
-        model = load_multimodal(model_dir, device=device)
-        return model, model.speech, Path(model.stage1_dir)
-    speech = load_speech_llm(model_dir, device=device)
-    return speech, speech, stage1_dir_of(model_dir)
-
-
-def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | Path, joint_dirs: list[str],
-          speech_dirs: list[str], captions: str | Path | None, valid_dir: str | Path | None, exp_dir: str | Path,
-          overrides: dict | None = None) -> Path:
+def train(
+    config_path: str | Path,
+    speech_llm_dir: str | Path,
+    image_dir: str | Path,
+    joint_dirs: list[str],
+    speech_dirs: list[str],
+    captions: str | Path | None,
+    valid_dir: str | Path | None,
+    exp_dir: str | Path,
+    overrides: dict | None = None,
+) -> Path:
     cfg = load_config(config_path, sections=SECTIONS)
     try:
         mm_cfg = MultimodalConfig.from_dict(cfg.get("multimodal"))
@@ -255,8 +223,13 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
 
     def speech_source(name, dirs, weight, with_pictures):
         data = SpeechSet(dirs, units, model, divisor, train_cfg.preload, with_pictures)
-        sampler = FrameBatchSampler(data.lengths(), train_cfg.max_frames_per_batch, shuffle=True,
-                                    seed=train_cfg.seed, max_batch_size=train_cfg.max_batch_size)
+        sampler = FrameBatchSampler(
+            data.lengths(),
+            train_cfg.max_frames_per_batch,
+            shuffle=True,
+            seed=train_cfg.seed,
+            max_batch_size=train_cfg.max_batch_size,
+        )
         return Source(name, data.collate, sampler, weight), data
 
     sources, sizes = [], {}
@@ -278,21 +251,38 @@ def train(config_path: str | Path, speech_llm_dir: str | Path, image_dir: str | 
             batch = _c.collate(idx)
             del batch["picture_ids"]
             return {**batch, "kind": torch.tensor(CAPTION)}
-        sources.append(Source("caption", collate, FixedBatchSampler(len(caps), mix.caption_batch_size, seed=train_cfg.seed),
-                              mix.caption))
+
+        sources.append(
+            Source("caption", collate, FixedBatchSampler(len(caps), mix.caption_batch_size, seed=train_cfg.seed), mix.caption)
+        )
         sizes["caption"] = len(caps)
     sampler = MixedBatchSampler(sources, mix.steps_per_epoch, seed=train_cfg.seed)
     valid_fn = None
     if valid_dir is not None:
         valid = SpeechSet([valid_dir], units, model, divisor, train_cfg.preload, with_pictures=True)
-        valid_batches = FrameBatchSampler(valid.lengths(), train_cfg.max_frames_per_batch,
-                                          shuffle=False, max_batch_size=train_cfg.max_batch_size)
+        valid_batches = FrameBatchSampler(
+            valid.lengths(), train_cfg.max_frames_per_batch, shuffle=False, max_batch_size=train_cfg.max_batch_size
+        )
         valid_fn = lambda: Batches(list(valid_batches), valid.collate)  # noqa: E731
     trainable = model.optimizer_groups()
-    log.info("stage 3: %.2fM trainable parameters (LoRA lr x %g); sources %s, weights %s, %d steps per epoch",
-             sum(p.numel() for g in trainable for p in g["params"]) / 1e6, mm_cfg.lora_lr_scale, sizes, {s.name: s.weight for s in sampler.sources}, len(sampler))
-    Trainer(model, sampler, sampler.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable,
-            started_from={"stage-2 speech LLM": speech_llm_dir, "image model": image_dir}).train()
+    log.info(
+        "stage 3: %.2fM trainable parameters (LoRA lr x %g); sources %s, weights %s, %d steps per epoch",
+        sum(p.numel() for g in trainable for p in g["params"]) / 1e6,
+        mm_cfg.lora_lr_scale,
+        sizes,
+        {s.name: s.weight for s in sampler.sources},
+        len(sampler),
+    )
+    Trainer(
+        model,
+        sampler,
+        sampler.collate,
+        train_cfg,
+        exp_dir,
+        valid_batches=valid_fn,
+        trainable=trainable,
+        started_from={"stage-2 speech LLM": speech_llm_dir, "image model": image_dir},
+    ).train()
     final = publish_final(Path(exp_dir), model, lambda d: None)
     if owns_group:
         dist.cleanup()
@@ -312,8 +302,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int)
     args = p.parse_args(argv)
     overrides = {"max_steps": args.max_steps} if args.max_steps is not None else None
-    return run_entry_point(lambda: train(args.config, args.speech_llm, args.image_model, args.joint_dirs,
-                                         args.speech_dirs, args.captions, args.valid_dir, args.exp_dir, overrides))
+    return run_entry_point(
+        lambda: train(
+            args.config,
+            args.speech_llm,
+            args.image_model,
+            args.joint_dirs,
+            args.speech_dirs,
+            args.captions,
+            args.valid_dir,
+            args.exp_dir,
+            overrides,
+        )
+    )
 
 
 if __name__ == "__main__":

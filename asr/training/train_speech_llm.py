@@ -15,15 +15,18 @@ from pathlib import Path
 import torch
 
 from asr.config import load_config
+from asr.data.batching import pad_targets
 from asr.models.auto import load_stage1
 from asr.models.llm import load_llm
-from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, stage1_dir_of, write_stage1_link  # noqa: F401 (re-exported)
+from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, write_stage1_link
 from asr.tokenizer import load_tokenizer
 from asr.training import distributed as dist
-from asr.training.data import Batches, FeatureDataset, dataset_and_batches, pad_targets
+from asr.training.data import Batches, FeatureDataset, dataset_and_batches
 from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
 
 log = logging.getLogger(__name__)
+
+
 class LlmTargets:
     """Batches of a stage-1 FeatureDataset with the transcripts as LLM token ids (+ eos)."""
 
@@ -33,12 +36,17 @@ class LlmTargets:
 
     def collate(self, indices: list[int]) -> dict:
         batch = self.dataset.collate(indices)
-        return {"utt_ids": batch["utt_ids"], "feats": batch["feats"], "feat_lengths": batch["feat_lengths"],
-                **pad_targets([self.targets[i] for i in indices])}
+        return {
+            "utt_ids": batch["utt_ids"],
+            "feats": batch["feats"],
+            "feat_lengths": batch["feat_lengths"],
+            **pad_targets([self.targets[i] for i in indices]),
+        }
 
 
-def build_speech_llm(config: dict, stage1_dir: Path, train_cfg: TrainConfig | None = None,
-                     device: torch.device | None = None) -> SpeechLlm:
+def build_speech_llm(
+    config: dict, stage1_dir: Path, train_cfg: TrainConfig | None = None, device: torch.device | None = None
+) -> SpeechLlm:
     """The stage-2 model; with a training config: the LLM on the training ``device`` and, with
     ``gradient_checkpointing``, activation checkpointing in the LLM (which also turns off the cached
     prompt prefix: its layers are recomputed in the backward pass)."""
@@ -65,8 +73,14 @@ def enable_gradient_checkpointing(llm) -> None:
         raise ValueError(f"train.gradient_checkpointing: {type(llm).__name__} has no checkpointing switch")
 
 
-def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path, valid_dir: str | Path | None,
-          exp_dir: str | Path, overrides: dict | None = None) -> Path:
+def train(
+    config_path: str | Path,
+    stage1_dir: str | Path,
+    train_dir: str | Path,
+    valid_dir: str | Path | None,
+    exp_dir: str | Path,
+    overrides: dict | None = None,
+) -> Path:
     config = load_config(config_path)
     train_cfg = TrainConfig.from_dict({**config.get("train", {}), **(overrides or {})})
     stage1_dir, exp_dir = Path(stage1_dir), Path(exp_dir)
@@ -78,10 +92,21 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
     model = build_speech_llm(config, stage1_dir, train_cfg, device)
     units = model.stage1_units()  # loaded with the model
     divisor = model.stage1.frame_rate_divisor
-    batching = dict(frame_divisor=divisor, max_frames=train_cfg.max_frames_per_batch,
-                    max_batch_size=train_cfg.max_batch_size, preload=train_cfg.preload)
-    dataset, sampler = dataset_and_batches(train_dir, units, shuffle=True, seed=train_cfg.seed,
-                                           bucket_shuffle=train_cfg.bucket_shuffle, num_buckets=train_cfg.num_buckets, **batching)
+    batching = dict(
+        frame_divisor=divisor,
+        max_frames=train_cfg.max_frames_per_batch,
+        max_batch_size=train_cfg.max_batch_size,
+        preload=train_cfg.preload,
+    )
+    dataset, sampler = dataset_and_batches(
+        train_dir,
+        units,
+        shuffle=True,
+        seed=train_cfg.seed,
+        bucket_shuffle=train_cfg.bucket_shuffle,
+        num_buckets=train_cfg.num_buckets,
+        **batching,
+    )
     train_set = LlmTargets(dataset, model)
     valid_fn = None
     if valid_dir is not None:
@@ -89,20 +114,25 @@ def train(config_path: str | Path, stage1_dir: str | Path, train_dir: str | Path
         valid_set = LlmTargets(valid_data, model)
         valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info("speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
-             sum(p.numel() for p in trainable) / 1e6, " + LoRA" if model.config.llm.lora.enabled else "",
-             model.config.llm.name_or_path, len(dataset), len(sampler))
-    Trainer(model, sampler, train_set.collate, train_cfg, exp_dir, valid_batches=valid_fn, trainable=trainable,
-            started_from={"stage-1 model": stage1_dir}).train()
+    log.info(
+        "speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
+        sum(p.numel() for p in trainable) / 1e6,
+        " + LoRA" if model.config.llm.lora.enabled else "",
+        model.config.llm.name_or_path,
+        len(dataset),
+        len(sampler),
+    )
+    Trainer(
+        model,
+        sampler,
+        train_set.collate,
+        train_cfg,
+        exp_dir,
+        valid_batches=valid_fn,
+        trainable=trainable,
+        started_from={"stage-1 model": stage1_dir},
+    ).train()
     final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, str(stage1_dir.resolve())))
     if owns_group:
         dist.cleanup()
     return final
-
-
-def load_speech_llm(model_dir: str | Path, device: str | None = None) -> SpeechLlm:
-    """A stage-2 model dir (``final/``) -> SpeechLlm, with the stage-1 model it names."""
-    model_dir = Path(model_dir)
-    stage1 = stage1_dir_of(model_dir)
-    overrides = {"device": device} if device else None
-    return SpeechLlm.from_pretrained(model_dir, stage1, overrides)

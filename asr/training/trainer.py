@@ -26,9 +26,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class TrainConfig:
             raise ValueError(f"train device {self.device!r} not supported (use auto, cpu, cuda or cuda:N)")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown train config keys: {sorted(unknown)}")
@@ -126,10 +126,17 @@ class Trainer:
     trainable parameters; one optimizer step then sees ``world_size x accum_grad`` batches.
     """
 
-    def __init__(self, model: torch.nn.Module, sampler, collate: Callable, config: TrainConfig, exp_dir: str | Path,
-                 valid_batches: Callable[[], list[dict]] | None = None,
-                 trainable: list[torch.nn.Parameter] | list[dict] | None = None,
-                 started_from: dict[str, str | Path | None] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        sampler,
+        collate: Callable,
+        config: TrainConfig,
+        exp_dir: str | Path,
+        valid_batches: Callable[[], list[dict]] | None = None,
+        trainable: list[torch.nn.Parameter] | list[dict] | None = None,
+        started_from: dict[str, str | Path | None] | None = None,
+    ):
         self.model, self.sampler, self.collate, self.config = model, sampler, collate, config
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
@@ -137,8 +144,7 @@ class Trainer:
         self.device = dist.init_distributed(config.device)
         self.rank, self.world_size, self.is_main = dist.rank(), dist.world_size(), dist.is_main()
         if config.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("train precision fp16 needs a CUDA device (it trains with a GradScaler); "
-                             "use precision: bf16 on CPU")
+            raise ValueError("train precision fp16 needs a CUDA device (it trains with a GradScaler); use precision: bf16 on CPU")
         model.to(self.device)
         if isinstance(vars(model).get("device"), torch.device):
             model.device = self.device  # models that move their inputs themselves (SpeechLlm)
@@ -172,8 +178,11 @@ class Trainer:
                     synced |= {f"{name}.{b}" if name else b for b, _ in module.named_buffers(recurse=False)}
         ignore += [n for n, _ in model.named_buffers() if n not in synced]
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
-        return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None,
-                                       find_unused_parameters=self.config.find_unused_parameters)
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.find_unused_parameters,
+        )
 
     def _autocast(self):
         dtype = PRECISIONS[self.config.precision]
@@ -199,10 +208,18 @@ class Trainer:
         if not self.is_main:
             return path
         state = {
-            "model": self._model_state(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best_valid": self.best_valid,
-            "rng": rngs[0], "rng_ranks": rngs, "world_size": self.world_size, "precision": self.config.precision,
+            "model": self._model_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_valid": self.best_valid,
+            "rng": rngs[0],
+            "rng_ranks": rngs,
+            "world_size": self.world_size,
+            "precision": self.config.precision,
             "started_from": self.started_from,
         }
         with atomic_path(path) as tmp:
@@ -229,8 +246,13 @@ class Trainer:
         self.best_valid = state["best_valid"]
         rngs = state.get("rng_ranks") or [state["rng"]]
         if len(rngs) != self.world_size:
-            log.warning("%s was written by %d rank(s), training goes on with %d: the data order continues exactly, "
-                        "random draws (dropout, SpecAugment) do not", ckpts[-1], len(rngs), self.world_size)
+            log.warning(
+                "%s was written by %d rank(s), training goes on with %d: the data order continues exactly, "
+                "random draws (dropout, SpecAugment) do not",
+                ckpts[-1],
+                len(rngs),
+                self.world_size,
+            )
         _set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
         log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpts[-1], self.step, self.epoch, self.batch_in_epoch)
         return True
@@ -282,8 +304,11 @@ class Trainer:
         count = 0
         batches = self.valid_batches()
         if self.world_size > 1:
-            batches = (batches.shard(self.rank, self.world_size) if hasattr(batches, "shard")
-                       else (b for i, b in enumerate(batches) if i % self.world_size == self.rank))
+            batches = (
+                batches.shard(self.rank, self.world_size)
+                if hasattr(batches, "shard")
+                else (b for i, b in enumerate(batches) if i % self.world_size == self.rank)
+            )
         with torch.no_grad(), self._autocast():
             for batch in batches:
                 out = self.model(**self._model_inputs(batch))
@@ -358,8 +383,9 @@ class Trainer:
         loader = BatchLoader(self.collate, c.num_workers, pin_memory=self.device.type == "cuda")
         W = self.world_size
         done = lambda: (c.max_steps and self.step >= c.max_steps) or self.epoch >= c.max_epochs  # noqa: E731
-        bar = tqdm(total=c.max_steps or None, initial=self.step, desc="train", mininterval=10, unit="step",
-                   disable=not self.is_main)
+        bar = tqdm(
+            total=c.max_steps or None, initial=self.step, desc="train", mininterval=10, unit="step", disable=not self.is_main
+        )
         while not done():
             shares.set_epoch(self.epoch)
             start = self.batch_in_epoch
@@ -374,9 +400,14 @@ class Trainer:
                 bar.update(1)
                 if self.step % c.log_interval == 0:
                     sums = dist.all_reduce_mean(sums)
-                    row = {"step": self.step, "epoch": self.epoch + 1, "lr": f"{self.scheduler.get_last_lr()[0]:.3e}",
-                           **{k: round(v, 5) for k, v in sums.items()}, "grad_norm": round(float(grad_norm), 3),
-                           "sec_per_step": round((time.time() - t0) / c.log_interval, 3)}
+                    row = {
+                        "step": self.step,
+                        "epoch": self.epoch + 1,
+                        "lr": f"{self.scheduler.get_last_lr()[0]:.3e}",
+                        **{k: round(v, 5) for k, v in sums.items()},
+                        "grad_norm": round(float(grad_norm), 3),
+                        "sec_per_step": round((time.time() - t0) / c.log_interval, 3),
+                    }
                     self._append_csv("train_log.csv", row)
                     bar.set_postfix(loss=f"{sums['loss']:.3f}", acc=f"{sums.get('acc', 0):.3f}")
                     t0 = time.time()
@@ -440,8 +471,10 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
         model = state["model"]
         if i and set(model) != set(total):
             diff = sorted(set(model) ^ set(total))
-            raise ValueError(f"{path}: holds other tensors than {paths[0]} ({', '.join(diff[:5])}): "
-                             "checkpoints of different models cannot be averaged")
+            raise ValueError(
+                f"{path}: holds other tensors than {paths[0]} ({', '.join(diff[:5])}): "
+                "checkpoints of different models cannot be averaged"
+            )
         for k, v in model.items():
             if v.is_floating_point():
                 total[k] = total[k] + v.double() if i else v.double()
@@ -461,19 +494,21 @@ def select_checkpoints(exp_dir: str | Path, num: int | None = None, steps: list[
         by_step = {int(p.stem.split("_")[1]): p for p in ckpts}
         missing = [s for s in steps if s not in by_step]
         if missing:
-            raise FileNotFoundError(f"{ckpt_dir}: no checkpoint of step(s) {missing} (kept: {sorted(by_step)}; "
-                                    "raise train.keep_checkpoints to keep more)")
+            raise FileNotFoundError(
+                f"{ckpt_dir}: no checkpoint of step(s) {missing} (kept: {sorted(by_step)}; "
+                "raise train.keep_checkpoints to keep more)"
+            )
         return [by_step[s] for s in sorted(set(steps))]
     if num is not None and num < 1:
         raise ValueError(f"--num must be >= 1 (got {num})")
     if num and num > len(ckpts):
-        raise ValueError(f"{ckpt_dir}: {num} checkpoints asked for, {len(ckpts)} kept "
-                         "(raise train.keep_checkpoints to keep more)")
+        raise ValueError(
+            f"{ckpt_dir}: {num} checkpoints asked for, {len(ckpts)} kept (raise train.keep_checkpoints to keep more)"
+        )
     return ckpts[-num:] if num else ckpts
 
 
-def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | None = None,
-                        steps: list[int] | None = None) -> Path:
+def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | None = None, steps: list[int] | None = None) -> Path:
     """Average the model tensors of step checkpoints into a model dir loadable like ``final/``.
 
     Stage 1 (full state dicts) gives a ``model.pt``, stage 2 (adapter/LoRA tensors only) an
@@ -485,19 +520,24 @@ def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | Non
     paths = select_checkpoints(exp_dir, num, steps)
     template = next((exp_dir / d for d in ("final", "best") if (exp_dir / d).is_dir()), None)
     if template is None:
-        raise FileNotFoundError(f"{exp_dir}: no final/ or best/ model dir to take the config and tokenizer from "
-                                "(train to the end once, then average)")
-    weights = next((w for cfg, names in MODEL_WEIGHTS.items() if (template / cfg).exists()
-                    for w in names if (template / w).exists()), None)
+        raise FileNotFoundError(
+            f"{exp_dir}: no final/ or best/ model dir to take the config and tokenizer from (train to the end once, then average)"
+        )
+    weights = next(
+        (w for cfg, names in MODEL_WEIGHTS.items() if (template / cfg).exists() for w in names if (template / w).exists()), None
+    )
     if weights is None:
-        raise FileNotFoundError(f"{template}: neither config.json + model.safetensors/.pt (stage 1) nor "
-                                "speech_llm.json + adapter.pt (stage 2)")
+        raise FileNotFoundError(
+            f"{template}: neither config.json + model.safetensors/.pt (stage 1) nor speech_llm.json + adapter.pt (stage 2)"
+        )
     averaged = average_state_dicts(paths)
     reference = load_weights(template, Path(weights).stem)
     if set(reference) != set(averaged):
         diff = sorted(set(reference) ^ set(averaged))
-        raise ValueError(f"checkpoints in {exp_dir / 'checkpoints'} do not match {template / weights} "
-                         f"({', '.join(diff[:5])}): another model was trained in this exp dir")
+        raise ValueError(
+            f"checkpoints in {exp_dir / 'checkpoints'} do not match {template / weights} "
+            f"({', '.join(diff[:5])}): another model was trained in this exp dir"
+        )
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -511,9 +551,19 @@ def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | Non
                 save_file({k: v.contiguous() for k, v in averaged.items()}, str(part), metadata={"format": "pt"})
             else:
                 torch.save(averaged, part)
-        write_text_atomic(tmp / "averaged.json", json.dumps(
-            {"exp_dir": str(exp_dir.resolve()), "checkpoints": [p.name for p in paths],
-             "steps": [int(p.stem.split("_")[1]) for p in paths], "config_from": template.name}, indent=2) + "\n")
+        write_text_atomic(
+            tmp / "averaged.json",
+            json.dumps(
+                {
+                    "exp_dir": str(exp_dir.resolve()),
+                    "checkpoints": [p.name for p in paths],
+                    "steps": [int(p.stem.split("_")[1]) for p in paths],
+                    "config_from": template.name,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     finally:

@@ -108,8 +108,13 @@ def untar_speakers(wav_dir: Path, remove: bool) -> int:
         if remove:
             archive.unlink()
     if archives:
-        log.info("%s: %d speaker archives, %d unpacked now, %d already done", wav_dir, len(archives), done_now,
-                 len(archives) - done_now)
+        log.info(
+            "%s: %d speaker archives, %d unpacked now, %d already done",
+            wav_dir,
+            len(archives),
+            done_now,
+            len(archives) - done_now,
+        )
     return done_now
 
 
@@ -140,8 +145,10 @@ def scan_set(wav_dir: Path, name: str) -> dict[str, tuple[str, str]]:
     """utt -> (wav path, speaker) for ``wav/<name>/<speaker>/<utt>.wav``."""
     set_dir = wav_dir / name
     if not set_dir.is_dir():
-        raise LayoutError(f"{set_dir}: set folder missing (expected wav/{name}/<speaker>/<utt>.wav, "
-                          f"or speaker archives wav/<speaker>.tar.gz to unpack)")
+        raise LayoutError(
+            f"{set_dir}: set folder missing (expected wav/{name}/<speaker>/<utt>.wav, "
+            f"or speaker archives wav/<speaker>.tar.gz to unpack)"
+        )
     found: dict[str, tuple[str, str]] = {}
     for wav in sorted(set_dir.glob("*/*.wav")):
         utt, spk_dir = wav.stem, wav.parent.name

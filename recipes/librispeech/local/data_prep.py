@@ -148,13 +148,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus-dir", required=True, help="folder holding LibriSpeech/ (or the LibriSpeech folder)")
     p.add_argument("--data", default="data", help="where the data dirs go (default: data)")
-    p.add_argument("--train-subsets", nargs="+", default=["auto"],
-                   help="subsets joined into <data>/train; 'auto' = every train-* present (default)")
-    p.add_argument("--test-subsets", nargs="+", default=["auto"],
-                   help="subsets written as <data>/<subset with _>; 'auto' = every dev-*/test-* present (default)")
+    p.add_argument(
+        "--train-subsets",
+        nargs="+",
+        default=["auto"],
+        help="subsets joined into <data>/train; 'auto' = every train-* present (default)",
+    )
+    p.add_argument(
+        "--test-subsets",
+        nargs="+",
+        default=["auto"],
+        help="subsets written as <data>/<subset with _>; 'auto' = every dev-*/test-* present (default)",
+    )
     p.add_argument("--train-name", default="train", help="name of the joined training data dir (default: train)")
-    p.add_argument("--case", choices=("lower", "upper"), default="lower",
-                   help="transcript case (the corpus is upper case; scoring ignores case; LLMs read lower case better)")
+    p.add_argument(
+        "--case",
+        choices=("lower", "upper"),
+        default="lower",
+        help="transcript case (the corpus is upper case; scoring ignores case; LLMs read lower case better)",
+    )
     p.add_argument("--nj", type=int, default=1, help="parallel jobs reading durations")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -167,19 +179,32 @@ def main(argv: list[str] | None = None) -> int:
             raise LayoutError(f"{root}: no training subset ({', '.join(TRAIN_SUBSETS)}) found")
         genders = read_speakers(root)
         data = Path(args.data)
-        summary: dict = {"corpus": str(root.resolve()), "train_subsets": train_subsets, "test_subsets": test_subsets,
-                         "case": args.case, "subsets": {}, "data_dirs": {}}
+        summary: dict = {
+            "corpus": str(root.resolve()),
+            "train_subsets": train_subsets,
+            "test_subsets": test_subsets,
+            "case": args.case,
+            "subsets": {},
+            "data_dirs": {},
+        }
         scanned = {}
         for subset in dict.fromkeys(train_subsets + test_subsets):
             utts, counts = scan_subset(root, subset, args.case)
             scanned[subset] = utts
             summary["subsets"][subset] = {"utterances_found": len(utts), **counts}
-            log.info("%s: %d utterances with audio and transcript; skipped: %s", subset, len(utts),
-                     ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+            log.info(
+                "%s: %d utterances with audio and transcript; skipped: %s",
+                subset,
+                len(utts),
+                ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()),
+            )
         all_paths = sorted({path for utts in scanned.values() for path, _, _ in utts.values()})
         durs = audio_durations(all_paths, args.nj)
-        spk2gender = {spk: genders.get(spk.split("-")[0], "") for utts in scanned.values() for _, spk, _ in utts.values()} \
-            if genders else None
+        spk2gender = (
+            {spk: genders.get(spk.split("-")[0], "") for utts in scanned.values() for _, spk, _ in utts.values()}
+            if genders
+            else None
+        )
         train: dict[str, tuple[str, str, str]] = {}
         for subset in train_subsets:
             clash = set(train) & set(scanned[subset])

@@ -52,13 +52,13 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parents[2]))
 
 import numpy as np  # noqa: E402
+import real_speech  # noqa: E402
+import sentences as S  # noqa: E402
 import soundfile as sf  # noqa: E402
+import voices as V  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import real_speech  # noqa: E402
-import sentences as S  # noqa: E402
-import voices as V  # noqa: E402
 from asr.data.audio import AudioError, read_audio, write_wav  # noqa: E402
 from asr.data.datadir import DataDir, validate_data_dir  # noqa: E402
 from asr.io_utils import write_table, write_text_atomic  # noqa: E402
@@ -210,10 +210,22 @@ def plan_augment(cfg: dict, train: list[Utt], seed: int) -> list[Utt]:
         utt = f"{src.utt}-aug"
         wav = src.wav.with_name(f"{utt}.wav")
         sig = json.dumps(
-            {"src": short_hash(src.signature), "aug": plan, "babble": {t.utt: short_hash(t.signature) for t in talkers}, "np_seed": np_seed},
+            {
+                "src": short_hash(src.signature),
+                "aug": plan,
+                "babble": {t.utt: short_hash(t.signature) for t in talkers},
+                "np_seed": np_seed,
+            },
             sort_keys=True,
         )
-        job = {"utt": utt, "src": str(src.wav), "babble": [str(t.wav) for t in talkers], "plan": plan, "np_seed": np_seed, "wav": str(wav)}
+        job = {
+            "utt": utt,
+            "src": str(src.wav),
+            "babble": [str(t.wav) for t in talkers],
+            "plan": plan,
+            "np_seed": np_seed,
+            "wav": str(wav),
+        }
         out.append(Utt(utt, src.spk, wav, src.text, src.source, sig, "aug", job))
     return out
 
@@ -231,7 +243,18 @@ def plan_real(cfg: dict, data: Path, set_name: str = "test_real", default_source
             utt = f"{r.speaker}-{i:06d}"
             wav = data / "wav" / set_name / r.speaker / f"{utt}.wav"
             sig = json.dumps({"src": str(r.path), "key": r.key}, sort_keys=True)
-            out.append(Utt(utt, r.speaker, wav, r.written if transcripts_written(cfg) else r.text, name, sig, "copy", {"utt": utt, "src": str(r.path), "wav": str(wav)}))
+            out.append(
+                Utt(
+                    utt,
+                    r.speaker,
+                    wav,
+                    r.written if transcripts_written(cfg) else r.text,
+                    name,
+                    sig,
+                    "copy",
+                    {"utt": utt, "src": str(r.path), "wav": str(wav)},
+                )
+            )
     return out
 
 
@@ -426,18 +449,24 @@ def print_summary(summary: dict) -> None:
     p("=" * 72)
     p(f"corpus summary ({summary['config']}, seed {summary['seed']}, --nj {summary['nj']})")
     st = summary["sentences"]
-    p(f"sentences after filtering: {st['total']} ({', '.join(f'{k} {v}' for k, v in st['per_source'].items())}); "
-      f"buckets train {st['buckets']['train']}, dev {st['buckets']['dev']}, test {st['buckets']['test']}")
+    p(
+        f"sentences after filtering: {st['total']} ({', '.join(f'{k} {v}' for k, v in st['per_source'].items())}); "
+        f"buckets train {st['buckets']['train']}, dev {st['buckets']['dev']}, test {st['buckets']['test']}"
+    )
     p(f"{'set':<12} {'utts':>7} {'spk':>4} {'hours':>8} {'new':>6} {'reused':>6} {'failed':>6}")
     for name, s in summary["sets"].items():
         p(f"{name:<12} {s['utts']:>7} {s['speakers']:>4} {s['hours']:>8.3f} {s['new']:>6} {s['existing']:>6} {s['failed']:>6}")
-    p(f"total hours: {summary['total_hours']:.3f}; OOV word rate vs train text: dev {summary['oov']['dev']:.1%}, "
-      f"test_unseen {summary['oov']['test_unseen']:.1%}")
+    p(
+        f"total hours: {summary['total_hours']:.3f}; OOV word rate vs train text: dev {summary['oov']['dev']:.1%}, "
+        f"test_unseen {summary['oov']['test_unseen']:.1%}"
+    )
     if summary["speed"]:
         p("synthesis speed this run (per CPU second, one process):")
         for eng, e in summary["speed"].items():
-            p(f"  {eng:<9} {e['utts']:>6} utts {e['audio_s']:>9.1f} s audio {e['cpu_s']:>8.1f} CPU s: "
-              f"{e['utts_per_cpu_s']:>7.2f} utt/s, {e['audio_s_per_cpu_s']:>6.1f} audio s/CPU s")
+            p(
+                f"  {eng:<9} {e['utts']:>6} utts {e['audio_s']:>9.1f} s audio {e['cpu_s']:>8.1f} CPU s: "
+                f"{e['utts_per_cpu_s']:>7.2f} utt/s, {e['audio_s_per_cpu_s']:>6.1f} audio s/CPU s"
+            )
     else:
         p("nothing synthesized this run (all wavs already there)")
     p(f"wall time {summary['wall_s']:.1f} s; data dirs: {', '.join(summary['data_dirs'])}")

@@ -27,9 +27,9 @@ import random
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,12 @@ SINGLE_LETTER_WORDS = frozenset({"a", "i", "o"})
 def ascii_quotes(s: str) -> str:
     """Replace typographic quotes and dashes by their ASCII forms."""
     return (
-        s.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
-        .replace("\u2014", " -- ").replace("\u2013", "-")
+        s.replace("\u2019", "'")
+        .replace("\u2018", "'")
+        .replace("\u201c", '"')
+        .replace("\u201d", '"')
+        .replace("\u2014", " -- ")
+        .replace("\u2013", "-")
     )
 
 

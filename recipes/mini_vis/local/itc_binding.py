@@ -30,8 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes as SC  # noqa: E402
 
 from asr.models.llm import load_llm  # noqa: E402
-from asr.training.train_image import (ITG_HEAD_NAME, CaptionSet, ImageCaptionModel, ImageStageConfig,  # noqa: E402
-                                      hard_retrieval, load_image_config)
+from asr.training.train_image import (  # noqa: E402
+    ITG_HEAD_NAME,
+    CaptionSet,
+    ImageCaptionModel,
+    ImageStageConfig,
+    hard_retrieval,
+    load_image_config,
+)
 from asr.training.train_image import swapped_captions as swapped_captions_of_class  # noqa: E402
 
 POSITION_WORDS = {"left", "right", "top", "bottom", "center"}
@@ -42,14 +48,15 @@ def swapped_captions(text: str) -> dict[str, str]:
     words = text.split()
     out = {}
     if sum(w in SC.COLOURS for w in words) == 2:
-        out.update({"colour": t for t in swapped_captions_of_class(text, [set(SC.COLOURS)])})
+        for t in swapped_captions_of_class(text, [set(SC.COLOURS)]):
+            out["colour"] = t
     places = [i for i, w in enumerate(words) if w in POSITION_WORDS and i >= 2]
     if len(places) == 2 and words[places[0]] != words[places[1]]:
         # whole phrases exchanged ("at the top" <-> "on the left"): a likelihood scorer must not win on
         # grammar ("at the left")
         new = list(words)
         a, b = places
-        new[a - 2: a + 1], new[b - 2: b + 1] = words[b - 2: b + 1], words[a - 2: a + 1]
+        new[a - 2 : a + 1], new[b - 2 : b + 1] = words[b - 2 : b + 1], words[a - 2 : a + 1]
         out["position"] = " ".join(new)
     shapes = [i for i, w in enumerate(words) if w in SC.SHAPES or w in SC.SINGULAR]
     if len(shapes) == 2:
@@ -74,7 +81,7 @@ def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
         rows += [(i, kind, swapped) for kind, swapped in swapped_captions(text).items()]
     score: dict[str, list[float]] = {}
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start: start + batch_size]
+        chunk = rows[start : start + batch_size]
         batch = data.collate([i for i, _, _ in chunk])
         true = [batch["target_ids"][b, : int(batch["target_lengths"][b])].tolist() for b in range(len(chunk))]
         fake = [model.prompt.target_ids(s) for _, _, s in chunk]  # tokenized as training tokenizes captions
@@ -90,8 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="the image-stage YAML the checkpoint was trained with")
     ap.add_argument("--checkpoint", required=True, help="a training checkpoint (exp/<tag>/checkpoints/step_*.pt)")
     ap.add_argument("--captions", required=True, help="captions dir (images.scp + text)")
-    ap.add_argument("--scorer", choices=SCORERS, default="itc",
-                    help="itc: contrastive similarity; itg: the ITG decoder's caption likelihood; lm: the frozen LLM's")
+    ap.add_argument(
+        "--scorer",
+        choices=SCORERS,
+        default="itc",
+        help="itc: contrastive similarity; itg: the ITG decoder's caption likelihood; lm: the frozen LLM's",
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -115,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     missing, unexpected = model.load_state_dict(state, strict=False)
     head = [k for k in missing if k.startswith(("itc_", "itg_", "x2l."))]
     if head or unexpected:
-        print(f"{args.checkpoint} does not fit {args.config}: missing {head[:5]}, unexpected {unexpected[:5]}",
-              file=sys.stderr)
+        print(f"{args.checkpoint} does not fit {args.config}: missing {head[:5]}, unexpected {unexpected[:5]}", file=sys.stderr)
         return 2
     model.eval()
     data = CaptionSet(args.captions, model.prompt, size=model.x2l.picture_size())

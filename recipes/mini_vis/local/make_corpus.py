@@ -61,10 +61,10 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parents[2]))
 
 import numpy as np  # noqa: E402
+import scenes as SC  # noqa: E402
 import soundfile as sf  # noqa: E402
 import yaml  # noqa: E402
 
-import scenes as SC  # noqa: E402
 from asr.data.audio import write_wav  # noqa: E402
 from asr.data.datadir import DataDir, validate_data_dir  # noqa: E402
 from asr.io_utils import write_table, write_text_atomic  # noqa: E402
@@ -117,8 +117,25 @@ def load_config(path: str | Path) -> dict:
     for key in ("voices", "train", "dev", "test"):
         if key not in cfg:
             raise SystemExit(f"{path}: missing key {key!r}")
-    known = {"seed", "sample_rate", "image_size", "max_groups", "two_group_prob", "voices", "train", "dev", "test",
-             "gap_ms", "edge_ms", "speed", "perturb", "train_augment", "noise", "masking", "captions"}
+    known = {
+        "seed",
+        "sample_rate",
+        "image_size",
+        "max_groups",
+        "two_group_prob",
+        "voices",
+        "train",
+        "dev",
+        "test",
+        "gap_ms",
+        "edge_ms",
+        "speed",
+        "perturb",
+        "train_augment",
+        "noise",
+        "masking",
+        "captions",
+    }
     unknown = set(cfg) - known
     if unknown:
         raise SystemExit(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})")
@@ -130,8 +147,10 @@ def parse_voices(specs: list[str], where: str) -> list:
     for spec in specs:
         voice = V.Voice.parse(spec)
         if voice.engine not in WORD_VOICE_ENGINES:
-            raise SystemExit(f"{where}: voice {spec}: engine {voice.engine!r} is not supported for word-by-word "
-                             f"synthesis (use {', '.join(WORD_VOICE_ENGINES)})")
+            raise SystemExit(
+                f"{where}: voice {spec}: engine {voice.engine!r} is not supported for word-by-word "
+                f"synthesis (use {', '.join(WORD_VOICE_ENGINES)})"
+            )
         if not V.engine_available(voice.engine):
             log.warning("%s: voice %s skipped: engine %r is not installed", where, spec, voice.engine)
             continue
@@ -159,8 +178,10 @@ def short_hash(text: str) -> str:
 def make_scenes(cfg: dict, prefix: str, n: int, seed: int) -> list[SC.Scene]:
     size, max_groups = int(cfg.get("image_size", 96)), int(cfg.get("max_groups", 2))
     prob = float(cfg.get("two_group_prob", 0.75))
-    return [SC.random_scene(random.Random(f"{seed}:scene:{prefix}:{i}"), f"{prefix}-{i:06d}", size, max_groups, prob)
-            for i in range(n)]
+    return [
+        SC.random_scene(random.Random(f"{seed}:scene:{prefix}:{i}"), f"{prefix}-{i:06d}", size, max_groups, prob)
+        for i in range(n)
+    ]
 
 
 def chunks_of(sentence: SC.Sentence) -> list[list[int]]:
@@ -187,11 +208,18 @@ def plan_speech(cfg: dict, set_name: str, scenes: list[SC.Scene], voices: list, 
         params = {key: v for key, v in V.draw_params(voice, rnd, cfg.get("perturb")).items() if key not in DROPPED_PARAMS}
         utt = f"{voice.name}-{idx:06d}"
         wav = data / "wav" / set_name / voice.name / f"{utt}.wav"
-        job = {"voice": voice.spec, "words": sent.words, "content": {str(k_): c for k_, c in sent.content.items()},
-               "chunks": chunks_of(sent), "params": params,
-               "gaps_s": [round(rnd.uniform(*gap) / 1000, 4) for _ in range(len(chunks_of(sent)) - 1)],
-               "edges_s": [round(rnd.uniform(*edge) / 1000, 4) for _ in range(2)],
-               "speed": round(rnd.uniform(*speed), 3), "utt": utt, "wav": str(wav)}
+        job = {
+            "voice": voice.spec,
+            "words": sent.words,
+            "content": {str(k_): c for k_, c in sent.content.items()},
+            "chunks": chunks_of(sent),
+            "params": params,
+            "gaps_s": [round(rnd.uniform(*gap) / 1000, 4) for _ in range(len(chunks_of(sent)) - 1)],
+            "edges_s": [round(rnd.uniform(*edge) / 1000, 4) for _ in range(2)],
+            "speed": round(rnd.uniform(*speed), 3),
+            "utt": utt,
+            "wav": str(wav),
+        }
         sig = json.dumps({k_: v for k_, v in job.items() if k_ not in ("utt", "wav")}, sort_keys=True)
         plan.append(Utt(utt, voice.name, wav, sent.text, scene.scene_id, sig, "synth", job))
     return plan
@@ -204,13 +232,20 @@ def _masked_indices(src: Utt, rnd: random.Random, mcfg: dict) -> list[int]:
     return sorted(rnd.sample(content, n))
 
 
-def plan_copy(src: Utt, kind: str, suffix: str, cfg: dict, seed: int, babble_pool: list[Utt], rnd: random.Random,
-              snr: float | None = None) -> Utt:
+def plan_copy(
+    src: Utt, kind: str, suffix: str, cfg: dict, seed: int, babble_pool: list[Utt], rnd: random.Random, snr: float | None = None
+) -> Utt:
     """A noisy (``kind`` "noisy", at ``snr``) or masked copy of a clean utterance."""
     ncfg, mcfg = cfg.get("noise") or {}, cfg.get("masking") or {}
     utt = f"{src.utt}-{suffix}"
-    job: dict = {"utt": utt, "src": str(src.wav), "src_json": str(src.wav.with_suffix(".json")),
-                 "wav": str(src.wav.with_name(f"{utt}.wav")), "np_seed": stable_int(f"{seed}:np:{utt}"), "kind": kind}
+    job: dict = {
+        "utt": utt,
+        "src": str(src.wav),
+        "src_json": str(src.wav.with_suffix(".json")),
+        "wav": str(src.wav.with_name(f"{utt}.wav")),
+        "np_seed": stable_int(f"{seed}:np:{utt}"),
+        "kind": kind,
+    }
     if kind == "noisy":
         noise = rnd.choice(list(ncfg.get("types", ["white", "babble"])))
         talkers = []
@@ -220,11 +255,20 @@ def plan_copy(src: Utt, kind: str, suffix: str, cfg: dict, seed: int, babble_poo
         job.update(noise=noise, snr_db=float(snr), babble=[str(t.wav) for t in talkers])
         extra = {"babble": {t.utt: short_hash(t.signature) for t in talkers}}
     else:
-        job.update(masked=_masked_indices(src, rnd, mcfg), margin_s=float(mcfg.get("margin_ms", 20)) / 1000,
-                   burst_db=float(mcfg.get("burst_db", 0.0)))
+        job.update(
+            masked=_masked_indices(src, rnd, mcfg),
+            margin_s=float(mcfg.get("margin_ms", 20)) / 1000,
+            burst_db=float(mcfg.get("burst_db", 0.0)),
+        )
         extra = {}
-    sig = json.dumps({"src": short_hash(src.signature), **{k: v for k, v in job.items() if k not in ("utt", "wav", "src", "src_json", "babble")},
-                      **extra}, sort_keys=True)
+    sig = json.dumps(
+        {
+            "src": short_hash(src.signature),
+            **{k: v for k, v in job.items() if k not in ("utt", "wav", "src", "src_json", "babble")},
+            **extra,
+        },
+        sort_keys=True,
+    )
     return Utt(utt, src.spk, Path(job["wav"]), src.text, src.scene_id, sig, kind, job)
 
 
@@ -245,10 +289,12 @@ def plan_train_copies(cfg: dict, train: list[Utt], seed: int) -> list[Utt]:
 def plan_tests(cfg: dict, clean: list[Utt], seed: int) -> dict[str, list[Utt]]:
     plans = {"test_clean": clean}
     for name, snr in SNR_SETS.items():
-        plans[name] = [plan_copy(u, "noisy", f"snr{snr}", cfg, seed, clean, random.Random(f"{seed}:{name}:{u.utt}"), snr)
-                       for u in clean]
-    plans["test_masked"] = [plan_copy(u, "masked", "mask", cfg, seed, clean, random.Random(f"{seed}:mask:{u.utt}"))
-                            for u in clean]
+        plans[name] = [
+            plan_copy(u, "noisy", f"snr{snr}", cfg, seed, clean, random.Random(f"{seed}:{name}:{u.utt}"), snr) for u in clean
+        ]
+    plans["test_masked"] = [
+        plan_copy(u, "masked", "mask", cfg, seed, clean, random.Random(f"{seed}:mask:{u.utt}")) for u in clean
+    ]
     return plans
 
 
@@ -291,7 +337,7 @@ def trim(audio: np.ndarray, rate: int, threshold_db: float = -40.0, keep_ms: flo
         raise V.SynthesisError("silent word")
     loud = np.flatnonzero(np.abs(audio) > peak * 10 ** (threshold_db / 20))
     keep = int(keep_ms * rate / 1000)
-    return audio[max(0, loud[0] - keep): loud[-1] + 1 + keep]
+    return audio[max(0, loud[0] - keep) : loud[-1] + 1 + keep]
 
 
 def synthesize_words(job: dict, tmp: Path, out_rate: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -356,7 +402,7 @@ def make_masked(job: dict, clean: np.ndarray, spans: list[list[float]], rate: in
     rng = np.random.default_rng(job["np_seed"])
     out = clean.copy()
     bounds = sorted({tuple(s) for s in spans})
-    speech = np.concatenate([clean[int(a * rate): int(b * rate)] for a, b in bounds])
+    speech = np.concatenate([clean[int(a * rate) : int(b * rate)] for a, b in bounds])
     level = float(np.sqrt(np.mean(speech**2))) * 10 ** (job["burst_db"] / 20)
     masked_spans = []
     for i in job["masked"]:
@@ -490,8 +536,12 @@ def write_data_dir(path: Path, plan: list[Utt], images: dict[str, Path], mismatc
     if utt2mis:
         write_table(path / "utt2image_mismatch", utt2mis)
     n = validate_data_dir(path)
-    return {"utts": n, "speakers": len(set(d.utt2spk.values())), "hours": round(sum(durs.values()) / 3600, 4),
-            "masked_utts": len(masked)}
+    return {
+        "utts": n,
+        "speakers": len(set(d.utt2spk.values())),
+        "hours": round(sum(durs.values()) / 3600, 4),
+        "masked_utts": len(masked),
+    }
 
 
 # Words a caption can exchange and stay a well-formed description of some other scene (the image
@@ -541,8 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="corpus YAML (conf/corpus_quick.yaml, conf/corpus_tiny.yaml)")
     ap.add_argument("--data", required=True, help="output root for data dirs, images, wavs and bookkeeping")
     ap.add_argument("--nj", type=int, default=2, help="parallel synthesis processes")
-    ap.add_argument("--captions-only", action="store_true",
-                    help="only the pictures and the caption lists (the image stage needs no speech)")
+    ap.add_argument(
+        "--captions-only", action="store_true", help="only the pictures and the caption lists (the image stage needs no speech)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     t0 = time.time()
@@ -560,9 +611,13 @@ def main(argv: list[str] | None = None) -> int:
     scene_sets["capdev"] = make_scenes(cfg, "capdev", int(ccfg.get("dev_images", 0)), seed)
     all_scenes = {s.scene_id: s for ss in scene_sets.values() for s in ss}
     images = {sid: data / "images" / sid.split("-")[0] / f"{sid}.png" for sid in all_scenes}
-    write_if_changed(corpus_dir / "scenes.jsonl", "".join(json.dumps(s.to_json(), sort_keys=True) + "\n" for s in all_scenes.values()))
-    sync_plan(corpus_dir / "images.plan.tsv", [(sid, images[sid], short_hash(json.dumps(s.to_json(), sort_keys=True)))
-                                               for sid, s in all_scenes.items()])
+    write_if_changed(
+        corpus_dir / "scenes.jsonl", "".join(json.dumps(s.to_json(), sort_keys=True) + "\n" for s in all_scenes.values())
+    )
+    sync_plan(
+        corpus_dir / "images.plan.tsv",
+        [(sid, images[sid], short_hash(json.dumps(s.to_json(), sort_keys=True))) for sid, s in all_scenes.items()],
+    )
     made_images = 0
     for sid, s in all_scenes.items():
         if not images[sid].exists():
@@ -622,17 +677,26 @@ def main(argv: list[str] | None = None) -> int:
             e["utts"] += 1
             e["audio_s"] += r["dur"]
             e["cpu_s"] += r["cpu"]
-    summary = {"config": str(args.config), "seed": seed, "nj": args.nj, "scenes": {k: len(v) for k, v in scene_sets.items()},
-               "pictures_made": made_images, "sets": sets, "captions": {"train": n_cap, "dev": n_capdev},
-               "speed": {k: {**v, "audio_s": round(v["audio_s"], 1), "cpu_s": round(v["cpu_s"], 1)} for k, v in speed.items()},
-               "wall_s": round(time.time() - t0, 1)}
+    summary = {
+        "config": str(args.config),
+        "seed": seed,
+        "nj": args.nj,
+        "scenes": {k: len(v) for k, v in scene_sets.items()},
+        "pictures_made": made_images,
+        "sets": sets,
+        "captions": {"train": n_cap, "dev": n_capdev},
+        "speed": {k: {**v, "audio_s": round(v["audio_s"], 1), "cpu_s": round(v["cpu_s"], 1)} for k, v in speed.items()},
+        "wall_s": round(time.time() - t0, 1),
+    }
     write_text_atomic(corpus_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     print("=" * 72)
     print(f"mini_vis corpus ({args.config}, seed {seed}): scenes {summary['scenes']}")
     print(f"{'set':<12} {'utts':>6} {'spk':>4} {'hours':>7} {'masked':>6} {'new':>6} {'reused':>6} {'failed':>6}")
     for name, s in sets.items():
-        print(f"{name:<12} {s['utts']:>6} {s['speakers']:>4} {s['hours']:>7.3f} {s.get('masked_utts', 0):>6} "
-              f"{s['new']:>6} {s['existing']:>6} {s['failed']:>6}")
+        print(
+            f"{name:<12} {s['utts']:>6} {s['speakers']:>4} {s['hours']:>7.3f} {s.get('masked_utts', 0):>6} "
+            f"{s['new']:>6} {s['existing']:>6} {s['failed']:>6}"
+        )
     print(f"captions: {n_cap} train, {n_capdev} dev; wall time {summary['wall_s']} s")
     print("=" * 72)
     return 1 if failed and not any("dur" in r for r in results) else 0

@@ -48,8 +48,11 @@ def make_view(src: Path, dst: Path, from_root: Path, to_root: Path) -> dict[str,
     if not (src / "utt2image").is_file():
         raise FileNotFoundError(f"{src}: no utt2image (not a picture dump dir)")
     from_root, to_root = from_root.resolve(), to_root.resolve()
-    tables = {name: reroot(read_table(src / name), from_root, to_root, str(src / name))
-              for name in PICTURE_TABLES if (src / name).is_file()}   # all checked before DST is touched
+    tables = {
+        name: reroot(read_table(src / name), from_root, to_root, str(src / name))
+        for name in PICTURE_TABLES
+        if (src / name).is_file()
+    }  # all checked before DST is touched
     dst.mkdir(parents=True, exist_ok=True)
     for entry in sorted(src.iterdir()):
         if entry.name in tables or entry.name.startswith("."):
@@ -61,7 +64,7 @@ def make_view(src: Path, dst: Path, from_root: Path, to_root: Path) -> dict[str,
             raise IsADirectoryError(f"{link} exists and is not a link: remove it first")
         os.symlink(entry.resolve(), link)
     for name, rows in tables.items():
-        write_table(dst / name, rows)   # renamed over DST's entry: a link there is replaced, not written through
+        write_table(dst / name, rows)  # renamed over DST's entry: a link there is replaced, not written through
     return {name: len(rows) for name, rows in tables.items()}
 
 
@@ -78,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         print(f"picture_view: {e}", file=sys.stderr)
         return 1
-    log.info("%s -> %s: %s re-rooted at %s", args.src, args.dst,
-             ", ".join(f"{n} ({k} utts)" for n, k in counts.items()), args.to_root)
+    log.info(
+        "%s -> %s: %s re-rooted at %s", args.src, args.dst, ", ".join(f"{n} ({k} utts)" for n, k in counts.items()), args.to_root
+    )
     return 0
 
 

