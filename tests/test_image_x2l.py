@@ -134,7 +134,7 @@ def tiny_llm():
 
 
 def _stage_config(contrastive=0.0, **loss):
-    from asr.training.train_image import ImageStageConfig
+    from asr.models.caption import ImageStageConfig
 
     return ImageStageConfig.from_sections(
         {
@@ -146,7 +146,7 @@ def _stage_config(contrastive=0.0, **loss):
 
 
 def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
-    from asr.training.train_image import ImageCaptionModel
+    from asr.models.caption import ImageCaptionModel
 
     torch.manual_seed(0)
     model = ImageCaptionModel(_stage_config(), tiny_llm)
@@ -194,7 +194,7 @@ def test_caption_steps_lower_the_loss_on_a_fixed_batch(tiny_llm):
 def test_contrastive_loss_leaves_out_other_captions_of_the_same_picture(tiny_llm):
     """Two captions of one picture in a batch: the other caption is no negative (else the best a model
     could score on a batch of caption pairs is half right)."""
-    from asr.training.train_image import ImageCaptionModel
+    from asr.models.caption import ImageCaptionModel
 
     torch.manual_seed(0)
     model = ImageCaptionModel(_stage_config(contrastive=1.0), tiny_llm).eval()
@@ -239,7 +239,7 @@ def test_transformer_text_encoder_learns_word_order():
     """Two captions with the same tokens in another order: the mean of their embeddings is one vector
     (a bag of words); CaptionTextEncoder starts there (its word-order part is zero-initialised) and
     learns to tell them apart."""
-    from asr.training.train_image import CaptionTextEncoder
+    from asr.models.caption import CaptionTextEncoder
 
     torch.manual_seed(0)
     words = torch.randn(6, 16) * 0.05  # LLM input embeddings are small
@@ -265,7 +265,7 @@ def test_itg_decoder_learns_which_colour_goes_with_which_shape():
     """Two pictures with the same colours and shapes bound the other way round: a caption decoder that
     reads the image positions learns both captions (a bag of the positions could not: its caption
     likelihoods would tie), and scores each picture's caption above the swapped one."""
-    from asr.training.train_image import CaptionDecoder
+    from asr.models.caption import CaptionDecoder
 
     torch.manual_seed(0)
     red, blue, star, cross = torch.randn(4, 16)
@@ -293,8 +293,10 @@ def test_itg_decoder_learns_which_colour_goes_with_which_shape():
 
 def test_swap_negatives(tmp_path, tiny_llm):
     """Captions with two words of one class exchanged join the contrastive loss as extra negatives."""
+    from asr.data.captions import CaptionSet, swapped_captions
     from asr.io_utils import write_table
-    from asr.training.train_image import CaptionSet, ImageCaptionModel, swap_retrieval, swapped_captions
+    from asr.models.caption import ImageCaptionModel
+    from evaluation.captions import swap_retrieval
 
     classes = [{"red", "blue", "green"}, {"stars", "crosses"}]
     assert swapped_captions("two red stars and three blue crosses", classes) == [
@@ -375,7 +377,7 @@ def _one_word_apart(a: str, b: str) -> bool:
 
 
 def test_hard_negative_batches_group_one_word_neighbours():
-    from asr.training.train_image import FixedBatchSampler, HardNegativeBatchSampler, OneWordNeighbours
+    from asr.data.captions import FixedBatchSampler, HardNegativeBatchSampler, OneWordNeighbours
 
     rng = random.Random(0)
     colours, shapes, places = ["red", "blue", "green"], ["stars", "circles", "crosses"], ["on the left", "at the top"]
@@ -412,7 +414,7 @@ def test_hard_negative_batches_group_one_word_neighbours():
 
 
 def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
-    from asr.training.train_image import ImageCaptionModel
+    from asr.models.caption import ImageCaptionModel
 
     cfg = _stage_config()
     cfg.llm.lora.enabled = True
@@ -422,17 +424,11 @@ def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
 
 def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     """python -m asr.training.train_image on a captions dir: final/ loads with a frozen encoder."""
+    from asr.data.captions import swapped_captions
     from asr.data.datadir import read_table
     from asr.io_utils import write_table
-    from asr.training.train_image import (
-        ImageCaptionModel,
-        ImageStageConfig,
-        init_interface,
-        load_image_config,
-        load_image_stage,
-        main,
-        swapped_captions,
-    )
+    from asr.models.caption import ImageCaptionModel, ImageStageConfig, load_image_stage
+    from asr.training.train_image import init_interface, load_image_config, main
 
     for name, offset in (("captions", 0), ("captions_dev", 50)):
         scp, text = {}, {}

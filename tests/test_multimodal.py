@@ -20,6 +20,7 @@ import torch
 
 from asr.data.batching import IGNORE_ID
 from asr.io_utils import write_table
+from asr.models.caption import STAGE_CONFIG_NAME, image_prompt_config
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
 from asr.models.llm import LlmConfig, LoraSettings, load_llm
@@ -28,7 +29,6 @@ from asr.models.s_adapter import SAdapterConfig
 from asr.models.speech_llm import SlotPrompt, SpeechLlm, SpeechLlmConfig, assemble_slots, slot, write_stage1_link
 from asr.tokenizer import build_llm_units, load_tokenizer
 from asr.training.train_cif import finalize_model_dir
-from asr.training.train_image import STAGE_CONFIG_NAME, image_prompt_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes" / "mini_vis" / "local"))

@@ -181,7 +181,7 @@ def test_data_dirs_validate_and_describe_their_pictures(corpus):
 def test_swapped_captions_describe_another_scene(corpus):
     """The image stage's swap negatives (two words of one class in data/captions/word_classes exchanged)
     are well-formed descriptions, each false for the caption's picture."""
-    from asr.training.train_image import swapped_captions
+    from asr.data.captions import swapped_captions
 
     data = corpus / "data"
     scenes = _scenes(data)

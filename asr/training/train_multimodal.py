@@ -39,14 +39,15 @@ import torch
 
 from asr.config import dataclass_from_dict, load_config
 from asr.data.batching import FrameBatchSampler, pad_targets
+from asr.data.captions import CaptionSet, FixedBatchSampler
 from asr.data.image import PictureTable
+from asr.models.caption import STAGE_CONFIG_NAME
 from asr.models.image_x2l import ImageX2L
 from asr.models.loading import load_speech_llm
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
 from asr.models.speech_llm import PromptConfig, stage1_dir_of
 from asr.training import distributed as dist
 from asr.training.data import Batches, FeatureDataset
-from asr.training.train_image import STAGE_CONFIG_NAME, CaptionSet, FixedBatchSampler
 from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
 
 log = logging.getLogger(__name__)

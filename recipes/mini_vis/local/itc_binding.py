@@ -10,7 +10,7 @@ three swapped captions are made: the two colours exchanged, the two shapes excha
 true caption, so a bag-of-words caption vector cannot tell them apart. Printed (JSON): per swap kind,
 the share of pictures whose true caption scores higher than the swapped one (ties count half; chance
 0.5), and with the contrastive scorer the one-word-neighbour retrieval of
-``asr.training.train_image.hard_retrieval``. The scorer: the contrastive similarity (itc), the ITG
+``evaluation.captions.hard_retrieval``. The scorer: the contrastive similarity (itc), the ITG
 decoder's caption likelihood (itg) or the frozen LLM's caption likelihood after the picture (lm).
 
 It reads a training checkpoint with the config that trained it (runs before ``itc_head.pt`` existed
@@ -29,16 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scenes as SC  # noqa: E402
 
+from asr.data.captions import CaptionSet  # noqa: E402
+from asr.data.captions import swapped_captions as swapped_captions_of_class  # noqa: E402
+from asr.models.caption import ITG_HEAD_NAME, ImageCaptionModel, ImageStageConfig  # noqa: E402
 from asr.models.llm import load_llm  # noqa: E402
-from asr.training.train_image import (  # noqa: E402
-    ITG_HEAD_NAME,
-    CaptionSet,
-    ImageCaptionModel,
-    ImageStageConfig,
-    hard_retrieval,
-    load_image_config,
-)
-from asr.training.train_image import swapped_captions as swapped_captions_of_class  # noqa: E402
+from asr.training.train_image import load_image_config  # noqa: E402
+from evaluation.captions import hard_retrieval  # noqa: E402
 
 POSITION_WORDS = {"left", "right", "top", "bottom", "center"}
 
