@@ -76,7 +76,7 @@ def recipe_run(tmp_path_factory):
     if not shutil.which("espeak-ng") or not shutil.which("flite"):
         pytest.skip("needs espeak-ng and flite (Debian)")
     work = tmp_path_factory.mktemp("mini")
-    for name in ("run.sh", "path.sh", "utils", "local", "conf"):
+    for name in ("run.sh", "asr.sh", "path.sh", "utils", "local", "conf"):
         src = RECIPE / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
     (work / "conf" / "tiny_corpus.yaml").write_text(TINY_CORPUS)

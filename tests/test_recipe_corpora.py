@@ -172,7 +172,7 @@ decode: {beam_size: 2, batch_size: 4, cif_weight: CIF_WEIGHT}
 def _run_recipe(
     name: str, work: Path, corpus: Path, adapter_mode: str, model_cfg: str, extra: list[str], cif_weight: float = 0.0
 ) -> subprocess.CompletedProcess:
-    for item in ("run.sh", "path.sh", "utils", "local", "conf"):
+    for item in ("run.sh", "asr.sh", "path.sh", "utils", "local", "conf"):
         src = RECIPES / name / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item)
     (work / "conf" / "tiny.yaml").write_text(model_cfg)

