@@ -11,6 +11,8 @@ speech_llm: SpeechLlmConfig fields {llm, adapter, prompt} (stage-2 configs)
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from pathlib import Path
 
 import yaml
@@ -36,10 +38,35 @@ def load_config(path: str | Path, sections: tuple[str, ...] = SECTIONS) -> dict:
 
 
 def dataclass_from_dict(cls, d: dict | None, where: str):
-    """Build dataclass ``cls`` from a dict, rejecting keys it does not have (``where`` names the section)."""
+    """Build dataclass ``cls`` from a mapping, recursively: a field typed as a dataclass takes a nested
+    mapping, a tuple field takes a list (JSON has none). Keys ``cls`` does not have are an error naming
+    ``where`` (the section, e.g. "model config"; nested ones as "model config.conformer")."""
     d = dict(d or {})
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(known)})")
+    hints = typing.get_type_hints(cls)
+    for name, value in d.items():
+        nested = _dataclass_of(hints[name])
+        if nested is not None and isinstance(value, dict):
+            d[name] = dataclass_from_dict(nested, value, f"{where}.{name}")
+        elif _is_tuple(hints[name]) and isinstance(value, list):
+            d[name] = tuple(value)
     return cls(**d)
+
+
+def _dataclass_of(hint) -> type | None:
+    """The dataclass a field's type names (``X`` or ``X | None``), else None."""
+    for t in (
+        (hint, *typing.get_args(hint))
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    ):
+        if dataclasses.is_dataclass(t) and isinstance(t, type):
+            return t
+    return None
+
+
+def _is_tuple(hint) -> bool:
+    return hint is tuple or typing.get_origin(hint) is tuple

@@ -6,10 +6,11 @@
     <out>/stage1/            the stage-1 model dir: encoder + C-Former weights, config, tokenizer,
                              feature description (feat_info.json)
     <out>/speech_llm.json    (speech_llm) adapter, prompt and LLM configs
-    <out>/adapter.pt         (speech_llm) the trained adapter (+ LoRA) tensors
+    <out>/adapter.safetensors (speech_llm) the trained S-Adapter tensors
+    <out>/lora/              (speech_llm, LoRA on) the LoRA tensors in peft's adapter format
     <out>/stage1.json        (speech_llm) {"stage1": "stage1"}: the stage-1 dir, relative to <out>
     multimodal (a stage-3 dir): <out>/multimodal.json, <out>/image_x2l/ (the image interface) and
-    <out>/speech_llm/ (speech_llm.json, adapter.pt, stage1.json -> "../stage1") next to <out>/stage1/
+    <out>/speech_llm/ (the files above, stage1.json -> "../stage1") next to <out>/stage1/
 
 The LLM itself is referenced (embedded name, hub id or local dir), not copied. The dir is built
 next to ``out`` and renamed into place: an interrupted export never leaves a half-written model.
@@ -23,16 +24,26 @@ from pathlib import Path
 
 from asr.io_utils import write_text_atomic
 from asr.models.auto import STAGE1_KINDS, load_stage1
+from asr.models.llm import LORA_DIR
 from asr.models.loading import MULTIMODAL, SPEECH_LLM, dir_kind
 from asr.models.multimodal_llm import CONFIG_NAME as MULTIMODAL_CONFIG
 from asr.models.speech_llm import CONFIG_NAME as SPEECH_LLM_CONFIG
-from asr.models.speech_llm import WEIGHTS_NAME as SPEECH_LLM_WEIGHTS
 from asr.models.speech_llm import stage1_dir_of, write_stage1_link
 from asr.models.whisper_cformer import KIND as WHISPER_CFORMER
 
 EXPORT_FILE = "export.json"
 FORMAT = 1
 DECODE_DEFAULTS = {"beam_size": 1, "cif_weight": 0.0}
+
+
+def _copy_speech_llm(src: Path, dst: Path) -> None:
+    """A stage-2 dir's own files (config, adapter weights, LoRA adapter), not its link to stage 1."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (SPEECH_LLM_CONFIG, "adapter.safetensors", "adapter.pt"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+    if (src / LORA_DIR).is_dir():
+        shutil.copytree(src / LORA_DIR, dst / LORA_DIR)
 
 
 def export_model(
@@ -60,9 +71,7 @@ def export_model(
         speech = model_dir / "speech_llm"
         shutil.copytree(stage1_dir_of(speech), tmp / "stage1")
         shutil.copytree(model_dir / "image_x2l", tmp / "image_x2l")
-        (tmp / "speech_llm").mkdir()
-        for name in (SPEECH_LLM_CONFIG, SPEECH_LLM_WEIGHTS):
-            shutil.copyfile(speech / name, tmp / "speech_llm" / name)
+        _copy_speech_llm(speech, tmp / "speech_llm")
         write_stage1_link(tmp / "speech_llm", "../stage1")
         shutil.copyfile(model_dir / MULTIMODAL_CONFIG, tmp / MULTIMODAL_CONFIG)
         llm = json.loads((speech / SPEECH_LLM_CONFIG).read_text())["llm"]["name_or_path"]
@@ -70,8 +79,7 @@ def export_model(
     elif kind == SPEECH_LLM:
         tmp.mkdir(parents=True)
         shutil.copytree(stage1_dir_of(model_dir), tmp / "stage1")
-        for name in (SPEECH_LLM_CONFIG, SPEECH_LLM_WEIGHTS):
-            shutil.copyfile(model_dir / name, tmp / name)
+        _copy_speech_llm(model_dir, tmp)
         write_stage1_link(tmp, "stage1")  # relative: the dir can be moved
         llm = json.loads((model_dir / SPEECH_LLM_CONFIG).read_text())["llm"]["name_or_path"]
         doc = {"kind": "speech_llm", "llm": llm, "format": FORMAT, "decode": decode}

@@ -33,24 +33,62 @@ def write_table(path: str | Path, rows: dict[str, str] | list[tuple[str, str]]) 
     write_text_atomic(path, "".join(f"{k} {v}\n" for k, v in items))
 
 
-def save_config_and_weights(out_dir: str | Path, config_name: str, config: dict, weights_name: str, state: dict) -> None:
-    """A model dir as save_pretrained writes it: a JSON config and the weights, each atomically.
-
-    ``weights_name`` ending in ``.safetensors`` writes safetensors, else a torch state dict."""
+def save_config_and_weights(
+    out_dir: str | Path, config_name: str, config: dict, weights_name: str, state: dict, kind: str | None = None
+) -> None:
+    """A model dir as save_pretrained writes it: a JSON config (led by ``kind``, the name
+    ``asr.models.load_model_dir`` dispatches on) and the weights, each atomically."""
     import json
-
-    import torch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if kind is not None:
+        config = {"kind": kind, **{k: v for k, v in config.items() if k != "kind"}}
     write_text_atomic(out_dir / config_name, json.dumps(config, indent=2) + "\n")
-    with atomic_path(out_dir / weights_name) as tmp:
-        if weights_name.endswith(".safetensors"):
+    save_weights(out_dir / weights_name, state)
+
+
+def save_weights(path: str | Path, state: dict) -> None:
+    """Tensors to ``path`` atomically: safetensors for a ``.safetensors`` name, else torch's format."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        if Path(path).suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+            save_file(_unshared(state), str(tmp), metadata={"format": "pt"})
         else:
             torch.save(state, tmp)
+
+
+def _unshared(state: dict) -> dict:
+    """Contiguous tensors, each with storage of its own (safetensors refuses tied weights, e.g. a
+    classifier sharing its matrix with an embedding table): a tensor whose storage was seen is copied."""
+    seen, out = set(), {}
+    for k, v in state.items():
+        v = v.detach()
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.clone().contiguous() if ptr in seen else v.contiguous()
+        seen.add(ptr)
+    return out
+
+
+def read_model_config(path: str | Path, kind: str) -> dict:
+    """A model dir's JSON config without its ``kind`` field. A dir of another kind is an error naming
+    the file; a dir written before kinds were recorded has none and is taken as ``kind``."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: not a {kind} model dir")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    found = config.pop("kind", kind)
+    if found != kind:
+        raise ValueError(f"{path}: a {found} model dir, not {kind}")
+    return config
 
 
 def load_state_file(path: str | Path, map_location: str = "cpu") -> dict:

@@ -448,11 +448,16 @@ def find_model_dir() -> Path | None:
             continue
         if (
             info.get("feature_type") == "whisper_encoder"
-            and (d / "model.pt").is_file()
+            and _weights_file(d) is not None
             and ((d / "tokenizer.model").is_file() or (d / "tokenizer.llm").is_dir())
         ):
             found.append(d)
-    return max(found, key=lambda d: (d / "model.pt").stat().st_mtime) if found else None
+    return max(found, key=lambda d: _weights_file(d).stat().st_mtime) if found else None
+
+
+def _weights_file(model_dir: Path) -> Path | None:
+    """A stage-1 dir's weights: model.safetensors, or model.pt (dirs of old)."""
+    return next((model_dir / n for n in ("model.safetensors", "model.pt") if (model_dir / n).is_file()), None)
 
 
 def bench_compression(model_dir: Path, bank: FeatureBank) -> dict:
@@ -678,8 +683,8 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     machine = machine_info()
     model_dir = None if args.no_model else (args.model_dir or find_model_dir())
-    if model_dir is not None and not (model_dir / "model.pt").is_file():
-        raise SystemExit(f"--model-dir {model_dir}: no model.pt")
+    if model_dir is not None and _weights_file(model_dir) is None:
+        raise SystemExit(f"--model-dir {model_dir}: no model.safetensors or model.pt")
 
     utts, source = load_utterances(args.data_dir, args.num_utts)
     audio = sum(u.seconds for u in utts)

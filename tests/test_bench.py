@@ -27,7 +27,7 @@ TAGS = ("cformer_whisper_quick", "cformer_conformer")
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, espeak_dir) -> Path:
-    """A model dir as ``asr train`` leaves it (config.json, model.pt, tokenizer.model, feat_info.json), untrained."""
+    """A model dir as ``asr train`` leaves it (config.json, model.safetensors, tokenizer.model, feat_info.json), untrained."""
     root = tmp_path_factory.mktemp("bench_model")
     # enough text for a 40-unit BPE model: the data dir's transcripts plus a few more sentences
     texts = dict(line.split(" ", 1) for line in (espeak_dir / "text").read_text().splitlines())

@@ -269,7 +269,7 @@ def test_asr_train_under_torchrun_resumes_exactly(dump_dir, tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert (cut / "train_log.csv").read_text().count("\n") == len(log_full)  # rows after step 3 rewritten once
-    assert (cut / "final" / "model.pt").exists()
+    assert (cut / "final" / "model.safetensors").exists()
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from conftest import BAD_UTTS, ESPEAK_UTTS
 
 from asr.data.audio import read_audio
 from asr.data.datadir import DataDir, read_table, validate_data_dir
-from asr.features.cmvn import GlobalCMVN, compute_cmvn_stats, read_cmvn_stats, write_cmvn_stats
+from asr.features.cmvn import compute_cmvn_stats, read_cmvn_stats, write_cmvn_stats
 from asr.features.extractors import FbankExtractor, build_extractor
 from asr.features.make_feats import make_features
+from asr.models.cmvn import GlobalCMVN
 
 SPEECH_DIR = Path("/usr/share/pocketsphinx/test/data")
 SPEECH = sorted(SPEECH_DIR.glob("librivox/*.wav")) + sorted(SPEECH_DIR.glob("cards/*.wav"))

@@ -7,6 +7,7 @@ loss), not caption quality.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from asr.io_utils import load_state_file
 from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,8 +92,8 @@ def test_save_load_round_trip(tmp_path):
     frozen = ImageX2L.from_pretrained(tmp_path / "m", freeze_encoder=True).train()
     assert not any(p.requires_grad for p in frozen.encoder.parameters()) and not frozen.encoder.training
     assert all(p.requires_grad for p in frozen.qformer.parameters())
-    (tmp_path / "m" / "image_x2l.pt").write_bytes(b"")
-    with pytest.raises(ValueError, match="image_x2l.pt: cannot read the weights"):
+    (tmp_path / "m" / "image_x2l.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="image_x2l.safetensors: cannot read the weights"):
         ImageX2L.from_pretrained(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="image_x2l.json"):
         ImageX2L.from_pretrained(tmp_path / "nothing")
@@ -115,7 +117,7 @@ def test_transformers_vision_encoder_from_a_local_folder(tmp_path):
     assert model(images).shape == (2, 4, 24)
     model.freeze_encoder()
     model.save_pretrained(tmp_path / "m")
-    saved = torch.load(tmp_path / "m" / "image_x2l.pt")
+    saved = load_state_file(tmp_path / "m" / "image_x2l.safetensors")
     assert not any(k.startswith("encoder.") for k in saved)  # a frozen hf encoder is referenced, not copied
     again = ImageX2L.from_pretrained(tmp_path / "m").eval()
     assert again.config.freeze_encoder and torch.equal(model(images), again(images))
@@ -360,7 +362,7 @@ def test_text_encoder_config_errors():
         _stage_config(contrastive=1.0, text_encoder="lstm")
     with pytest.raises(ValueError, match="text_layers"):
         _stage_config(contrastive=1.0, text_encoder="transformer", text_layers=0)
-    with pytest.raises(ValueError, match="unknown loss key"):
+    with pytest.raises(ValueError, match="unknown key.*in loss"):
         _stage_config(contrastive=1.0, text_encoders="mean")
     with pytest.raises(ValueError, match="swap_negatives"):
         _stage_config(contrastive=1.0, swap_negatives=-1)
@@ -422,12 +424,13 @@ def test_lora_or_unfrozen_llm_is_refused(tiny_llm):
         ImageCaptionModel(cfg, tiny_llm)
 
 
-def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
+def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm, capsys):
     """python -m asr.training.train_image on a captions dir: final/ loads with a frozen encoder."""
     from asr.data.captions import swapped_captions
     from asr.data.datadir import read_table
     from asr.io_utils import write_table
-    from asr.models.caption import ImageCaptionModel, ImageStageConfig, load_image_stage
+    from asr.models.caption import ImageCaptionModel, ImageStageConfig
+    from asr.models.loading import load_model_dir
     from asr.training.train_image import init_interface, load_image_config, main
 
     for name, offset in (("captions", 0), ("captions_dev", 50)):
@@ -484,7 +487,7 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert ("lm_swap_wins" in scores) == any(dev_swaps)  # the caption model's binding check
     assert scores["lm_loss"] > 0 and scores["lm_loss_other_picture"] > 0
     assert len((exp / "train_log.csv").read_text().splitlines()) == 1 + 2  # header + 2 steps of 3 captions
-    model = load_image_stage(final)
+    model = ImageCaptionModel.from_pretrained(final)
     assert not any(p.requires_grad for p in model.x2l.encoder.parameters())
     # BLIP-2-like two runs: contrastive only (no LLM forward), then the caption run starting from it
     cfg2 = json.loads(cfg.read_text())
@@ -524,17 +527,17 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert itc["itc_chance"] == 0.5 and 0 <= itc["itc_top1_hard"] <= 1 and itc["itg_loss"] > 0
     assert "itg_loss" in (tmp_path / "itc" / "train_log.csv").read_text().splitlines()[0]
     # the contrastive head is kept beside the interface; --init starts a run with the same head from it
-    head = torch.load(tmp_path / "itc" / "final" / "itc_head.pt", weights_only=True)
+    head = load_state_file(tmp_path / "itc" / "final" / "itc_head.safetensors")
     assert any(k.startswith("itc_text_encoder.") for k in head)
+    itg = load_state_file(tmp_path / "itc" / "final" / "itg_decoder.safetensors")
     again = ImageCaptionModel(
         ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")),
         tiny_llm,
-        caption_vocab=torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt", weights_only=True)["itg_decoder.vocab"].tolist(),
+        caption_vocab=itg["itg_decoder.vocab"].tolist(),
     )
     init_interface(again, tmp_path / "itc" / "final")
     assert all(torch.equal(again.state_dict()[k], v) for k, v in head.items())
     # so is the ITG decoder, with the vocabulary of the training captions it predicts among
-    itg = torch.load(tmp_path / "itc" / "final" / "itg_decoder.pt", weights_only=True)
     vocab = sorted({t for text in read_table(tmp_path / "captions" / "text").values() for t in again.prompt.target_ids(text)})
     assert itg["itg_decoder.vocab"].tolist() == vocab
     last = sorted((tmp_path / "itc" / "checkpoints").glob("step_*.pt"))[-1]  # a checkpoint carries it too
@@ -542,6 +545,32 @@ def test_train_entry_point_writes_a_frozen_final(tmp_path, tiny_llm):
     assert all(torch.equal(again.state_dict()[k], v) for k, v in itg.items())
     with pytest.raises(ValueError, match="caption_vocab"):
         ImageCaptionModel(ImageStageConfig.from_sections(load_image_config(tmp_path / "itc.yaml")), tiny_llm)
+    # the saved dir gives the same model back, loss settings and heads included (kind image_caption)
+    loaded = load_model_dir(tmp_path / "itc" / "final")
+    assert isinstance(loaded, ImageCaptionModel)
+    assert dataclasses.asdict(loaded.config) == {
+        **dataclasses.asdict(again.config),
+        "image_x2l": dataclasses.asdict(loaded.x2l.config),  # as finalized: encoder frozen for later stages
+    }
+    mine = loaded.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in {**head, **itg}.items())
+    # the recipe's binding check reads that dir through the one loader, or a step checkpoint with its config
+    import itc_binding
+
+    for source in (
+        ["--model-dir", str(tmp_path / "itc" / "final")],
+        ["--checkpoint", str(last), "--config", str(tmp_path / "itc.yaml")],
+    ):
+        assert itc_binding.main([*source, "--captions", str(tmp_path / "captions_dev"), "--scorer", "itg"]) == 0
+        scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert scores["scorer"] == "itg"
+        assert all(0 <= v["true_wins"] <= 1 for k, v in scores.items() if k.startswith("binding_"))
+    assert (
+        itc_binding.main(
+            ["--model-dir", str(tmp_path / "itc" / "final"), "--captions", str(tmp_path / "captions_dev"), "--scorer", "lm"]
+        )
+        == 2
+    )
     assert (
         main(
             [

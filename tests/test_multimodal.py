@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import kaldiio
@@ -19,11 +18,11 @@ import pytest
 import torch
 
 from asr.data.batching import IGNORE_ID
-from asr.io_utils import write_table
-from asr.models.caption import STAGE_CONFIG_NAME, image_prompt_config
+from asr.io_utils import load_state_file, write_table
+from asr.models.caption import STAGE_CONFIG_NAME, ImageCaptionModel, ImageStageConfig, image_prompt_config
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
-from asr.models.llm import LlmConfig, LoraSettings, load_llm
+from asr.models.llm import LlmConfig, LoraSettings, load_llm, split_lora
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
 from asr.models.s_adapter import SAdapterConfig
 from asr.models.speech_llm import SlotPrompt, SpeechLlm, SpeechLlmConfig, assemble_slots, slot, write_stage1_link
@@ -115,10 +114,8 @@ def setup(tmp_path_factory, tiny_llm):
     speech.save_pretrained(root / "stage2")
     write_stage1_link(root / "stage2", str((root / "stage1").resolve()))
     # image stage: a random interface aligned to the same LLM
-    ImageX2L(TINY_IMAGE, llm_hidden_size=tiny_llm.hidden_size).save_pretrained(root / "image")
-    (root / "image" / STAGE_CONFIG_NAME).write_text(
-        json.dumps({"llm": asdict(LlmConfig(name_or_path="tiny-glm")), "prompt": asdict(image_prompt_config())})
-    )
+    image_stage = ImageStageConfig(image_x2l=TINY_IMAGE, llm=LlmConfig(name_or_path="tiny-glm"), contrastive_weight=0.5)
+    ImageCaptionModel(image_stage, tiny_llm).save_pretrained(root / "image")
     return root
 
 
@@ -188,10 +185,10 @@ def test_stage3_trains_the_configured_parts_resumes_and_decodes_with_and_without
     assert ckpt["step"] == 4 and names and all("lora_" in k or k.startswith(("x2l.qformer.", "x2l.adapter.")) for k in names)
     assert any("lora_" in k for k in names) and any(k.startswith("x2l.qformer.") for k in names)
     # the S-Adapter and the image encoder were not touched
-    s2 = torch.load(root / "stage2" / "adapter.pt")
-    s3 = torch.load(final / "speech_llm" / "adapter.pt")
-    assert all(torch.equal(s2[k], s3[k]) for k in s2 if k.startswith("adapter."))
-    assert any(not torch.equal(s2[k], s3[k]) for k in s2 if "lora_" in k)
+    s2, s3 = (load_state_file(d / "adapter.safetensors") for d in (root / "stage2", final / "speech_llm"))
+    assert s2.keys() == s3.keys() and all(torch.equal(s2[k], s3[k]) for k in s2)
+    l2, l3 = (load_state_file(d / "lora" / "adapter_model.safetensors") for d in (root / "stage2", final / "speech_llm"))
+    assert l2.keys() == l3.keys() and any(not torch.equal(l2[k], l3[k]) for k in l2)  # LoRA trained on
     img0, img3 = ImageX2L.from_pretrained(root / "image"), ImageX2L.from_pretrained(final / "image_x2l")
     assert all(torch.equal(a, b) for a, b in zip(img0.encoder.state_dict().values(), img3.encoder.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(img0.qformer.state_dict().values(), img3.qformer.state_dict().values()))
@@ -279,8 +276,9 @@ def test_stage3_refuses_an_image_interface_of_another_llm(setup, tmp_path):
 
 
 def test_every_model_dir_round_trips_through_load_model_dir(setup, tmp_path):
-    """Stage 1, stage 2, the image interface and stage 3: save_pretrained -> load_model_dir gives the
-    same class with the same tensors; a dir that is none of them is refused with its name."""
+    """Stage 1, stage 2, the image stage, a bare image interface and stage 3: save_pretrained ->
+    load_model_dir gives the same class with the same tensors, by the kind in the dir's config; a
+    dir that is none of them is refused with its name."""
     from asr.models.loading import dir_kind, load_model_dir
     from asr.models.speech_llm import stage1_dir_of
     from asr.training.train_multimodal import build_multimodal
@@ -292,16 +290,26 @@ def test_every_model_dir_round_trips_through_load_model_dir(setup, tmp_path):
     stage3 = build_multimodal(MultimodalConfig(), setup / "stage2", setup / "image")
     stage3.save_pretrained(tmp_path / "stage3")
     assert stage1_dir_of(tmp_path / "stage3" / "speech_llm") == (setup / "stage1").resolve()
-    expected = {"stage1": ("cif_asr", CifAsrModel), "stage2": ("speech_llm", SpeechLlm), "image": ("image_x2l", ImageX2L)}
-    for name, (kind, cls) in expected.items():
-        assert dir_kind(setup / name) == kind
-        assert type(load_model_dir(setup / name)) is cls
+    ImageX2L.from_pretrained(setup / "image").save_pretrained(tmp_path / "x2l")
+    expected = {
+        setup / "stage1": ("cif_asr", CifAsrModel),
+        setup / "stage2": ("speech_llm", SpeechLlm),
+        setup / "image": ("image_caption", ImageCaptionModel),
+        tmp_path / "x2l": ("image_x2l", ImageX2L),
+    }
+    for path, (kind, cls) in expected.items():
+        assert dir_kind(path) == kind
+        assert type(load_model_dir(path)) is cls
     assert same_tensors(load_model_dir(setup / "stage1"), CifAsrModel.from_pretrained(setup / "stage1"))
-    assert same_tensors(load_model_dir(setup / "image"), ImageX2L.from_pretrained(setup / "image"))
+    assert same_tensors(load_model_dir(tmp_path / "x2l"), ImageX2L.from_pretrained(setup / "image"))
+    image = load_model_dir(setup / "image")
+    assert image.config.contrastive_weight == 0.5 and hasattr(image, "itc_proj")  # loss settings and head back
     speech = load_model_dir(setup / "stage2")
-    saved = torch.load(setup / "stage2" / "adapter.pt")
-    assert saved.keys() == speech.trainable_state_dict().keys()
-    assert all(torch.equal(saved[k], v) for k, v in speech.trainable_state_dict().items())
+    adapter, lora = split_lora(speech.trainable_state_dict())
+    assert lora, "stage 2 of the setup trains LoRA"
+    for file, part in (("adapter.safetensors", adapter), ("lora/adapter_model.safetensors", lora)):
+        saved = load_state_file(setup / "stage2" / file)
+        assert saved.keys() == part.keys() and all(torch.equal(saved[k], v) for k, v in part.items())
     assert dir_kind(tmp_path / "stage3") == "multimodal"
     again = load_model_dir(tmp_path / "stage3")
     assert type(again) is MultimodalLlm and same_tensors(again, stage3)
@@ -310,6 +318,72 @@ def test_every_model_dir_round_trips_through_load_model_dir(setup, tmp_path):
         load_model_dir(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="missing: no such model dir"):
         load_model_dir(tmp_path / "missing")
+
+
+def test_lora_is_kept_in_peft_adapter_format(setup):
+    """A stage-2 dir's lora/ is what peft writes: PeftModel.from_pretrained reads it onto the bare LLM
+    and gets the LoRA tensors this toolkit loads (peft's fresh init of lora_A differs from them)."""
+    from peft import PeftModel
+
+    from asr.models.loading import load_model_dir
+
+    assert json.loads((setup / "stage2" / "lora" / "adapter_config.json").read_text())["r"] == 4
+    theirs = PeftModel.from_pretrained(load_llm(LlmConfig(name_or_path="tiny-glm")).model, setup / "stage2" / "lora")
+    theirs = {k: v for k, v in theirs.state_dict().items() if "lora_" in k}
+    mine = {k: v for k, v in load_model_dir(setup / "stage2").llm.state_dict().items() if "lora_" in k}
+    assert mine and mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    fresh = {
+        k: v
+        for k, v in load_llm(LlmConfig(name_or_path="tiny-glm", lora=LoraSettings(enabled=True, r=4, alpha=8)))
+        .model.state_dict()
+        .items()
+        if "lora_A" in k
+    }
+    assert any(not torch.equal(fresh[k], mine[k]) for k in fresh)
+
+
+def test_dirs_written_before_kinds_and_safetensors_still_load(setup, tmp_path):
+    """Model dirs as earlier versions wrote them (no ``kind``, torch weights files, LoRA tensors inside
+    adapter.pt) load as before, to the same tensors."""
+    import shutil
+
+    from asr.models.loading import dir_kind, load_model_dir
+
+    old = tmp_path / "old"
+    for name in ("stage1", "stage2", "image"):
+        shutil.copytree(setup / name, old / name)
+    for config in old.glob("*/*.json"):
+        d = json.loads(config.read_text())
+        if d.pop("kind", None) is not None:
+            config.write_text(json.dumps(d))
+    torch.save(load_state_file(old / "stage1" / "model.safetensors"), old / "stage1" / "model.pt")
+    (old / "stage1" / "model.safetensors").unlink()
+    # stage 2: the adapter and LoRA tensors in one adapter.pt, under the model's own names
+    new_speech = load_model_dir(setup / "stage2")
+    torch.save(new_speech.trainable_state_dict(), old / "stage2" / "adapter.pt")
+    (old / "stage2" / "adapter.safetensors").unlink()
+    shutil.rmtree(old / "stage2" / "lora")
+    write_stage1_link(old / "stage2", str((old / "stage1").resolve()))
+    # the image stage before its loss settings and heads were kept: LLM and prompt only
+    torch.save(load_state_file(old / "image" / "image_x2l.safetensors"), old / "image" / "image_x2l.pt")
+    for f in ("image_x2l.safetensors", "itc_head.safetensors"):
+        (old / "image" / f).unlink()
+    d = json.loads((old / "image" / STAGE_CONFIG_NAME).read_text())
+    (old / "image" / STAGE_CONFIG_NAME).write_text(json.dumps({"llm": d["llm"], "prompt": d["prompt"]}))
+
+    assert [dir_kind(old / n) for n in ("stage1", "stage2", "image")] == ["cif_asr", "speech_llm", "image_caption"]
+    for name in ("stage1", "stage2"):
+        a, b = load_model_dir(old / name).state_dict(), load_model_dir(setup / name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    image = load_model_dir(old / "image")
+    assert image.config.contrastive_weight == 0.0 and not hasattr(image, "itc_proj")  # no head: that loss is off
+    assert all(torch.equal(v, load_model_dir(setup / "image").x2l.state_dict()[k]) for k, v in image.x2l.state_dict().items())
+    # a config of another kind is refused, naming the file
+    d = json.loads((setup / "stage2" / "speech_llm.json").read_text())
+    (old / "stage2" / "speech_llm.json").write_text(json.dumps({**d, "kind": "multimodal"}))
+    with pytest.raises(ValueError, match="speech_llm.json: a multimodal model dir, not speech_llm"):
+        SpeechLlm.from_pretrained(old / "stage2", old / "stage1")
 
 
 @pytest.mark.slow

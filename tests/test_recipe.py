@@ -138,7 +138,7 @@ def test_stage3_training_outputs(recipe_run):
     rows = (exp / "train_log.csv").read_text().strip().split("\n")
     assert rows[0].startswith("step,epoch,lr") and len(rows) == 7
     assert (exp / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    for name in ("config.json", "model.pt", "tokenizer.llm", "feat_info.json"):
+    for name in ("config.json", "model.safetensors", "tokenizer.llm", "feat_info.json"):
         assert (exp / "final" / name).exists(), name
 
 
@@ -163,7 +163,7 @@ def test_stage4_decode_and_score(recipe_run):
 def test_stages5_to_7_llm_training_decoding_scoring_export(recipe_run):
     work, _ = recipe_run
     llm_exp = work / "exp/tiny/tiny_llm"
-    assert {p.name for p in (llm_exp / "final").iterdir()} >= {"adapter.pt", "speech_llm.json", "stage1.json"}
+    assert {p.name for p in (llm_exp / "final").iterdir()} >= {"adapter.safetensors", "speech_llm.json", "stage1.json"}
     assert len((llm_exp / "train_log.csv").read_text().strip().split("\n")) == 4  # header + 3 steps
     table = (work / "exp/tiny/RESULTS.md").read_text()
     for s in ("dev", "test_unseen", "test_real"):
@@ -176,4 +176,4 @@ def test_stages5_to_7_llm_training_decoding_scoring_export(recipe_run):
         assert f"decode_cif_{s}" in table and f"decode_llm_{s}" in table  # both decoders side by side
     exported = work / "exp/tiny/model"
     assert json.loads((exported / "export.json").read_text())["kind"] == "speech_llm"
-    assert (exported / "stage1" / "model.pt").exists()
+    assert (exported / "stage1" / "model.safetensors").exists()

@@ -248,9 +248,9 @@ def _check_stages(work: Path, sets: list[str], test_sets: list[str], metric: str
     assert (work / "dump/fbank/train/cmvn.ark").stat().st_size > 0
     exp = work / "exp" / "tiny"
     assert (exp / "checkpoints/step_00000004.pt").exists()
-    assert {"config.json", "model.pt", "feat_info.json"} <= {p.name for p in (exp / "final").iterdir()}
+    assert {"config.json", "model.safetensors", "feat_info.json"} <= {p.name for p in (exp / "final").iterdir()}
     llm_exp = exp / "tiny_llm"
-    assert {"adapter.pt", "speech_llm.json", "stage1.json"} <= {p.name for p in (llm_exp / "final").iterdir()}
+    assert {"adapter.safetensors", "speech_llm.json", "stage1.json"} <= {p.name for p in (llm_exp / "final").iterdir()}
     table = (exp / "RESULTS.md").read_text()
     assert f" {metric} " in table.splitlines()[0]  # the results table's header names the metric
     for s in test_sets:

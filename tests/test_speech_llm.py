@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from asr.data.batching import IGNORE_ID
-from asr.io_utils import write_table
+from asr.io_utils import load_state_file, write_table
 from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.cif_fusion import CifFusion
 from asr.models.llm import LlmConfig, load_llm
@@ -198,7 +198,7 @@ def test_batched_generation_equals_one_by_one_and_save_load(dump_dir, tiny_llm, 
     assert all(len(r["cif_tokens"]) == len(r["fire_frames"]) for r in together)
     model.save_pretrained(tmp_path / "stage2")
     model.stage1.save_pretrained(tmp_path / "stage1")
-    saved = torch.load(tmp_path / "stage2" / "adapter.pt")
+    saved = load_state_file(tmp_path / "stage2" / "adapter.safetensors")
     assert saved and all(k.startswith("adapter.") for k in saved)  # no LLM or stage-1 copy
     again = SpeechLlm.from_pretrained(tmp_path / "stage2", tmp_path / "stage1")
     assert [r["llm_ids"] for r in again.generate(batch["feats"], batch["feat_lengths"], max_new_extra=4)] == [
@@ -288,7 +288,7 @@ def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
     )
     exp = tmp_path / "exp"
     final = train(config, tmp_path / "stage1", dump, None, exp)
-    assert {p.name for p in final.iterdir()} >= {"adapter.pt", "speech_llm.json", "stage1.json"}
+    assert {p.name for p in final.iterdir()} >= {"adapter.safetensors", "speech_llm.json", "stage1.json"}
     ckpt = torch.load(sorted((exp / "checkpoints").glob("step_*.pt"))[-1], weights_only=False)
     assert ckpt["step"] == 3 and all(k.startswith("adapter.") for k in ckpt["model"])  # no frozen LLM in checkpoints
     train(config, tmp_path / "stage1", dump, None, exp, overrides={"max_steps": 5})  # resumes at step 3

@@ -1,4 +1,4 @@
-"""Global CMVN statistics in Kaldi's format, and their application.
+"""Global CMVN statistics in Kaldi's format (a model applies them: :class:`asr.models.cmvn.GlobalCMVN`).
 
 Kaldi stores CMVN stats as a (2, D+1) float64 matrix: row 0 holds the per-dim sums and, in the
 last column, the frame count; row 1 holds the per-dim sums of squares. ``compute-cmvn-stats``
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import kaldiio
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from asr.io_utils import atomic_path
@@ -39,25 +38,3 @@ def write_cmvn_stats(path: str | Path, stats: np.ndarray) -> None:
 
 def read_cmvn_stats(path: str | Path) -> np.ndarray:
     return np.asarray(kaldiio.load_mat(str(path)), dtype=np.float64)
-
-
-class GlobalCMVN(torch.nn.Module):
-    """Normalize features to zero mean, unit variance with fixed global stats (a buffer, saved with the model)."""
-
-    def __init__(self, stats: np.ndarray | None = None, dim: int | None = None, norm_vars: bool = True):
-        super().__init__()
-        if stats is None:
-            if dim is None:
-                raise ValueError("GlobalCMVN needs stats or dim")
-            mean, istd = np.zeros(dim), np.ones(dim)
-        else:
-            count = stats[0, -1]
-            mean = stats[0, :-1] / count
-            var = np.maximum(stats[1, :-1] / count - mean**2, 1e-10)
-            istd = 1.0 / np.sqrt(var) if norm_vars else np.ones_like(mean)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("istd", torch.tensor(istd, dtype=torch.float32))
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        # feats: (B, T, D)
-        return (feats - self.mean) * self.istd

@@ -1,7 +1,7 @@
 """The image stage's model: the image interface (encoder + Q-Former + I-Adapter) before a frozen LLM,
 with its training losses (BLIP-2's three): the LLM's caption loss, an image-text contrastive loss
 (:class:`CaptionTextEncoder` on the caption side) and image-grounded text generation
-(:class:`CaptionDecoder`). ``asr.training.train_image`` trains it; :func:`load_image_stage` reads a
+(:class:`CaptionDecoder`). ``asr.training.train_image`` trains it; :meth:`ImageCaptionModel.from_pretrained` reads a
 ``final/`` it wrote (the interface, ``image_stage.json`` and the loss heads beside it).
 """
 
@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from asr.config import dataclass_from_dict
 from asr.data.batching import IGNORE_ID
-from asr.io_utils import atomic_path, write_text_atomic
+from asr.io_utils import load_weights, read_model_config, save_weights, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
@@ -28,10 +28,12 @@ from asr.models.speech_llm import Prompt, PromptConfig, assemble, normalize_spac
 
 log = logging.getLogger(__name__)
 
-STAGE_CONFIG_NAME = "image_stage.json"
-ITC_HEAD_NAME = "itc_head.pt"  # the contrastive head, beside the interface when the run had that loss
-ITG_HEAD_NAME = "itg_decoder.pt"  # the ITG caption decoder, likewise
-LOSS_HEADS = {ITC_HEAD_NAME: "itc_", ITG_HEAD_NAME: "itg_decoder."}  # file -> the model's state keys it holds
+KIND = "image_caption"
+STAGE_CONFIG_NAME = "image_stage.json"  # beside the interface's image_x2l.json: LLM, prompt, loss settings
+ITC_HEAD = "itc_head"  # the contrastive head (<stem>.safetensors; dirs of old: .pt), when the run had that loss
+ITG_HEAD = "itg_decoder"  # the ITG caption decoder with its vocabulary, likewise
+LOSS_HEADS = {ITC_HEAD: "itc_", ITG_HEAD: "itg_decoder."}  # file stem -> the model's state keys it holds
+LOSS_WEIGHTS = {ITC_HEAD: "contrastive_weight", ITG_HEAD: "itg_weight"}  # file stem -> the loss it serves
 TEXT_ENCODERS = ("mean", "transformer")
 ITC_DIM = 256  # the contrastive loss's shared image-text space
 
@@ -79,31 +81,14 @@ class ImageStageConfig:
 
     @classmethod
     def from_sections(cls, cfg: dict) -> ImageStageConfig:
+        """From a YAML config's sections ``image_x2l``, ``llm``, ``prompt`` and ``loss`` (the other fields)."""
         loss = dict(cfg.get("loss") or {})
-        known = [
-            "caption_weight",
-            "contrastive_weight",
-            "itg_layers",
-            "itg_weight",
-            "swap_negatives",
-            "text_encoder",
-            "text_layers",
-        ]
-        unknown = set(loss) - set(known)
-        if unknown:
-            raise ValueError(f"unknown loss key(s) {sorted(unknown)} (known: {known})")
-        return cls(
-            ImageX2LConfig.from_dict(cfg.get("image_x2l")),
-            LlmConfig.from_dict(cfg.get("llm")),
-            image_prompt_config(cfg.get("prompt")),
-            float(loss.get("contrastive_weight", 0.0)),
-            float(loss.get("caption_weight", 1.0)),
-            str(loss.get("text_encoder", "mean")),
-            int(loss.get("text_layers", 2)),
-            int(loss.get("swap_negatives", 0)),
-            float(loss.get("itg_weight", 0.0)),
-            int(loss.get("itg_layers", 2)),
-        )
+        parts = {"image_x2l": ImageX2LConfig.from_dict(cfg.get("image_x2l")), "llm": LlmConfig.from_dict(cfg.get("llm"))}
+        parts["prompt"] = image_prompt_config(cfg.get("prompt"))
+        clash = sorted(set(loss) & set(parts))
+        if clash:
+            raise ValueError(f"loss: {clash} are sections of their own, not loss settings")
+        return dataclass_from_dict(cls, {**loss, **parts}, "loss")
 
 
 # ---- the model ------------------------------------------------------------------
@@ -427,27 +412,53 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         return texts
 
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """The interface (``image_x2l.json`` + ``image_x2l.pt``) and the LLM + prompt it was aligned to."""
+        """The interface (``image_x2l.json`` + weights), ``image_stage.json`` (kind ``image_caption``: the
+        LLM and prompt it was aligned to, the loss settings) and the loss heads, so that
+        :meth:`from_pretrained` gives this model back; a later run (``--init``) continues with the heads."""
         out_dir = Path(out_dir)
         self.x2l.save_pretrained(out_dir)
-        stage = {
-            "llm": asdict(self.config.llm),
-            "prompt": asdict(self.config.prompt),
-            "contrastive_weight": self.config.contrastive_weight,
-            "caption_weight": self.config.caption_weight,
-            "text_encoder": self.config.text_encoder,
-            "text_layers": self.config.text_layers,
-            "itg_weight": self.config.itg_weight,
-            "itg_layers": self.config.itg_layers,
-        }
-        write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps(stage, indent=2) + "\n")
-        # a later run (--init) continues with the loss heads; local/itc_binding.py-style scoring reads them
-        for name, head in self.loss_head_states().items():
-            with atomic_path(out_dir / name) as tmp:
-                torch.save(head, tmp)
+        stage = {k: v for k, v in asdict(self.config).items() if k != "image_x2l"}
+        write_text_atomic(out_dir / STAGE_CONFIG_NAME, json.dumps({"kind": KIND, **stage}, indent=2) + "\n")
+        for stem, head in self.loss_head_states().items():
+            save_weights(out_dir / f"{stem}.safetensors", head)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, llm_overrides: dict | None = None) -> ImageCaptionModel:
+        """A dir :meth:`save_pretrained` wrote: the interface as saved, its LLM loaded and frozen, the loss
+        heads and settings back. A loss whose head a dir lacks (runs before heads were kept) is off."""
+        model_dir = Path(model_dir)
+        d = read_model_config(model_dir / STAGE_CONFIG_NAME, KIND)
+        x2l = ImageX2L.from_pretrained(model_dir)
+        d["llm"] = LlmConfig.from_dict({**d["llm"], **(llm_overrides or {})})
+        d["prompt"] = image_prompt_config(d["prompt"])
+        heads = {}
+        for stem in LOSS_HEADS:
+            try:
+                heads[stem] = load_weights(model_dir, stem=stem)
+            except FileNotFoundError:
+                if d.get(LOSS_WEIGHTS[stem], 0) > 0:
+                    log.warning(
+                        "%s: no %s weights: its loss (%s) is off in the loaded model", model_dir, stem, LOSS_WEIGHTS[stem]
+                    )
+                d[LOSS_WEIGHTS[stem]] = 0.0
+        config = dataclass_from_dict(ImageStageConfig, {**d, "image_x2l": x2l.config}, f"{model_dir / STAGE_CONFIG_NAME}")
+        vocab = heads[ITG_HEAD]["itg_decoder.vocab"].tolist() if ITG_HEAD in heads else None
+        model = cls(config, load_llm(config.llm), x2l=x2l, caption_vocab=vocab)
+        for stem, state in heads.items():
+            model.load_loss_head(state, model_dir / stem)
+        return model.eval()
+
+    def load_loss_head(self, state: dict[str, torch.Tensor], where: str | Path) -> None:
+        """Load one loss head's tensors (a :meth:`loss_head_states` value); they must fit this model."""
+        own = {k for k in self.state_dict() if k.startswith(tuple(LOSS_HEADS.values()))}
+        prefix = next((p for p in LOSS_HEADS.values() if all(k.startswith(p) for k in state)), None)
+        expected = {k for k in own if prefix and k.startswith(prefix)}
+        if not state or set(state) != expected:
+            raise ValueError(f"{where}: loss-head tensors do not fit this model ({sorted(set(state) ^ expected)[:5]})")
+        self.load_state_dict(state, strict=False)
 
     def loss_head_states(self) -> dict[str, dict[str, torch.Tensor]]:
-        """File name -> the weights of each loss head this model has (:data:`LOSS_HEADS`): the contrastive
+        """File stem -> the weights of each loss head this model has (:data:`LOSS_HEADS`): the contrastive
         head (image and caption projections, temperature), the ITG decoder with its vocabulary."""
         state = self.state_dict()
         heads = {
@@ -465,17 +476,3 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         if scorer == "itg":
             return self.itg_decoder.log_likelihood(emb, targets)
         raise ValueError(f"scorer must be itc, lm or itg, not {scorer!r}")
-
-
-def load_image_stage(model_dir: str | Path, llm_overrides: dict | None = None) -> ImageCaptionModel:
-    """A ``final/`` of this stage -> ImageCaptionModel (interface as saved, its LLM loaded and frozen)."""
-    model_dir = Path(model_dir)
-    stage_file = model_dir / STAGE_CONFIG_NAME
-    if not stage_file.is_file():
-        raise FileNotFoundError(f"{stage_file} is missing: not an image-stage model dir")
-    d = json.loads(stage_file.read_text(encoding="utf-8"))
-    x2l = ImageX2L.from_pretrained(model_dir)
-    config = ImageStageConfig(
-        x2l.config, LlmConfig.from_dict({**d["llm"], **(llm_overrides or {})}), PromptConfig(**d["prompt"]), 0.0
-    )
-    return ImageCaptionModel(config, load_llm(config.llm), x2l=x2l).eval()

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from speechbrain.augment.freq_domain import SpectrogramDrop
 from torch import nn
 
+from asr.config import dataclass_from_dict
 from asr.data.batching import IGNORE_ID
-from asr.features.cmvn import GlobalCMVN
 from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
+from asr.models.cmvn import GlobalCMVN
 from asr.models.conformer_encoder import ConformerConfig, ConformerEncoder, FrozenFeatureEncoder
 
 
@@ -74,15 +75,7 @@ class CifAsrConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> CifAsrConfig:
-        d = dict(d)
-        if isinstance(d.get("conformer"), dict):
-            d["conformer"] = ConformerConfig(**d["conformer"])
-        if isinstance(d.get("specaug"), dict):
-            d["specaug"] = SpecAugmentConfig(**d["specaug"])
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "model config")
 
 
 class SinusoidalPositions(nn.Module):
@@ -299,7 +292,7 @@ class CifAsrModel(nn.Module):
 
     # ---- persistence (transformers style) ------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
-        save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.pt", self.state_dict())
+        save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.safetensors", self.state_dict())
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, map_location: str = "cpu") -> CifAsrModel:

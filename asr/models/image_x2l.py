@@ -26,7 +26,6 @@ The Q-Former is transformers' ``Blip2QFormerModel`` (cross-attention every
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +35,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from asr.config import dataclass_from_dict
-from asr.io_utils import load_state_file, save_config_and_weights
+from asr.io_utils import load_weights, read_model_config, save_config_and_weights
 
 log = logging.getLogger(__name__)
 
+KIND = "image_x2l"
 CONFIG_NAME = "image_x2l.json"
-WEIGHTS_NAME = "image_x2l.pt"
+WEIGHTS_NAME = "image_x2l.safetensors"  # dirs of old: image_x2l.pt
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -119,14 +119,7 @@ class ImageX2LConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ImageX2LConfig:
-        d = dict(d or {})
-        parsers = {
-            "encoder": ImageEncoderConfig.from_dict,
-            "qformer": QFormerConfig.from_dict,
-            "adapter": IAdapterConfig.from_dict,
-        }
-        out = {k: parsers[k](d.pop(k)) for k in list(d) if k in parsers}
-        return dataclass_from_dict(cls, {**d, **out}, "image_x2l config")
+        return dataclass_from_dict(cls, d, "image_x2l config")
 
 
 # ---- encoders ---------------------------------------------------------------------------------
@@ -351,22 +344,22 @@ class ImageX2L(nn.Module):
         return state
 
     def save_pretrained(self, out_dir: str | Path) -> None:
-        save_config_and_weights(out_dir, CONFIG_NAME, asdict(self.config), WEIGHTS_NAME, self._saved_state())
+        save_config_and_weights(out_dir, CONFIG_NAME, asdict(self.config), WEIGHTS_NAME, self._saved_state(), kind=KIND)
 
     @classmethod
     def from_pretrained(
         cls, model_dir: str | Path, freeze_encoder: bool | None = None, map_location: str | torch.device = "cpu"
     ) -> ImageX2L:
         model_dir = Path(model_dir)
-        cfg_file, weights = model_dir / CONFIG_NAME, model_dir / WEIGHTS_NAME
-        for f in (cfg_file, weights):
-            if not f.is_file():
-                raise FileNotFoundError(f"{f} is missing: not an image X2L model dir (save_pretrained writes both)")
+        cfg_file = model_dir / CONFIG_NAME
         try:
-            config = ImageX2LConfig.from_dict(json.loads(cfg_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as e:
+            config = ImageX2LConfig.from_dict(read_model_config(cfg_file, KIND))
+        except TypeError as e:
             raise ValueError(f"{cfg_file}: {e}") from None
-        state = load_state_file(weights, map_location)
+        except ValueError as e:
+            raise ValueError(e if str(cfg_file) in str(e) else f"{cfg_file}: {e}") from None
+        state = load_weights(model_dir, stem="image_x2l", map_location=map_location)
+        weights = model_dir / WEIGHTS_NAME
         model = cls(dataclasses.replace(config, freeze_encoder=False))
         missing, unexpected = model.load_state_dict(state, strict=False)
         allowed = config.encoder.type == "hf" and config.freeze_encoder

@@ -432,6 +432,50 @@ def apply_lora(model, settings: LoraSettings, family: str):
         return get_peft_model(model, lora_config)
 
 
+# ---- LoRA in peft's adapter format -------------------------------------------------------------
+LORA_DIR = "lora"  # in a model dir: adapter_config.json + adapter_model.safetensors, as PeftModel.save_pretrained writes
+LORA_WEIGHTS = "adapter_model.safetensors"
+PEFT_ADAPTER = "default"  # the adapter name get_peft_model gives
+
+
+def split_lora(state: dict[str, torch.Tensor], prefix: str = "llm.") -> tuple[dict, dict]:
+    """A model's tensors -> (the rest, the LoRA tensors under the names peft's adapter files use).
+
+    Inside a model the LLM sits at ``prefix`` and peft names a LoRA tensor with its adapter
+    (``llm.base_model.model.<module>.lora_A.default.weight``); its adapter file drops both
+    (``base_model.model.<module>.lora_A.weight``), as ``peft.get_peft_model_state_dict`` does."""
+    rest, lora = {}, {}
+    for k, v in state.items():
+        if "lora_" in k and k.startswith(prefix):
+            lora[k[len(prefix) :].replace(f".{PEFT_ADAPTER}.", ".")] = v
+        else:
+            rest[k] = v
+    return rest, lora
+
+
+def save_lora_config(model, out_dir: Path) -> None:
+    """``adapter_config.json`` of a peft-wrapped LLM (with its base model's name) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.peft_config[PEFT_ADAPTER].save_pretrained(str(out_dir))
+
+
+def load_lora(model, lora_dir: Path) -> None:
+    """Load a LoRA adapter dir (peft's format) into a peft-wrapped LLM built with the same settings;
+    tensors that do not fit it are an error naming the dir."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from asr.io_utils import load_state_file
+
+    if not hasattr(model, "peft_config"):
+        raise ValueError(f"{lora_dir}: LoRA weights, but the LLM config has llm.lora.enabled off")
+    state = load_state_file(lora_dir / LORA_WEIGHTS, map_location=str(next(model.parameters()).device))
+    expected = set(get_peft_model_state_dict(model))
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(f"{lora_dir}: LoRA tensors do not fit the LLM (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    set_peft_model_state_dict(model, state)
+
+
 def load_llm(config: LlmConfig) -> LoadedLlm:
     """Load the LLM named by ``config``: dtype and device applied, frozen and/or LoRA-wrapped.
 

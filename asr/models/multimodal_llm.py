@@ -26,12 +26,10 @@ import torch
 from torch import nn
 
 from asr.config import dataclass_from_dict
-from asr.io_utils import save_config_and_weights, write_text_atomic
+from asr.io_utils import read_model_config, write_text_atomic
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L
 from asr.models.picture_guidance import PictureGuidance
-from asr.models.speech_llm import CONFIG_NAME as SPEECH_LLM_CONFIG
-from asr.models.speech_llm import WEIGHTS_NAME as SPEECH_LLM_WEIGHTS
 from asr.models.speech_llm import (
     Prompt,
     PromptConfig,
@@ -43,6 +41,7 @@ from asr.models.speech_llm import (
     write_stage1_link,
 )
 
+KIND = "multimodal"
 CONFIG_NAME = "multimodal.json"
 SPEECH, JOINT, CAPTION = 0, 1, 2  # batch kinds
 
@@ -231,21 +230,17 @@ class MultimodalLlm(FrozenLlmMixin, nn.Module):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.x2l.save_pretrained(out_dir / "image_x2l")
-        state = {k: v for k, v in self.speech.state_dict().items() if k.startswith("adapter.") or "lora_" in k}
-        save_config_and_weights(out_dir / "speech_llm", SPEECH_LLM_CONFIG, asdict(self.speech.config), SPEECH_LLM_WEIGHTS, state)
+        self.speech.save_pretrained(out_dir / "speech_llm")
         if self.stage1_dir is not None:
             write_stage1_link(out_dir / "speech_llm", str(self.stage1_dir))
-        d = {"multimodal": asdict(self.config), "caption_prompt": asdict(self.caption_prompt_config)}
+        d = {"kind": KIND, "multimodal": asdict(self.config), "caption_prompt": asdict(self.caption_prompt_config)}
         write_text_atomic(out_dir / CONFIG_NAME, json.dumps(d, indent=2) + "\n")
 
     @classmethod
     def from_parts(cls, model_dir: str | Path, speech: SpeechLlm, stage1_dir: str | Path | None = None) -> MultimodalLlm:
         """A saved dir's config and image interface around an already loaded speech LLM (``speech_llm/``)."""
         model_dir = Path(model_dir)
-        cfg_file = model_dir / CONFIG_NAME
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"{cfg_file} is missing: not a stage-3 (multimodal) model dir")
-        d = json.loads(cfg_file.read_text(encoding="utf-8"))
+        d = read_model_config(model_dir / CONFIG_NAME, KIND)
         image = ImageX2L.from_pretrained(model_dir / "image_x2l", freeze_encoder=True)
         return cls(
             MultimodalConfig.from_dict(d["multimodal"]), speech, image, PromptConfig(**d["caption_prompt"]), stage1_dir

@@ -26,19 +26,23 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asr.config import dataclass_from_dict
 from asr.data.batching import IGNORE_ID
-from asr.io_utils import load_state_file, save_config_and_weights
+from asr.io_utils import load_weights, read_model_config, save_config_and_weights
+from asr.io_utils import save_weights as save_weights_file
 from asr.models.auto import load_stage1
 from asr.models.cif_asr import CifAsrModel, TiedUnitClassifier
 from asr.models.cif_fusion import CifFusion, unit_llm_id_table
 from asr.models.frozen_llm import FrozenLlmMixin
-from asr.models.llm import LlmConfig, LoadedLlm, load_llm
+from asr.models.llm import LORA_DIR, LORA_WEIGHTS, LlmConfig, LoadedLlm, load_llm, load_lora, save_lora_config, split_lora
 from asr.models.s_adapter import SAdapter, SAdapterConfig
 from asr.models.whisper_cformer import WhisperCFormer
 from asr.tokenizer import WhisperUnits, load_tokenizer
 
+KIND = "speech_llm"
 CONFIG_NAME = "speech_llm.json"  # a stage-2 dir: adapter, prompt and LLM configs
-WEIGHTS_NAME = "adapter.pt"  # its trained tensors (S-Adapter, LoRA)
+WEIGHTS_NAME = "adapter.safetensors"  # its trained tensors outside LoRA (the S-Adapter); dirs of old: adapter.pt
+# with LoRA on, lora/ holds the LoRA tensors in peft's adapter format (PeftModel.from_pretrained reads it)
 STAGE1_LINK = "stage1.json"  # in a stage-2 dir: {"stage1": <the stage-1 model dir>}
 
 
@@ -67,11 +71,7 @@ class SpeechLlmConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> SpeechLlmConfig:
-        known = {"llm": LlmConfig.from_dict, "adapter": lambda x: SAdapterConfig(**x), "prompt": lambda x: PromptConfig(**x)}
-        unknown = set(d) - set(known)
-        if unknown:
-            raise ValueError(f"unknown speech-LLM config keys: {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**{k: known[k](v) for k, v in d.items()})
+        return dataclass_from_dict(cls, d, "speech_llm config")
 
 
 class SlotPrompt:
@@ -382,14 +382,26 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         return results
 
     # ---- persistence ---------------------------------------------------------------------------
+    def saved_state(self) -> dict[str, torch.Tensor]:
+        """What a model dir keeps: the S-Adapter and LoRA tensors (trained now or not), and any other
+        trainable tensor (an unfrozen LLM's)."""
+        trainable = set(self.trainable_state_dict())
+        return {k: v for k, v in self.state_dict().items() if k.startswith("adapter.") or "lora_" in k or k in trainable}
+
     def save_pretrained(self, out_dir: str | Path) -> None:
-        """The adapter (+ LoRA) weights and the config; the stage-1 model and the LLM are referenced."""
-        save_config_and_weights(out_dir, CONFIG_NAME, asdict(self.config), WEIGHTS_NAME, self.trainable_state_dict())
+        """``speech_llm.json`` (with ``kind``), ``adapter.safetensors`` and, with LoRA on, ``lora/`` in
+        peft's adapter format; the stage-1 model and the LLM are referenced, not copied."""
+        out_dir = Path(out_dir)
+        state, lora = split_lora(self.saved_state())
+        save_config_and_weights(out_dir, CONFIG_NAME, asdict(self.config), WEIGHTS_NAME, state, kind=KIND)
+        if lora:
+            save_lora_config(self.llm, out_dir / LORA_DIR)
+            save_weights_file(out_dir / LORA_DIR / LORA_WEIGHTS, lora)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, stage1_dir: str | Path, llm_overrides: dict | None = None) -> SpeechLlm:
         model_dir = Path(model_dir)
-        d = json.loads((model_dir / CONFIG_NAME).read_text())
+        d = read_model_config(model_dir / CONFIG_NAME, KIND)
         d["llm"] = {**d["llm"], **(llm_overrides or {})}
         config = SpeechLlmConfig.from_dict(d)
         try:
@@ -397,7 +409,11 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         except FileNotFoundError:  # a bare stage-1 dir: the LLM decodes, but no CIF text or fusion
             units = None
         model = cls(config, load_stage1(stage1_dir), load_llm(config.llm), units)
-        model.load_trainable_state_dict(load_state_file(model_dir / WEIGHTS_NAME))
+        state = load_weights(model_dir, stem="adapter")  # adapter.safetensors, or adapter.pt (with LoRA inside)
+        if (model_dir / LORA_DIR).is_dir():
+            load_lora(model.llm, model_dir / LORA_DIR)
+            state = {**{k: v for k, v in model.state_dict().items() if "lora_" in k}, **state}
+        model.load_trainable_state_dict(state)
         return model.eval()
 
 

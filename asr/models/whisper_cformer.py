@@ -42,11 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr.config import dataclass_from_dict
 from asr.data.batching import IGNORE_ID
-from asr.features.cmvn import GlobalCMVN
 from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.cif_asr import SinusoidalPositions, lengths_to_padding_mask
+from asr.models.cmvn import GlobalCMVN
 
 KIND = "whisper_cformer"
 EMBEDDING_KEY = "decoder.embed_tokens.weight"  # Whisper's token table: rebuilt, never saved
@@ -83,16 +84,9 @@ class WhisperCFormerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> WhisperCFormerConfig:
-        d = dict(d)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown whisper_cformer config keys: {sorted(unknown)}")
         if d.get("kind", KIND) != KIND:
             raise ValueError(f"config kind {d['kind']!r} is not {KIND!r}")
-        for key in ("prefix", "prefix_ids"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "whisper_cformer config")
 
 
 def _load_whisper(name_or_dir: str):

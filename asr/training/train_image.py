@@ -24,8 +24,9 @@ Everything of the interface is trained here, the image encoder included (no visi
 offline: the embedded ``small_cnn`` encoder learns from the captions); the LLM stays frozen (LoRA
 is refused: this stage aligns the interface to the LLM as it is). ``final/`` holds the interface
 with ``freeze_encoder: true`` (later stages load it with a frozen encoder), ``image_stage.json``
-(the LLM and prompt it was aligned to), ``itc_head.pt`` (the contrastive head, when the run had that
-loss; ``--init`` continues with it), ``itg_decoder.pt`` (the same for the ITG decoder) and ``eval.json``
+(kind ``image_caption``: the LLM and prompt it was aligned to, the loss settings), ``itc_head.safetensors``
+(the contrastive head, when the run had that loss; ``--init`` continues with it), ``itg_decoder.safetensors``
+(the same for the ITG decoder) and ``eval.json``
 (greedy captions of the validation pictures scored against their references: WER and exact-match rate).
 
 Config (YAML), sections: ``image_x2l`` (:class:`ImageX2LConfig`: encoder, qformer, adapter),
@@ -50,7 +51,7 @@ import torch
 
 from asr.config import load_config
 from asr.data.captions import BatchingConfig, CaptionSet, make_sampler
-from asr.io_utils import write_text_atomic
+from asr.io_utils import load_weights, write_text_atomic
 from asr.models.caption import LOSS_HEADS, ImageCaptionModel, ImageStageConfig
 from asr.models.image_x2l import ImageX2L
 from asr.models.llm import load_llm
@@ -83,11 +84,12 @@ def init_interface(model: ImageCaptionModel, init_dir: str | Path) -> None:
             raise ValueError(f"--init {init_dir}: its {key} ({theirs[key]}) differs from this config's ({mine[key]})")
     model.x2l.load_state_dict(init.state_dict(), strict=False)  # a frozen hf encoder is reloaded from its source
     log.info("image interface initialised from %s", init_dir)
-    for name, mine_head in model.loss_head_states().items():  # the loss heads, where the earlier run's fit
-        head_file = Path(init_dir) / name
-        if not head_file.is_file():
+    for stem, mine_head in model.loss_head_states().items():  # the loss heads, where the earlier run's fit
+        head_file = Path(init_dir) / stem
+        try:
+            theirs = load_weights(init_dir, stem=stem)
+        except FileNotFoundError:
             continue
-        theirs = torch.load(head_file, map_location="cpu", weights_only=True)
         same_shapes = {k: v.shape for k, v in theirs.items()} == {k: v.shape for k, v in mine_head.items()}
         # integer tensors (the ITG vocabulary) say what the weights mean: they must be equal too
         if same_shapes and all(torch.equal(theirs[k], v) for k, v in mine_head.items() if not v.is_floating_point()):
@@ -168,9 +170,9 @@ def train(
         if valid is not None and int(eval_cfg["num_captions"]) > 0:
             best = ImageX2L.from_pretrained(d)
             model.x2l.load_state_dict(best.state_dict())
-            for head_file in (d / name for name in LOSS_HEADS):  # the loss heads of the same checkpoint
-                if head_file.is_file():
-                    model.load_state_dict(torch.load(head_file, map_location="cpu", weights_only=True), strict=False)
+            for stem in LOSS_HEADS:  # the loss heads of the same checkpoint
+                if any((d / f"{stem}{ext}").is_file() for ext in (".safetensors", ".pt")):
+                    model.load_loss_head(load_weights(d, stem=stem), d / stem)
             scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
             if (Path(valid_captions) / "word_classes").is_file():  # binding checks by likelihood
                 swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4, size=size)

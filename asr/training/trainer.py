@@ -34,7 +34,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asr.io_utils import atomic_path, load_weights, write_text_atomic
+from asr.config import dataclass_from_dict
+from asr.io_utils import atomic_path, load_state_file, load_weights, save_weights, write_text_atomic
+from asr.models.llm import LORA_DIR, LORA_WEIGHTS, split_lora
 from asr.training import distributed as dist
 from asr.training import started_from as started_from_lib
 from asr.training.data import BatchLoader
@@ -82,10 +84,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "train config")
 
 
 def warmup_inv_sqrt(warmup: int) -> Callable[[int], float]:
@@ -457,7 +456,7 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
 
 
 # model dir config -> its weights file (the first that exists)
-MODEL_WEIGHTS = {"speech_llm.json": ("adapter.pt",), "config.json": ("model.safetensors", "model.pt")}
+MODEL_WEIGHTS = {"speech_llm.json": ("adapter.safetensors", "adapter.pt"), "config.json": ("model.safetensors", "model.pt")}
 
 
 def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
@@ -508,11 +507,20 @@ def select_checkpoints(exp_dir: str | Path, num: int | None = None, steps: list[
     return ckpts[-num:] if num else ckpts
 
 
+def _same_tensor_names(averaged: dict, reference: dict, exp_dir: Path, where: Path) -> None:
+    if set(reference) != set(averaged):
+        diff = sorted(set(reference) ^ set(averaged))
+        raise ValueError(
+            f"checkpoints in {exp_dir / 'checkpoints'} do not match {where} "
+            f"({', '.join(diff[:5])}): another model was trained in this exp dir"
+        )
+
+
 def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | None = None, steps: list[int] | None = None) -> Path:
     """Average the model tensors of step checkpoints into a model dir loadable like ``final/``.
 
-    Stage 1 (full state dicts) gives a ``model.pt``, stage 2 (adapter/LoRA tensors only) an
-    ``adapter.pt``; config, tokenizer, feature description and stage-1 link are copied from
+    The averaged tensors replace the template's weights files (stage 1: ``model.safetensors``; stage 2:
+    ``adapter.safetensors`` and ``lora/``); config, tokenizer, feature description and stage-1 link are copied from
     ``exp_dir/final`` (else ``best/``). ``averaged.json`` lists the checkpoints. Built in a temp dir
     and renamed into place.
     """
@@ -528,29 +536,24 @@ def average_checkpoints(exp_dir: str | Path, out_dir: str | Path, num: int | Non
     )
     if weights is None:
         raise FileNotFoundError(
-            f"{template}: neither config.json + model.safetensors/.pt (stage 1) nor speech_llm.json + adapter.pt (stage 2)"
+            f"{template}: neither config.json + model.safetensors/.pt (stage 1) nor speech_llm.json + adapter.safetensors/.pt (stage 2)"
         )
     averaged = average_state_dicts(paths)
-    reference = load_weights(template, Path(weights).stem)
-    if set(reference) != set(averaged):
-        diff = sorted(set(reference) ^ set(averaged))
-        raise ValueError(
-            f"checkpoints in {exp_dir / 'checkpoints'} do not match {template / weights} "
-            f"({', '.join(diff[:5])}): another model was trained in this exp dir"
-        )
+    # a stage-2 dir keeps its LoRA tensors apart, in peft's adapter format (lora/)
+    lora = {}
+    if (template / LORA_DIR).is_dir():
+        averaged, lora = split_lora(averaged)
+        _same_tensor_names(lora, load_state_file(template / LORA_DIR / LORA_WEIGHTS), exp_dir, template / LORA_DIR)
+    _same_tensor_names(averaged, load_weights(template, Path(weights).stem), exp_dir, template / weights)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         shutil.copytree(template, tmp, symlinks=True)
         for stale in ("averaged.json",):
             (tmp / stale).unlink(missing_ok=True)
-        with atomic_path(tmp / weights) as part:
-            if weights.endswith(".safetensors"):
-                from safetensors.torch import save_file
-
-                save_file({k: v.contiguous() for k, v in averaged.items()}, str(part), metadata={"format": "pt"})
-            else:
-                torch.save(averaged, part)
+        save_weights(tmp / weights, averaged)
+        if lora:
+            save_weights(tmp / LORA_DIR / LORA_WEIGHTS, lora)
         write_text_atomic(
             tmp / "averaged.json",
             json.dumps(

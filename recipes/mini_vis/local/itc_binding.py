@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Does an image stage know which colour, shape and place go together?
 
-    python local/itc_binding.py --config conf/image_itc_quick.yaml \\
-        --checkpoint exp/image_itc_quick/checkpoints/step_00003000.pt --captions data/captions_dev [--scorer itg]
+    python local/itc_binding.py --model-dir exp/image_itc_itg/final --captions data/captions_dev [--scorer itg]
+    python local/itc_binding.py --checkpoint exp/image_itc_itg/checkpoints/step_00003000.pt \\
+        --config conf/image_itc_itg.yaml --captions data/captions_dev
 
 For every caption naming two groups ("two orange stars at the top and two red diamonds on the left")
 three swapped captions are made: the two colours exchanged, the two shapes exchanged (numbers kept:
@@ -13,8 +14,9 @@ the share of pictures whose true caption scores higher than the swapped one (tie
 ``evaluation.captions.hard_retrieval``. The scorer: the contrastive similarity (itc), the ITG
 decoder's caption likelihood (itg) or the frozen LLM's caption likelihood after the picture (lm).
 
-It reads a training checkpoint with the config that trained it (runs before ``itc_head.pt`` existed
-kept the contrastive head only there).
+It reads an image-stage model dir (``final/``, ``best/``: the model with its loss settings and heads,
+through ``asr.models.load_model_dir``) or a training checkpoint of any step with the config that
+trained it.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import scenes as SC  # noqa: E402
 
 from asr.data.captions import CaptionSet  # noqa: E402
 from asr.data.captions import swapped_captions as swapped_captions_of_class  # noqa: E402
-from asr.models.caption import ITG_HEAD_NAME, ImageCaptionModel, ImageStageConfig  # noqa: E402
+from asr.io_utils import load_weights  # noqa: E402
+from asr.models.caption import ITG_HEAD, ImageCaptionModel, ImageStageConfig  # noqa: E402
 from asr.models.llm import load_llm  # noqa: E402
+from asr.models.loading import load_model_dir  # noqa: E402
 from asr.training.train_image import load_image_config  # noqa: E402
 from evaluation.captions import hard_retrieval  # noqa: E402
 
@@ -88,10 +92,33 @@ def binding_scores(model: ImageCaptionModel, data: CaptionSet, batch_size: int =
     return {f"binding_{k}": {"captions": len(v), "true_wins": round(sum(v) / len(v), 4)} for k, v in sorted(score.items())}
 
 
+def model_from_checkpoint(config: str, checkpoint: str) -> ImageCaptionModel:
+    """A step checkpoint of an image-stage run, rebuilt with the config that trained it."""
+    stage = ImageStageConfig.from_sections(load_image_config(config))
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    vocab = None
+    if stage.itg_weight > 0:  # the ITG decoder's vocabulary: in the checkpoint, or (older runs) in best/ beside it
+        if "itg_decoder.vocab" not in state:
+            best = Path(checkpoint).resolve().parent.parent / "best"
+            try:
+                state["itg_decoder.vocab"] = load_weights(best, stem=ITG_HEAD)["itg_decoder.vocab"]
+            except FileNotFoundError:
+                raise SystemExit(f"{checkpoint}: no ITG vocabulary in it nor in {best}") from None
+        vocab = state["itg_decoder.vocab"].tolist()
+    model = ImageCaptionModel(stage, load_llm(stage.llm), caption_vocab=vocab)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    head = [k for k in missing if k.startswith(("itc_", "itg_", "x2l."))]
+    if head or unexpected:
+        raise SystemExit(f"{checkpoint} does not fit {config}: missing {head[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True, help="the image-stage YAML the checkpoint was trained with")
-    ap.add_argument("--checkpoint", required=True, help="a training checkpoint (exp/<tag>/checkpoints/step_*.pt)")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="an image-stage model dir (exp/<tag>/final or best)")
+    source.add_argument("--checkpoint", help="a training checkpoint (exp/<tag>/checkpoints/step_*.pt); needs --config")
+    ap.add_argument("--config", help="the image-stage YAML the checkpoint was trained with")
     ap.add_argument("--captions", required=True, help="captions dir (images.scp + text)")
     ap.add_argument(
         "--scorer",
@@ -102,29 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    stage = ImageStageConfig.from_sections(load_image_config(args.config))
-    weight = {"itc": stage.contrastive_weight, "itg": stage.itg_weight, "lm": stage.caption_weight}[args.scorer]
-    if weight <= 0:
-        print(f"{args.config}: the run had no {args.scorer} loss (its weight is 0): nothing to score", file=sys.stderr)
-        return 2
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["model"]
-    vocab = None
-    if stage.itg_weight > 0:  # the ITG decoder's vocabulary: in the checkpoint, or (older runs) in best/ beside it
-        best_head = Path(args.checkpoint).resolve().parent.parent / "best" / ITG_HEAD_NAME
-        if "itg_decoder.vocab" not in state and best_head.is_file():
-            best = torch.load(best_head, map_location="cpu", weights_only=True)
-            state["itg_decoder.vocab"] = best["itg_decoder.vocab"]
-        if "itg_decoder.vocab" not in state:
-            print(f"{args.checkpoint}: no ITG vocabulary in it nor in {best_head}", file=sys.stderr)
+    if args.checkpoint and not args.config:
+        ap.error("--checkpoint needs --config (the YAML that trained it)")
+    if args.model_dir:
+        model = load_model_dir(args.model_dir)
+        if not isinstance(model, ImageCaptionModel):
+            print(f"{args.model_dir}: a {type(model).__name__} dir, not an image-stage model", file=sys.stderr)
             return 2
-        vocab = state["itg_decoder.vocab"].tolist()
-    model = ImageCaptionModel(stage, load_llm(stage.llm), caption_vocab=vocab)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    head = [k for k in missing if k.startswith(("itc_", "itg_", "x2l."))]
-    if head or unexpected:
-        print(f"{args.checkpoint} does not fit {args.config}: missing {head[:5]}, unexpected {unexpected[:5]}", file=sys.stderr)
+    else:
+        model = model_from_checkpoint(args.config, args.checkpoint)
+    weight = {"itc": model.config.contrastive_weight, "itg": model.config.itg_weight, "lm": model.config.caption_weight}
+    if weight[args.scorer] <= 0:
+        print(
+            f"{args.model_dir or args.config}: the run had no {args.scorer} loss (its weight is 0): nothing to score",
+            file=sys.stderr,
+        )
         return 2
-    model.eval()
     data = CaptionSet(args.captions, model.prompt, size=model.x2l.picture_size())
     extra = hard_retrieval(model, data) if args.scorer == "itc" else {}
     print(json.dumps({"scorer": args.scorer, **binding_scores(model, data, scorer=args.scorer), **extra}))
