@@ -1,4 +1,4 @@
-"""The LLM layer (asr/models/llm.py): tiny GLM / GLM-4 models, frozen and LoRA set-ups, the embedded SmolLM2."""
+"""The LLM layer (asr/models/llm.py): tiny GLM / GLM-4 models (asr/testing.py), frozen and LoRA set-ups, the embedded SmolLM2."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from asr import testing as testing_mod
 from asr.models import llm as llm_mod
 from asr.models.llm import (
     LlmConfig,
     LoraSettings,
-    build_tiny_glm,
     check_sha256,
     embedded_smollm2_dir,
     freeze,
     load_llm,
 )
+from asr.testing import build_tiny_glm
 
 TINY = ["tiny-glm", "tiny-glm4"]
 TINY_CLASSES = {"tiny-glm": "GlmForCausalLM", "tiny-glm4": "Glm4ForCausalLM"}
@@ -60,7 +61,7 @@ def test_config_from_dict():
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_loads_and_forwards(name, use_tiny_cache, monkeypatch):
     load_llm(LlmConfig(name))  # built into the cache once
-    monkeypatch.setattr(llm_mod, "build_tiny_glm", lambda *a, **k: pytest.fail("the cached tiny model was built again"))
+    monkeypatch.setattr(testing_mod, "build_tiny_glm", lambda *a, **k: pytest.fail("the cached tiny model was built again"))
     llm = load_llm(LlmConfig(name))
     assert type(llm.model).__name__ == TINY_CLASSES[name]
     assert llm.hidden_size == 64 and llm.input_embeddings().weight.shape == (len(llm.tokenizer), 64)

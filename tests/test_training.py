@@ -118,11 +118,14 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(a, b), k
 
 
-def _train(dump: Path, exp: Path, config: Path, max_steps: int, extra: list[str] = ()) -> subprocess.CompletedProcess:
+def _train(
+    dump: Path, exp: Path, config: Path, max_steps: int, extra: list[str] = (), kill_at: int = 0
+) -> subprocess.CompletedProcess:
+    """``asr train`` in a subprocess; with ``kill_at`` it is killed at that step (tests/kill_training.py)."""
+    launcher = [str(Path(__file__).parent / "kill_training.py"), str(kill_at)] if kill_at else ["-m", "asr.cli.main"]
     cmd = [
         sys.executable,
-        "-m",
-        "asr.cli.main",
+        *launcher,
         "train",
         "--config",
         str(config),
@@ -141,18 +144,18 @@ def _train(dump: Path, exp: Path, config: Path, max_steps: int, extra: list[str]
     return subprocess.run(cmd, capture_output=True, text=True, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
-def _write_config(path: Path, stop_at: int = 0) -> Path:
-    path.write_text(f"""
+def _write_config(path: Path) -> Path:
+    path.write_text("""
 model:
   encoder_type: conformer
-  conformer: {{d_model: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, kernel_size: 5, subsampling_channels: 8}}
+  conformer: {d_model: 32, num_layers: 1, num_heads: 2, ffn_dim: 64, kernel_size: 5, subsampling_channels: 8}
   d_model: 32
   cformer_layers: 1
   cformer_heads: 2
   cformer_ffn: 64
   dropout: 0.1
-train: {{max_epochs: 50, lr: 0.002, warmup_steps: 5, max_frames_per_batch: 700, checkpoint_interval: 4,
-        log_interval: 2, num_threads: 1, seed: 7, stop_at_step: {stop_at}}}
+train: {max_epochs: 50, lr: 0.002, warmup_steps: 5, max_frames_per_batch: 700, checkpoint_interval: 4,
+        log_interval: 2, num_threads: 1, seed: 7}
 """)
     return path
 
@@ -167,8 +170,8 @@ def test_resume_after_kill_matches_uninterrupted_run(dump_dir, tmp_path):
     steps = 12
     full = _train(dump_dir, tmp_path / "full", _write_config(tmp_path / "a.yaml"), steps)
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _train(dump_dir, tmp_path / "resumed", _write_config(tmp_path / "b.yaml", stop_at=9), steps)
-    assert killed.returncode == 3, killed.stderr[-2000:]  # exited abruptly after step 9
+    killed = _train(dump_dir, tmp_path / "resumed", _write_config(tmp_path / "b.yaml"), steps, kill_at=9)
+    assert killed.returncode == 3, killed.stderr[-2000:]  # exited abruptly at step 10 (the log row after step 9)
     ckpts = sorted((tmp_path / "resumed" / "checkpoints").glob("step_*.pt"))
     assert ckpts[-1].name == "step_00000008.pt"
     assert torch.load(ckpts[-1], weights_only=False)["batch_in_epoch"] > 0  # the resume point is mid-epoch

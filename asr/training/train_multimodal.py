@@ -28,7 +28,6 @@ Config (YAML), sections: ``multimodal`` (:class:`MultimodalConfig`), ``mix`` (``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -41,9 +40,11 @@ from asr.config import dataclass_from_dict, load_config
 from asr.data.batching import FrameBatchSampler, pad_targets
 from asr.data.captions import CaptionSet, FixedBatchSampler
 from asr.data.image import PictureTable
+from asr.io_utils import read_model_config
+from asr.models.caption import KIND as IMAGE_CAPTION
 from asr.models.caption import STAGE_CONFIG_NAME
 from asr.models.image_x2l import ImageX2L
-from asr.models.loading import load_speech_llm
+from asr.models.loading import dir_kind, load_speech_llm
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
 from asr.models.speech_llm import PromptConfig, stage1_dir_of
 from asr.training import distributed as dist
@@ -180,10 +181,10 @@ def build_multimodal(
     """A stage-2 speech LLM + an image-stage interface -> the stage-3 model (checks they share an LLM)."""
     speech_llm_dir, image_dir = Path(speech_llm_dir), Path(image_dir)
     speech = load_speech_llm(speech_llm_dir, device=device)
-    stage_file = image_dir / STAGE_CONFIG_NAME
-    if not stage_file.is_file():
-        raise FileNotFoundError(f"{stage_file} is missing: --image-model must be an image-stage final/ dir")
-    image_stage = json.loads(stage_file.read_text(encoding="utf-8"))
+    kind = dir_kind(image_dir)
+    if kind != IMAGE_CAPTION:
+        raise ValueError(f"{image_dir}: a {kind} dir; --image-model must be an image-stage final/ dir ({IMAGE_CAPTION})")
+    image_stage = read_model_config(image_dir / STAGE_CONFIG_NAME, IMAGE_CAPTION)  # without loading its LLM
     if image_stage["llm"]["name_or_path"] != speech.config.llm.name_or_path:
         raise ValueError(
             f"the image interface was aligned to {image_stage['llm']['name_or_path']!r}, the speech LLM "

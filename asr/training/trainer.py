@@ -62,7 +62,6 @@ class TrainConfig:
     seed: int = 1234
     num_threads: int = 0  # 0 = leave torch's default
     preload: bool = True  # hold all features in memory
-    stop_at_step: int = 0  # testing aid: exit abruptly (as if killed) after this step, without saving
     # ---- scale (docs/distributed.md) ----
     device: str = "auto"  # auto | cpu | cuda | cuda:N; under torchrun, cuda means GPU LOCAL_RANK
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast, CPU or GPU) | fp16 (autocast + GradScaler, GPU only)
@@ -410,8 +409,6 @@ class Trainer:
                     self._append_csv("train_log.csv", row)
                     bar.set_postfix(loss=f"{sums['loss']:.3f}", acc=f"{sums.get('acc', 0):.3f}")
                     t0 = time.time()
-                if c.stop_at_step and self.step == c.stop_at_step:
-                    os._exit(3)  # simulate a kill: nothing beyond the last checkpoint is saved
                 if self.step % c.checkpoint_interval == 0:
                     self.save_checkpoint()
                 if done():
