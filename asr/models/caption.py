@@ -24,7 +24,7 @@ from asr.io_utils import load_weights, read_model_config, save_weights, write_te
 from asr.models.frozen_llm import FrozenLlmMixin
 from asr.models.image_x2l import ImageX2L, ImageX2LConfig
 from asr.models.llm import LlmConfig, LoadedLlm, load_llm
-from asr.models.speech_llm import Prompt, PromptConfig, assemble, normalize_spaces, token_accuracy
+from asr.models.speech_llm import Prompt, PromptConfig, assemble, normalize_spaces, teacher_forced, token_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -327,21 +327,8 @@ class ImageCaptionModel(FrozenLlmMixin, nn.Module):
         return (picked * keep).sum(1)
 
     def _caption_forward(self, emb: torch.Tensor, targets: list[list[int]]):
-        embed = self.llm.get_input_embeddings()
-        cache = self.prefix_cache(emb.shape[0])
-        batch = assemble(embed, self.prompt, list(emb), targets, left_pad=False, with_prefix=cache is None)
-        mask = batch.attention_mask
-        if cache is not None:  # the prompt prefix is the same for every picture: its keys/values are cached
-            mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
-        out = self.llm(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=mask,
-            position_ids=batch.position_ids,
-            labels=batch.labels,
-            use_cache=cache is not None,
-            **self.cache_kwargs(cache),
-        )
-        return out, batch.labels
+        out, labels, _ = teacher_forced(self, list(emb), targets)
+        return out, labels
 
     def caption_vectors(self, targets: list[list[int]]) -> torch.Tensor:
         """Captions (token ids, eos last) -> (C, ITC_DIM) unit vectors of the contrastive space."""

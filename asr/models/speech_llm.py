@@ -279,23 +279,10 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         """target_ids (B, L) LLM token ids of the transcripts + eos, padded with IGNORE_ID."""
         speech, _ = self.speech_embeddings(feats, feat_lengths)
         targets = [target_ids[b, : int(target_lengths[b])].tolist() for b in range(target_ids.shape[0])]  # (L_i,)
-        embed = self.llm.get_input_embeddings()
-        cache = self.prefix_cache(len(speech))
-        batch = assemble(embed, self.prompt, speech, targets, left_pad=False, with_prefix=cache is None)
-        mask = batch.attention_mask
-        if cache is not None:  # the prompt prefix is the same for every utterance: its keys/values are cached
-            mask = torch.cat([mask.new_ones(mask.shape[0], len(self.prompt.prefix)), mask], dim=1)
-        out = self.llm(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=mask,
-            position_ids=batch.position_ids,
-            labels=batch.labels,
-            use_cache=cache is not None,
-            **self.cache_kwargs(cache),
-        )
+        out, labels, mask = teacher_forced(self, speech, targets)
         return {
             "loss": out.loss,
-            "acc": token_accuracy(out.logits, batch.labels),
+            "acc": token_accuracy(out.logits, labels),
             "positions": mask.sum().float(),
         }  # LLM positions in the batch
 
@@ -415,6 +402,27 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
             state = {**{k: v for k, v in model.state_dict().items() if "lora_" in k}, **state}
         model.load_trainable_state_dict(state)
         return model.eval()
+
+
+def teacher_forced(model: FrozenLlmMixin, embeddings: list[torch.Tensor], targets: list[list[int]]):
+    """One teacher-forced pass of a frozen-LLM model (speech LLM, image caption model): its prompt around
+    each example's embeddings (N_i, H), then the target token ids, through the LLM, reusing the prompt
+    prefix's cached keys/values where allowed. -> (LLM output with the loss, labels (B, S), attention mask)."""
+    embed = model.llm.get_input_embeddings()
+    cache = model.prefix_cache(len(embeddings))
+    batch = assemble(embed, model.prompt, embeddings, targets, left_pad=False, with_prefix=cache is None)
+    mask = batch.attention_mask
+    if cache is not None:  # the prompt prefix is the same for every example: its keys/values are cached
+        mask = torch.cat([mask.new_ones(mask.shape[0], len(model.prompt.prefix)), mask], dim=1)
+    out = model.llm(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=mask,
+        position_ids=batch.position_ids,
+        labels=batch.labels,
+        use_cache=cache is not None,
+        **model.cache_kwargs(cache),
+    )
+    return out, batch.labels, mask
 
 
 def whisper_units_llm_table(units: WhisperUnits, llm: LoadedLlm, num_units: int) -> torch.Tensor:

@@ -217,3 +217,31 @@ def dataset_and_batches(
         num_buckets=num_buckets,
     )
     return dataset, sampler
+
+
+def speech_batches(train_dir, valid_dir, units, frame_divisor: int, train_cfg, wrap=None):
+    """A stage's training set, its batch sampler (shuffled, frame-bounded) and a validation-batch factory
+    (None without ``valid_dir``), as ``train_cfg`` (a TrainConfig) sets them. ``wrap``: turns each
+    FeatureDataset into what the stage collates (stage 2: LLM targets)."""
+    wrap = wrap or (lambda dataset: dataset)
+    batching = dict(
+        frame_divisor=frame_divisor,
+        max_frames=train_cfg.max_frames_per_batch,
+        max_batch_size=train_cfg.max_batch_size,
+        preload=train_cfg.preload,
+    )
+    dataset, sampler = dataset_and_batches(
+        train_dir,
+        units,
+        shuffle=True,
+        seed=train_cfg.seed,
+        bucket_shuffle=train_cfg.bucket_shuffle,
+        num_buckets=train_cfg.num_buckets,
+        **batching,
+    )
+    valid_fn = None
+    if valid_dir is not None:
+        valid_data, valid_sampler = dataset_and_batches(valid_dir, units, shuffle=False, **batching)
+        valid_set = wrap(valid_data)
+        valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
+    return wrap(dataset), sampler, valid_fn

@@ -19,9 +19,8 @@ from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.models.whisper_cformer import KIND as WHISPER_CFORMER
 from asr.models.whisper_cformer import WhisperCFormer, build_whisper_cformer
 from asr.tokenizer import LlmUnits, Tokenizer, WhisperUnits, load_tokenizer
-from asr.training import distributed as dist
-from asr.training.data import Batches, dataset_and_batches
-from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
+from asr.training.data import speech_batches
+from asr.training.stage import StageParts, run_stage, train_config
 
 log = logging.getLogger(__name__)
 
@@ -70,55 +69,31 @@ def train(
     overrides: dict | None = None,
 ) -> Path:
     config = load_config(config_path)
-    train_cfg = TrainConfig.from_dict({**config.get("train", {}), **(overrides or {})})
-    train_dir, exp_dir = Path(train_dir), Path(exp_dir)
+    train_cfg = train_config(config, overrides, config_path)
+    train_dir = Path(train_dir)
     if train_cfg.gradient_checkpointing:
         raise ValueError(
             f"{config_path}: train.gradient_checkpointing applies to the stage-2 LLM (asr train-llm); "
             "stage 1 has no LLM to checkpoint"
         )
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
-    owns_group = not dist.is_initialized()
-    dist.init_distributed(train_cfg.device)  # torchrun: join the process group (one process: nothing)
-    tokenizer = load_tokenizer(tokenizer_path)
-    feat_info = json.loads((train_dir / "feat_info.json").read_text())
-    seed_everything(train_cfg.seed)
-    model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
-    divisor = model.frame_rate_divisor  # feature frames per CIF frame
-    batching = dict(
-        frame_divisor=divisor,
-        max_frames=train_cfg.max_frames_per_batch,
-        max_batch_size=train_cfg.max_batch_size,
-        preload=train_cfg.preload,
-    )
-    train_set, sampler = dataset_and_batches(
-        train_dir,
-        tokenizer,
-        shuffle=True,
-        seed=train_cfg.seed,
-        bucket_shuffle=train_cfg.bucket_shuffle,
-        num_buckets=train_cfg.num_buckets,
-        **batching,
-    )
-    valid_fn = None
-    if valid_dir is not None:
-        valid_set, valid_sampler = dataset_and_batches(valid_dir, tokenizer, shuffle=False, **batching)
-        valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler))
-    groups = model.optimizer_groups() if hasattr(model, "optimizer_groups") else None
-    Trainer(
-        model,
-        sampler,
-        train_set.collate,
-        train_cfg,
-        exp_dir,
-        valid_batches=valid_fn,
-        trainable=groups,
-        started_from={"tokenizer": tokenizer.model_path},
-    ).train()
-    final = publish_final(exp_dir, model, lambda d: finalize_model_dir(d, tokenizer, feat_info))
-    if owns_group:
-        dist.cleanup()
-    return final
+
+    def build(device) -> StageParts:
+        tokenizer = load_tokenizer(tokenizer_path)
+        feat_info = json.loads((train_dir / "feat_info.json").read_text())
+        model = build_model(config, feat_info["dim"], tokenizer, train_dir / "cmvn.ark")
+        train_set, sampler, valid_fn = speech_batches(train_dir, valid_dir, tokenizer, model.frame_rate_divisor, train_cfg)
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info(
+            "model: %.2fM trainable parameters; %d train utterances in %d batches", n_params / 1e6, len(train_set), len(sampler)
+        )
+        return StageParts(
+            model,
+            sampler,
+            train_set.collate,
+            valid_fn,
+            trainable=model.optimizer_groups() if hasattr(model, "optimizer_groups") else None,
+            started_from={"tokenizer": tokenizer.model_path},
+            finalize=lambda d: finalize_model_dir(d, tokenizer, feat_info),
+        )
+
+    return run_stage(train_cfg, exp_dir, build)

@@ -56,7 +56,8 @@ from asr.models.caption import LOSS_HEADS, ImageCaptionModel, ImageStageConfig
 from asr.models.image_x2l import ImageX2L
 from asr.models.llm import load_llm
 from asr.models.speech_llm import Prompt
-from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
+from asr.training.stage import StageParts, run_stage, train_config
+from asr.training.trainer import run_entry_point
 from evaluation.captions import evaluate_captions, swap_retrieval
 
 log = logging.getLogger(__name__)
@@ -115,74 +116,69 @@ def train(
     run takes its own checkpoint instead)."""
     cfg = load_image_config(config_path)
     stage_cfg = ImageStageConfig.from_sections(cfg)
-    train_cfg = TrainConfig.from_dict({**(cfg.get("train") or {}), **(overrides or {})})
+    train_cfg = train_config(cfg, overrides, config_path)
     eval_cfg = {"num_captions": 200, "max_new_tokens": 40, **(cfg.get("eval") or {})}
-    exp_dir = Path(exp_dir)
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
-    seed_everything(train_cfg.seed)
-    llm = load_llm(stage_cfg.llm)
-    swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
-    x2l = ImageX2L(stage_cfg.image_x2l, llm.hidden_size)
-    size = x2l.picture_size()  # pictures of another size are resized to the encoder's
-    data = CaptionSet(captions, Prompt(llm.tokenizer, stage_cfg.prompt), swaps, size)
-    vocab = sorted({t for target in data.targets for t in target}) if stage_cfg.itg_weight > 0 else None
-    model = ImageCaptionModel(stage_cfg, llm, x2l=x2l, caption_vocab=vocab)
-    if init is not None:
-        init_interface(model, init)
-    batching = BatchingConfig.from_dict(cfg.get("batching"))
-    sampler = make_sampler(data, train_cfg.max_batch_size, batching, shuffle=True, seed=train_cfg.seed)
-    valid_fn, valid = None, None
-    if valid_captions is not None:
-        valid = CaptionSet(valid_captions, model.prompt, swaps, size)
-        valid_sampler = make_sampler(valid, train_cfg.max_batch_size, batching, shuffle=False)
-        valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info(
-        "image stage: %.2fM trainable parameters (encoder %s%s, Q-Former %d queries, %s I-Adapter), LLM %s frozen; "
-        "%d captions of %d pictures in %d batches",
-        sum(p.numel() for p in trainable) / 1e6,
-        stage_cfg.image_x2l.encoder.type,
-        " frozen" if stage_cfg.image_x2l.freeze_encoder else "",
-        stage_cfg.image_x2l.qformer.num_queries,
-        stage_cfg.image_x2l.adapter.type,
-        stage_cfg.llm.name_or_path,
-        len(data),
-        data.images.shape[0],
-        len(sampler),
-    )
-    Trainer(
-        model,
-        sampler,
-        data.collate,
-        train_cfg,
-        exp_dir,
-        valid_batches=valid_fn,
-        trainable=trainable,
-        started_from={"--init model": init},
-    ).train()
 
-    def finalize(d: Path) -> None:
-        cfg_file = d / "image_x2l.json"
-        x2l_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        x2l_cfg["freeze_encoder"] = True  # later stages use the encoder as trained here, frozen
-        write_text_atomic(cfg_file, json.dumps(x2l_cfg, indent=2) + "\n")
-        if valid is not None and int(eval_cfg["num_captions"]) > 0:
-            best = ImageX2L.from_pretrained(d)
-            model.x2l.load_state_dict(best.state_dict())
-            for stem in LOSS_HEADS:  # the loss heads of the same checkpoint
-                if any((d / f"{stem}{ext}").is_file() for ext in (".safetensors", ".pt")):
-                    model.load_loss_head(load_weights(d, stem=stem), d / stem)
-            scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
-            if (Path(valid_captions) / "word_classes").is_file():  # binding checks by likelihood
-                swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4, size=size)
-                for scorer, on in (("lm", stage_cfg.caption_weight > 0), ("itg", stage_cfg.itg_weight > 0)):
-                    if on:
-                        scores.update(swap_retrieval(model, swapped, num=int(eval_cfg["num_captions"]), scorer=scorer))
-            write_text_atomic(d / "eval.json", json.dumps(scores, indent=1) + "\n")
-            log.info("validation pictures: %s", {k: v for k, v in scores.items() if k != "examples"})
+    def build(device) -> StageParts:
+        llm = load_llm(stage_cfg.llm)
+        swaps = stage_cfg.swap_negatives if stage_cfg.contrastive_weight > 0 else 0
+        x2l = ImageX2L(stage_cfg.image_x2l, llm.hidden_size)
+        size = x2l.picture_size()  # pictures of another size are resized to the encoder's
+        data = CaptionSet(captions, Prompt(llm.tokenizer, stage_cfg.prompt), swaps, size)
+        vocab = sorted({t for target in data.targets for t in target}) if stage_cfg.itg_weight > 0 else None
+        model = ImageCaptionModel(stage_cfg, llm, x2l=x2l, caption_vocab=vocab)
+        if init is not None:
+            init_interface(model, init)
+        batching = BatchingConfig.from_dict(cfg.get("batching"))
+        sampler = make_sampler(data, train_cfg.max_batch_size, batching, shuffle=True, seed=train_cfg.seed)
+        valid_fn, valid = None, None
+        if valid_captions is not None:
+            valid = CaptionSet(valid_captions, model.prompt, swaps, size)
+            valid_sampler = make_sampler(valid, train_cfg.max_batch_size, batching, shuffle=False)
+            valid_fn = lambda: (valid.collate(b) for b in valid_sampler)  # noqa: E731
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        log.info(
+            "image stage: %.2fM trainable parameters (encoder %s%s, Q-Former %d queries, %s I-Adapter), LLM %s frozen; "
+            "%d captions of %d pictures in %d batches",
+            sum(p.numel() for p in trainable) / 1e6,
+            stage_cfg.image_x2l.encoder.type,
+            " frozen" if stage_cfg.image_x2l.freeze_encoder else "",
+            stage_cfg.image_x2l.qformer.num_queries,
+            stage_cfg.image_x2l.adapter.type,
+            stage_cfg.llm.name_or_path,
+            len(data),
+            data.images.shape[0],
+            len(sampler),
+        )
 
-    return publish_final(exp_dir, model, finalize)
+        def finalize(d: Path) -> None:
+            cfg_file = d / "image_x2l.json"
+            x2l_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+            x2l_cfg["freeze_encoder"] = True  # later stages use the encoder as trained here, frozen
+            write_text_atomic(cfg_file, json.dumps(x2l_cfg, indent=2) + "\n")
+            if valid is not None and int(eval_cfg["num_captions"]) > 0:
+                write_text_atomic(
+                    d / "eval.json", json.dumps(evaluate_final(model, d, valid, valid_captions, size), indent=1) + "\n"
+                )
+
+        return StageParts(model, sampler, data.collate, valid_fn, trainable, {"--init model": init}, finalize)
+
+    def evaluate_final(model: ImageCaptionModel, d: Path, valid: CaptionSet, valid_captions, size) -> dict:
+        """Captions and retrieval scores of the validation pictures by the model as published (best/)."""
+        model.x2l.load_state_dict(ImageX2L.from_pretrained(d).state_dict())
+        for stem in LOSS_HEADS:  # the loss heads of the same checkpoint
+            if any((d / f"{stem}{ext}").is_file() for ext in (".safetensors", ".pt")):
+                model.load_loss_head(load_weights(d, stem=stem), d / stem)
+        scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
+        if (Path(valid_captions) / "word_classes").is_file():  # binding checks by likelihood
+            swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4, size=size)
+            for scorer, on in (("lm", stage_cfg.caption_weight > 0), ("itg", stage_cfg.itg_weight > 0)):
+                if on:
+                    scores.update(swap_retrieval(model, swapped, num=int(eval_cfg["num_captions"]), scorer=scorer))
+        log.info("validation pictures: %s", {k: v for k, v in scores.items() if k != "examples"})
+        return scores
+
+    return run_stage(train_cfg, exp_dir, build)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,8 @@
 
     python -m asr.training.train_multimodal --config conf/joint_quick.yaml \\
         --speech-llm ../mini/exp/<stage 1>/<stage 2>/final --image-model exp/image_smollm2_quick/final \\
-        --joint-dir dump/whisper_encoder/train --speech-dirs dump/whisper_encoder/train ../mini/dump/whisper_encoder/train \\
-        --captions data/captions --valid-dir dump/whisper_encoder/dev --exp-dir exp/joint_quick
+        --joint-dir dump/whisper_encoder_packaged_pool1/train --speech-dirs dump/whisper_encoder_packaged_pool1/train ../mini/dump/whisper_encoder_packaged_pool1/train \\
+        --captions data/captions --valid-dir dump/whisper_encoder_packaged_pool1/dev --exp-dir exp/joint_quick
 
 Starts from a stage-2 speech LLM (its frozen stage-1 model, S-Adapter, LoRA) and an image-stage
 interface (frozen encoder, Q-Former, I-Adapter) aligned to the same LLM. Every step is one batch of
@@ -47,9 +47,9 @@ from asr.models.image_x2l import ImageX2L
 from asr.models.loading import dir_kind, load_speech_llm
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
 from asr.models.speech_llm import PromptConfig, stage1_dir_of
-from asr.training import distributed as dist
 from asr.training.data import Batches, FeatureDataset
-from asr.training.trainer import TrainConfig, Trainer, publish_final, run_entry_point, seed_everything
+from asr.training.stage import StageParts, run_stage, train_config
+from asr.training.trainer import run_entry_point
 
 log = logging.getLogger(__name__)
 SECTIONS = ("multimodal", "mix", "train", "decode")
@@ -211,15 +211,47 @@ def train(
     try:
         mm_cfg = MultimodalConfig.from_dict(cfg.get("multimodal"))
         mix = dataclass_from_dict(MixConfig, cfg.get("mix") or {}, "mix config")
-        train_cfg = TrainConfig.from_dict({**(cfg.get("train") or {}), **(overrides or {})})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{config_path}: {exc}") from None
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
-    owns_group = not dist.is_initialized()
-    device = dist.init_distributed(train_cfg.device)
-    seed_everything(train_cfg.seed)
-    model = build_multimodal(mm_cfg, speech_llm_dir, image_dir, device=str(device))
+    train_cfg = train_config(cfg, overrides, config_path)
+
+    def build(device) -> StageParts:
+        model = build_multimodal(mm_cfg, speech_llm_dir, image_dir, device=str(device))
+        sampler, sizes = mixed_batches(model, mix, train_cfg, joint_dirs, speech_dirs, captions)
+        valid_fn = None
+        if valid_dir is not None:
+            valid = SpeechSet(
+                [valid_dir],
+                model.speech.stage1_units(),
+                model,
+                model.speech.stage1.frame_rate_divisor,
+                train_cfg.preload,
+                with_pictures=True,
+            )
+            valid_batches = FrameBatchSampler(
+                valid.lengths(), train_cfg.max_frames_per_batch, shuffle=False, max_batch_size=train_cfg.max_batch_size
+            )
+            valid_fn = lambda: Batches(list(valid_batches), valid.collate)  # noqa: E731
+        trainable = model.optimizer_groups()
+        log.info(
+            "stage 3: %.2fM trainable parameters (LoRA lr x %g); sources %s, weights %s, %d steps per epoch",
+            sum(p.numel() for g in trainable for p in g["params"]) / 1e6,
+            mm_cfg.lora_lr_scale,
+            sizes,
+            {s.name: s.weight for s in sampler.sources},
+            len(sampler),
+        )
+        started_from = {"stage-2 speech LLM": speech_llm_dir, "image model": image_dir}
+        return StageParts(model, sampler, sampler.collate, valid_fn, trainable, started_from)
+
+    return run_stage(train_cfg, exp_dir, build)
+
+
+def mixed_batches(
+    model: MultimodalLlm, mix: MixConfig, train_cfg, joint_dirs, speech_dirs, captions
+) -> tuple[MixedBatchSampler, dict]:
+    """Stage 3's batches: one source per kind (joint speech + picture, the same speech without it,
+    speech only, captions), drawn with the mix's weights; and each source's size."""
     units = model.speech.stage1_units()
     divisor = model.speech.stage1.frame_rate_divisor
 
@@ -258,37 +290,7 @@ def train(
             Source("caption", collate, FixedBatchSampler(len(caps), mix.caption_batch_size, seed=train_cfg.seed), mix.caption)
         )
         sizes["caption"] = len(caps)
-    sampler = MixedBatchSampler(sources, mix.steps_per_epoch, seed=train_cfg.seed)
-    valid_fn = None
-    if valid_dir is not None:
-        valid = SpeechSet([valid_dir], units, model, divisor, train_cfg.preload, with_pictures=True)
-        valid_batches = FrameBatchSampler(
-            valid.lengths(), train_cfg.max_frames_per_batch, shuffle=False, max_batch_size=train_cfg.max_batch_size
-        )
-        valid_fn = lambda: Batches(list(valid_batches), valid.collate)  # noqa: E731
-    trainable = model.optimizer_groups()
-    log.info(
-        "stage 3: %.2fM trainable parameters (LoRA lr x %g); sources %s, weights %s, %d steps per epoch",
-        sum(p.numel() for g in trainable for p in g["params"]) / 1e6,
-        mm_cfg.lora_lr_scale,
-        sizes,
-        {s.name: s.weight for s in sampler.sources},
-        len(sampler),
-    )
-    Trainer(
-        model,
-        sampler,
-        sampler.collate,
-        train_cfg,
-        exp_dir,
-        valid_batches=valid_fn,
-        trainable=trainable,
-        started_from={"stage-2 speech LLM": speech_llm_dir, "image model": image_dir},
-    ).train()
-    final = publish_final(Path(exp_dir), model, lambda d: None)
-    if owns_group:
-        dist.cleanup()
-    return final
+    return MixedBatchSampler(sources, mix.steps_per_epoch, seed=train_cfg.seed), sizes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ stage-1 model and a frozen LLM, trained with the LLM's next-token loss on the tr
 
 Writes into ``exp_dir`` what stage 1 writes (checkpoints/ holding only the trained tensors,
 train_log.csv, valid_log.csv, curves.png, best/) and ``final/``: ``speech_llm.json`` +
-``adapter.pt`` + ``stage1`` (the path of the stage-1 model dir it was trained on).
+``adapter.safetensors`` (+ ``lora/``) + ``stage1.json`` (the stage-1 model dir it was trained on).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from asr.models.auto import load_stage1
 from asr.models.llm import load_llm
 from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, write_stage1_link
 from asr.tokenizer import load_tokenizer
-from asr.training import distributed as dist
-from asr.training.data import Batches, FeatureDataset, dataset_and_batches
-from asr.training.trainer import TrainConfig, Trainer, publish_final, seed_everything
+from asr.training.data import FeatureDataset, speech_batches
+from asr.training.stage import StageParts, run_stage, train_config
+from asr.training.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class LlmTargets:
     def __init__(self, dataset: FeatureDataset, model: SpeechLlm):
         self.dataset = dataset
         self.targets = [model.prompt.target_ids(u.text) for u in dataset.utts]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
     def collate(self, indices: list[int]) -> dict:
         batch = self.dataset.collate(indices)
@@ -82,57 +85,36 @@ def train(
     overrides: dict | None = None,
 ) -> Path:
     config = load_config(config_path)
-    train_cfg = TrainConfig.from_dict({**config.get("train", {}), **(overrides or {})})
-    stage1_dir, exp_dir = Path(stage1_dir), Path(exp_dir)
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
-    owns_group = not dist.is_initialized()
-    device = dist.init_distributed(train_cfg.device)  # torchrun: join the process group (one process: nothing)
-    seed_everything(train_cfg.seed)
-    model = build_speech_llm(config, stage1_dir, train_cfg, device)
-    units = model.stage1_units()  # loaded with the model
-    divisor = model.stage1.frame_rate_divisor
-    batching = dict(
-        frame_divisor=divisor,
-        max_frames=train_cfg.max_frames_per_batch,
-        max_batch_size=train_cfg.max_batch_size,
-        preload=train_cfg.preload,
-    )
-    dataset, sampler = dataset_and_batches(
-        train_dir,
-        units,
-        shuffle=True,
-        seed=train_cfg.seed,
-        bucket_shuffle=train_cfg.bucket_shuffle,
-        num_buckets=train_cfg.num_buckets,
-        **batching,
-    )
-    train_set = LlmTargets(dataset, model)
-    valid_fn = None
-    if valid_dir is not None:
-        valid_data, valid_sampler = dataset_and_batches(valid_dir, units, shuffle=False, **batching)
-        valid_set = LlmTargets(valid_data, model)
-        valid_fn = lambda: Batches(list(valid_sampler), valid_set.collate)  # noqa: E731
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info(
-        "speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
-        sum(p.numel() for p in trainable) / 1e6,
-        " + LoRA" if model.config.llm.lora.enabled else "",
-        model.config.llm.name_or_path,
-        len(dataset),
-        len(sampler),
-    )
-    Trainer(
-        model,
-        sampler,
-        train_set.collate,
-        train_cfg,
-        exp_dir,
-        valid_batches=valid_fn,
-        trainable=trainable,
-        started_from={"stage-1 model": stage1_dir},
-    ).train()
-    final = publish_final(exp_dir, model, lambda d: write_stage1_link(d, str(stage1_dir.resolve())))
-    if owns_group:
-        dist.cleanup()
-    return final
+    train_cfg = train_config(config, overrides, config_path)
+    stage1_dir = Path(stage1_dir)
+
+    def build(device) -> StageParts:
+        model = build_speech_llm(config, stage1_dir, train_cfg, device)
+        train_set, sampler, valid_fn = speech_batches(
+            train_dir,
+            valid_dir,
+            model.stage1_units(),  # loaded with the model
+            model.stage1.frame_rate_divisor,
+            train_cfg,
+            wrap=lambda dataset: LlmTargets(dataset, model),
+        )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        log.info(
+            "speech LLM: %.2fM trainable parameters (adapter%s), LLM %s frozen; %d utterances in %d batches",
+            sum(p.numel() for p in trainable) / 1e6,
+            " + LoRA" if model.config.llm.lora.enabled else "",
+            model.config.llm.name_or_path,
+            len(train_set),
+            len(sampler),
+        )
+        return StageParts(
+            model,
+            sampler,
+            train_set.collate,
+            valid_fn,
+            trainable=trainable,
+            started_from={"stage-1 model": stage1_dir},
+            finalize=lambda d: write_stage1_link(d, str(stage1_dir.resolve())),
+        )
+
+    return run_stage(train_cfg, exp_dir, build)
