@@ -31,11 +31,8 @@ is written to a temp name and renamed. A sentence that fails to synthesize is lo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import multiprocessing as mp
-import os
 import random
 import shutil
 import sys
@@ -51,13 +48,14 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(HERE.parents[2]))
 
+import corpus_jobs  # noqa: E402
 import numpy as np  # noqa: E402
 import real_speech  # noqa: E402
 import sentences as S  # noqa: E402
 import soundfile as sf  # noqa: E402
 import voices as V  # noqa: E402
 import yaml  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from corpus_jobs import cpu_seconds, run_pool, short_hash, stable_int, worker_dir, write_if_changed  # noqa: E402
 
 from asr.data.audio import AudioError, read_audio, write_wav  # noqa: E402
 from asr.data.datadir import DataDir, validate_data_dir  # noqa: E402
@@ -135,14 +133,6 @@ def transcripts_written(cfg: dict) -> bool:
     if form not in ("written", "normalized"):
         raise SystemExit(f"transcripts: {form!r} is not 'written' or 'normalized'")
     return form == "written"
-
-
-def stable_int(key: str) -> int:
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big")
-
-
-def short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def plan_synthetic(cfg: dict, split: dict[str, list[S.Sentence]], data: Path, seed: int) -> dict[str, list[Utt]]:
@@ -266,22 +256,13 @@ _RATE = 16000
 
 def _init_worker(tmp_root: str, sample_rate: int) -> None:
     global _TMP, _RATE
-    V.limit_threads()
-    import torch
-
-    torch.set_num_threads(1)
-    _TMP = Path(tmp_root) / f"w{os.getpid()}"
+    _TMP = worker_dir(tmp_root, V.limit_threads)
     _RATE = sample_rate
-
-
-def _cpu_now() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def run_job(job: dict) -> list[dict]:
     """Make the wavs of one job; returns one result dict per utterance (never raises)."""
-    start = _cpu_now()
+    start = cpu_seconds()
     results = []
     if job["kind"] == "synth":
         voice = V.Voice.parse(job["voice"])
@@ -310,7 +291,7 @@ def run_job(job: dict) -> list[dict]:
         except Exception as exc:
             res["error"] = f"{type(exc).__name__}: {exc}"
         results.append(res)
-    cpu = (_cpu_now() - start) / max(1, len(results))
+    cpu = (cpu_seconds() - start) / max(1, len(results))
     for r in results:
         r["cpu"] = cpu
     return results
@@ -337,50 +318,16 @@ def make_aug(job: dict):
 def run_jobs(jobs: list[dict], nj: int, tmp_root: Path, sample_rate: int, desc: str) -> list[dict]:
     """Run jobs on ``nj`` processes with a progress bar; returns all per-utterance results."""
     total = sum(len(j["items"]) if j["kind"] == "synth" else 1 for j in jobs)
-    results: list[dict] = []
-    if not jobs:
-        return results
-    with tqdm(total=total, desc=desc, unit="utt", file=sys.stderr, mininterval=2.0) as bar:
-        if nj <= 1:
-            _init_worker(str(tmp_root), sample_rate)
-            iterator = map(run_job, jobs)
-            for res in iterator:
-                results.extend(res)
-                bar.update(len(res))
-        else:
-            ctx = mp.get_context("fork")
-            with ctx.Pool(nj, initializer=_init_worker, initargs=(str(tmp_root), sample_rate)) as pool:
-                for res in pool.imap_unordered(run_job, jobs):
-                    results.extend(res)
-                    bar.update(len(res))
-    return results
+    return run_pool(jobs, nj, run_job, _init_worker, (str(tmp_root), sample_rate), total, desc)
 
 
 # ---------------------------------------------------------------- resume bookkeeping
 
 
-def write_if_changed(path: Path, content: str) -> None:
-    if not path.exists() or path.read_text(encoding="utf-8") != content:
-        write_text_atomic(path, content)
-
-
 def sync_plan(plan_file: Path, plan: list[Utt]) -> int:
-    """Remove wavs whose utterance changed since the last run, then record the new plan.
-
-    Returns the number of wavs removed.
-    """
-    old = {}
-    if plan_file.exists():
-        for line in plan_file.read_text(encoding="utf-8").splitlines():
-            utt, _, rest = line.partition("\t")
-            old[utt] = rest.split("\t", 1)[1] if "\t" in rest else ""
-    removed = 0
-    for u in plan:
-        if u.utt in old and old[u.utt] != u.signature and u.wav.exists():
-            u.wav.unlink()
-            removed += 1
-    write_if_changed(plan_file, "".join(f"{u.utt}\t{u.source}\t{u.signature}\n" for u in plan))
-    return removed
+    """Remove wavs whose utterance changed since the last run, then record the new plan (a line
+    ``utt<TAB>source<TAB>signature`` each). Returns the number of wavs removed."""
+    return corpus_jobs.sync_plan(plan_file, [(u.utt, u.wav, f"{u.source}\t{u.signature}", u.signature) for u in plan])
 
 
 def synth_jobs(todo: list[Utt], batch_size: int) -> list[dict]:

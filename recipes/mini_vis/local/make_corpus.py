@@ -39,12 +39,9 @@ renamed. Deterministic given the seed (the piper voice aside, whose ONNX model s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import logging
-import multiprocessing as mp
-import os
 import random
 import shutil
 import sys
@@ -82,6 +79,8 @@ def _load_by_path(name: str, path: Path):
 
 
 V = _load_by_path("mini_voices", MINI_LOCAL / "voices.py")
+CJ = _load_by_path("mini_corpus_jobs", MINI_LOCAL / "corpus_jobs.py")
+stable_int, short_hash, write_if_changed = CJ.stable_int, CJ.short_hash, CJ.write_if_changed
 A = _load_by_path("mini_augment", MINI_LOCAL / "augment.py")
 
 log = logging.getLogger("mini_vis.make_corpus")
@@ -162,14 +161,6 @@ def parse_voices(specs: list[str], where: str) -> list:
     if not out:
         raise SystemExit(f"{where}: no usable voice among {specs}")
     return out
-
-
-def stable_int(key: str) -> int:
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big")
-
-
-def short_hash(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- planning
@@ -321,12 +312,7 @@ _RATE = 16000
 
 def _init_worker(tmp_root: str, rate: int) -> None:
     global _TMP, _RATE
-    V.limit_threads()
-    import torch
-
-    torch.set_num_threads(1)
-    _TMP = Path(tmp_root) / f"w{os.getpid()}"
-    _TMP.mkdir(parents=True, exist_ok=True)
+    _TMP = CJ.worker_dir(tmp_root, V.limit_threads)
     _RATE = rate
 
 
@@ -451,49 +437,19 @@ def run_job(job: dict) -> dict:
     return res
 
 
+def _run_one(job: dict) -> list[dict]:
+    return [run_job(job)]
+
+
 def run_jobs(jobs: list[dict], nj: int, tmp_root: Path, rate: int, desc: str) -> list[dict]:
-    from tqdm import tqdm
-
-    results: list[dict] = []
-    if not jobs:
-        return results
-    with tqdm(total=len(jobs), desc=desc, unit="utt", file=sys.stderr, mininterval=2.0) as bar:
-        if nj <= 1:
-            _init_worker(str(tmp_root), rate)
-            for res in map(run_job, jobs):
-                results.append(res)
-                bar.update(1)
-        else:
-            with mp.get_context("fork").Pool(nj, initializer=_init_worker, initargs=(str(tmp_root), rate)) as pool:
-                for res in pool.imap_unordered(run_job, jobs, chunksize=4):
-                    results.append(res)
-                    bar.update(1)
-    return results
-
-
-# ---------------------------------------------------------------- resume bookkeeping
-
-
-def write_if_changed(path: Path, content: str) -> None:
-    if not path.exists() or path.read_text(encoding="utf-8") != content:
-        write_text_atomic(path, content)
+    """Run jobs (one utterance each) on ``nj`` processes with a progress bar; returns their results."""
+    return CJ.run_pool(jobs, nj, _run_one, _init_worker, (str(tmp_root), rate), len(jobs), desc, chunksize=4)
 
 
 def sync_plan(plan_file: Path, entries: list[tuple[str, Path, str]]) -> int:
-    """Remove outputs whose entry (key, path, signature) changed since the last run; record the plan."""
-    old = {}
-    if plan_file.exists():
-        for line in plan_file.read_text(encoding="utf-8").splitlines():
-            key, _, sig = line.partition("\t")
-            old[key] = sig
-    removed = 0
-    for key, path, sig in entries:
-        if key in old and old[key] != sig and path.exists():
-            path.unlink()
-            path.with_suffix(".json").unlink(missing_ok=True)
-            removed += 1
-    write_if_changed(plan_file, "".join(f"{k}\t{s}\n" for k, _, s in entries))
-    return removed
+    """Remove outputs whose entry (key, path, signature) changed since the last run (with their .json
+    beside them); record the plan (``key<TAB>signature`` lines)."""
+    return CJ.sync_plan(plan_file, [(k, path, sig, sig) for k, path, sig in entries], sidecars=(".json",))
 
 
 def is_done(u: Utt) -> bool:
