@@ -196,6 +196,19 @@ def build_multimodal(
     )
 
 
+def load_joint_config(path: str | Path) -> tuple[dict, MultimodalConfig, MixConfig]:
+    """Stage 3's YAML: its sections, the multimodal and mix settings; errors name the file."""
+    cfg = load_config(path, sections=SECTIONS)
+    try:
+        return (
+            cfg,
+            MultimodalConfig.from_dict(cfg.get("multimodal")),
+            dataclass_from_dict(MixConfig, cfg.get("mix"), "mix config"),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 def train(
     config_path: str | Path,
     speech_llm_dir: str | Path,
@@ -207,12 +220,7 @@ def train(
     exp_dir: str | Path,
     overrides: dict | None = None,
 ) -> Path:
-    cfg = load_config(config_path, sections=SECTIONS)
-    try:
-        mm_cfg = MultimodalConfig.from_dict(cfg.get("multimodal"))
-        mix = dataclass_from_dict(MixConfig, cfg.get("mix") or {}, "mix config")
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{config_path}: {exc}") from None
+    cfg, mm_cfg, mix = load_joint_config(config_path)
     train_cfg = train_config(cfg, overrides, config_path)
 
     def build(device) -> StageParts:

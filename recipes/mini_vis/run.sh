@@ -32,12 +32,12 @@ stop_stage=1
 nj=2                                         # parallel synthesis jobs
 corpus_config=conf/corpus_quick.yaml         # corpus size and voices (conf/corpus_tiny.yaml: a smoke test)
 itc_config=conf/image_itc_itg.yaml           # stage 1a: contrastive + ITG pretraining ("" skips it;
-                                             # conf/image_itc_quick.yaml: contrastive only, binds nothing)
+                                             # conf/tuning/image_itc_quick.yaml: contrastive only, binds nothing)
 image_config=conf/image_smollm2_itg.yaml     # stage 1b: image_x2l, llm, prompt, loss, train, eval
-                                             # (conf/image_smollm2_quick.yaml: without ITG)
+                                             # (conf/tuning/image_smollm2_quick.yaml: without ITG)
 image_tag=                                   # default: the image config's file name
 image_data=data                              # pictures and caption lists of stages 1 and 3-5: data, or another
-                                             # rendering of the same scenes (data_128: conf/corpus_quick_128.yaml,
+                                             # rendering of the same scenes (data_128: conf/tuning/corpus_quick_128.yaml,
                                              # --captions-only); stage 2 then writes dump/<type>_<image_data>, the
                                              # same features with utt2image* pointing at <image_data>/images
 speech_config=../mini/conf/cformer_whisper_llm_quick.yaml   # the mini recipe's stage-1 config (features)

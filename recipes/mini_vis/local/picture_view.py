@@ -2,9 +2,9 @@
 """A dump dir whose picture tables point at another rendering of the same scenes.
 
     python local/picture_view.py --from-root data/images --to-root data_128/images \\
-        dump/whisper_encoder/test_0db dump/whisper_encoder_data_128/test_0db
+        dump/whisper_encoder_packaged_pool1/test_0db dump/whisper_encoder_packaged_pool1_data_128/test_0db
 
-``conf/corpus_quick_128.yaml`` renders the corpus' scenes again at another size (``--captions-only``:
+``conf/tuning/corpus_quick_128.yaml`` renders the corpus' scenes again at another size (``--captions-only``:
 same scene ids, same file names, no speech). The speech features stay where they are: every file of
 SRC is linked into DST (``feats.scp`` holds absolute ark paths), except the picture tables
 (``utt2image``, ``utt2image_mismatch``), which are rewritten with ``--from-root`` replaced by
