@@ -79,3 +79,48 @@ def espeak_dir_with_bad(espeak_dir, tmp_path_factory) -> Path:
         data.utt2spk[utt] = "carol"
     data.write()
     return data.path
+
+
+# ---- tiny models and settings shared by the tests -------------------------------------------------
+def tiny_train_config(**over):
+    """A TrainConfig for a few CPU steps (one thread, no checkpoints unless asked)."""
+    from asr.training.trainer import TrainConfig
+
+    cfg = dict(
+        max_steps=4,
+        max_epochs=100,
+        lr=3e-3,
+        warmup_steps=2,
+        checkpoint_interval=1000,
+        log_interval=1,
+        num_threads=1,
+        device="cpu",
+    )
+    return TrainConfig(**{**cfg, **over})
+
+
+def tiny_stage1(units, feat_dim: int, llm=None):
+    """A seeded, untrained stage-1 CIF model over frozen-encoder frames; with ``llm`` its classifier
+    is tied to the LLM's input embeddings of the LLM-token ``units``."""
+    import torch
+
+    from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+
+    torch.manual_seed(0)
+    cfg = CifAsrConfig(
+        vocab_size=len(units),
+        feat_dim=feat_dim,
+        encoder_type="frozen",
+        frozen_pool=2,
+        d_model=32,
+        cformer_layers=1,
+        cformer_heads=2,
+        cformer_ffn=64,
+        ctc_weight=0.0,
+        classifier="tied" if llm is not None else "linear",
+        tied_dim=llm.hidden_size if llm is not None else 0,
+    )
+    model = CifAsrModel(cfg)
+    if llm is not None:
+        model.classifier.set_embeddings(llm.input_embeddings().weight.detach()[torch.tensor(units.llm_ids)])
+    return model

@@ -19,6 +19,7 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 N_UTTS, FRAMES, FEAT_DIM, TOKENS, VOCAB = 16, 48, 12, 4, 24
@@ -93,21 +94,7 @@ class UnionSampler(PairSampler):
 
 
 def _train_config(**over):
-    from asr.training.trainer import TrainConfig
-
-    cfg = dict(
-        max_steps=STEPS,
-        max_epochs=100,
-        lr=3e-3,
-        warmup_steps=2,
-        checkpoint_interval=1000,
-        log_interval=1,
-        keep_checkpoints=1,
-        num_threads=1,
-        device="cpu",
-    )
-    cfg.update(over)
-    return TrainConfig(**cfg)
+    return tiny_train_config(**{"max_steps": STEPS, "keep_checkpoints": 1, **over})
 
 
 def _worker(out: Path) -> None:

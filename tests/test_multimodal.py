@@ -16,11 +16,12 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_stage1
 
 from asr.data.batching import IGNORE_ID
 from asr.io_utils import load_state_file, write_table
 from asr.models.caption import STAGE_CONFIG_NAME, ImageCaptionModel, ImageStageConfig, image_prompt_config
-from asr.models.cif_asr import CifAsrConfig, CifAsrModel
+from asr.models.cif_asr import CifAsrModel
 from asr.models.image_x2l import IAdapterConfig, ImageEncoderConfig, ImageX2L, ImageX2LConfig, QFormerConfig
 from asr.models.llm import LlmConfig, LoraSettings, load_llm, split_lora
 from asr.models.multimodal_llm import CAPTION, JOINT, SPEECH, MultimodalConfig, MultimodalLlm
@@ -87,22 +88,7 @@ def setup(tmp_path_factory, tiny_llm):
     write_table(caps / "text", {f"cap{i}": " ".join(WORDS[i : i + 3]) for i in range(4)})
     # stage 1: random CIF model tied to the tiny GLM's units
     units = load_tokenizer(build_llm_units(root / "joint" / "text", "tiny-glm", root / "units", hf_tokenizer=tiny_llm.tokenizer))
-    torch.manual_seed(0)
-    cfg = CifAsrConfig(
-        vocab_size=len(units),
-        feat_dim=FEAT_DIM,
-        encoder_type="frozen",
-        frozen_pool=2,
-        d_model=32,
-        cformer_layers=1,
-        cformer_heads=2,
-        cformer_ffn=64,
-        ctc_weight=0.0,
-        classifier="tied",
-        tied_dim=tiny_llm.hidden_size,
-    )
-    stage1 = CifAsrModel(cfg)
-    stage1.classifier.set_embeddings(tiny_llm.input_embeddings().weight.detach()[torch.tensor(units.llm_ids)])
+    stage1 = tiny_stage1(units, FEAT_DIM, tiny_llm)
     stage1.save_pretrained(root / "stage1")
     finalize_model_dir(root / "stage1", units, json.loads((root / "joint" / "feat_info.json").read_text()))
     # stage 2: S-Adapter + LoRA (random: the plumbing is what is tested)

@@ -15,6 +15,7 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_train_config
 
 from asr.data.batching import FrameBatchSampler
 from asr.io_utils import load_state_file, write_table
@@ -86,18 +87,7 @@ def _data(dump: Path, **sampler_kw):
 
 
 def _cfg(**over) -> TrainConfig:
-    cfg = dict(
-        max_steps=4,
-        max_epochs=100,
-        lr=3e-3,
-        warmup_steps=2,
-        checkpoint_interval=1000,
-        log_interval=1,
-        num_threads=1,
-        device="cpu",
-    )
-    cfg.update(over)
-    return TrainConfig(**cfg)
+    return tiny_train_config(**over)
 
 
 def _final_params(exp: Path, step: int) -> dict:

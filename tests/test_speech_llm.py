@@ -12,6 +12,7 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_stage1
 
 from asr.data.batching import IGNORE_ID
 from asr.io_utils import load_state_file, write_table
@@ -53,25 +54,7 @@ def dump_dir(tmp_path_factory, tiny_llm):
 
 
 def stage1_model(units, llm, tied: bool = True) -> CifAsrModel:
-    torch.manual_seed(0)
-    cfg = CifAsrConfig(
-        vocab_size=len(units),
-        feat_dim=FEAT_DIM,
-        encoder_type="frozen",
-        frozen_pool=2,
-        d_model=32,
-        cformer_layers=1,
-        cformer_heads=2,
-        cformer_ffn=64,
-        ctc_weight=0.0,
-        classifier="tied" if tied else "linear",
-        tied_dim=llm.hidden_size if tied else 0,
-    )
-    model = CifAsrModel(cfg)
-    if tied:
-        emb = llm.input_embeddings().weight.detach()
-        model.classifier.set_embeddings(emb[torch.tensor(units.llm_ids)])
-    return model.eval()
+    return tiny_stage1(units, FEAT_DIM, llm if tied else None).eval()
 
 
 def speech_config(mode: str = "mlp") -> SpeechLlmConfig:

@@ -53,20 +53,6 @@ class SpeechLlmRecognizer:
         self.frame_seconds = self.model.stage1.frame_rate_divisor / feat_info["frame_rate_hz"]
         self.beam_size, self.cif_weight = beam_size, cif_weight
 
-    @classmethod
-    def from_export_dir(
-        cls,
-        model_dir: str | Path,
-        device: str = "cpu",
-        beam_size: int = 1,
-        cif_weight: float = 0.0,
-        image: str | Path | None = None,
-        picture_guidance: float = 0.0,
-    ) -> SpeechLlmRecognizer:
-        return cls(
-            model_dir, device=device, beam_size=beam_size, cif_weight=cif_weight, image=image, picture_guidance=picture_guidance
-        )
-
     def _generate(self, feats: torch.Tensor, lengths: torch.Tensor) -> list[dict]:
         opts = dict(num_beams=self.beam_size, cif_weight=self.cif_weight)
         if self.multimodal is None:

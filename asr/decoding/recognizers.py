@@ -40,7 +40,7 @@ def load_recognizer(
         from asr.decoding.llm_recognizer import SpeechLlmRecognizer  # the LLM stack loads only when needed
 
         defaults = doc.get("decode") or {}
-        return SpeechLlmRecognizer.from_export_dir(
+        return SpeechLlmRecognizer(
             model_dir,
             device=device,
             beam_size=beam_size if beam_size is not None else defaults.get("beam_size", 1),
