@@ -297,8 +297,7 @@ def test_export_dir_loads_the_speech_llm(tmp_path, monkeypatch):
     calls = {}
 
     class FakeLlm:
-        @classmethod
-        def from_export_dir(cls, model_dir, device, beam_size, cif_weight, image, picture_guidance):
+        def __init__(self, model_dir, device, beam_size, cif_weight, image, picture_guidance):
             calls.update(
                 model_dir=model_dir,
                 device=device,
@@ -307,7 +306,6 @@ def test_export_dir_loads_the_speech_llm(tmp_path, monkeypatch):
                 image=image,
                 picture_guidance=picture_guidance,
             )
-            return cls()
 
     monkeypatch.setitem(sys.modules, "asr.decoding.llm_recognizer", types.SimpleNamespace(SpeechLlmRecognizer=FakeLlm))
     (tmp_path / "export.json").write_text(json.dumps({"kind": "speech_llm"}))
