@@ -231,6 +231,7 @@ def test_cif_fusion_weight_moves_the_llm_to_the_cif_hypothesis(dump_dir, tiny_ll
 
 
 # ---- stage-2 entry points on real (espeak) speech -------------------------------------------------
+@pytest.mark.slow  # end to end: in `make test`, not `make test-fast`
 def test_train_resume_decode_export_transcribe(espeak_dir, tiny_llm, tmp_path):
     """train-llm (resumable) -> decode-llm -> export -> asr transcribe, with a random stage-1 fbank model."""
     import subprocess
@@ -332,6 +333,7 @@ def test_prefix_cache_gives_the_same_loss_and_gradients(dump_dir, tiny_llm):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # end to end: in `make test`, not `make test-fast`
 def test_smollm2_path_trains_and_decodes(dump_dir):
     """The embedded SmolLM2-135M-Instruct (chat template with a system turn, tied embeddings): the same
     code path as the GLMs. Units are rebuilt from its tokenizer; a few adapter steps lower the loss."""

@@ -171,6 +171,7 @@ def model_dir(tokenizer, tmp_path_factory):
     return root / "final"
 
 
+@pytest.mark.slow  # end to end: in `make test`, not `make test-fast`
 def test_export_in_fp16_transcribes_like_the_model_dir(model_dir, espeak_dir, tmp_path):
     from asr.data.datadir import read_table
     from asr.decoding.recognizers import load_recognizer
@@ -193,6 +194,7 @@ def test_export_in_fp16_transcribes_like_the_model_dir(model_dir, espeak_dir, tm
     assert all(0 <= w.start <= w.end <= wave.shape[0] / 16000 + 1e-3 for w in full.words)
 
 
+@pytest.mark.slow  # end to end: in `make test`, not `make test-fast`
 def test_transcribe_command_with_a_whisper_cformer(model_dir, espeak_dir, tmp_path):
     import json
     import subprocess
