@@ -128,6 +128,31 @@ def test_adapter_expected_embedding_starts_at_the_stage1_posterior():
         SAdapter(SAdapterConfig(mode="expected_embedding"), 4, 16, None)
 
 
+def test_gated_adapter_starts_at_the_posterior_and_opens_slowly():
+    """gate: true keeps a trained-size correction out at step 0 (tanh(0) = 0) while its gradient reaches
+    the gate; after one Adam step the correction is lr-sized, where the ungated zero-initialised layer
+    moves every output by about hidden_dim x lr."""
+    torch.manual_seed(0)
+    table = torch.randn(10, 16) * 0.1  # an LLM's embeddings are small
+    hidden, logits = torch.randn(2, 3, 4) * 5, torch.randn(2, 3, 10) * 50
+
+    def after_one_step(gate: bool) -> float:
+        adapter = SAdapter(SAdapterConfig(hidden_dim=256, mode="expected_embedding", gate=gate), 4, 16, table)
+        start = torch.softmax(logits, -1) @ table
+        torch.testing.assert_close(adapter(hidden, logits), start)
+        opt = torch.optim.Adam(adapter.parameters(), lr=1e-3)
+        adapter(hidden, logits).pow(2).sum().backward()
+        if gate:
+            assert adapter.gate.grad is not None and adapter.gate.grad.abs() > 0
+        opt.step()
+        with torch.no_grad():
+            return (adapter(hidden, logits) - start).norm(dim=-1).mean().item()
+
+    assert after_one_step(gate=True) < 0.1 * after_one_step(gate=False)
+    with pytest.raises(ValueError, match="gate"):
+        SAdapter(SAdapterConfig(mode="mlp", gate=True), 4, 16)
+
+
 # ---- the model -----------------------------------------------------------------------------------
 def _batch(dump_dir, model, n=4):
     from asr.training.data import FeatureDataset
