@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import tiny_stage1
 
 from asr.io_utils import write_table
-from asr.models.cif_asr import CifAsrConfig, CifAsrModel
 from asr.tokenizer import Tokenizer, train_tokenizer
 from asr.training.train_cif import finalize_model_dir
 
@@ -35,19 +34,8 @@ def tiny_model_dir(tmp_path_factory, espeak_dir) -> Path:
     texts.update({f"x{i}": t for i, t in enumerate(extra)})
     write_table(root / "text", texts)
     tokenizer = Tokenizer(train_tokenizer(root / "text", root / "tok" / "units", vocab_size=40))
-    torch.manual_seed(0)
-    config = CifAsrConfig(
-        vocab_size=len(tokenizer),
-        feat_dim=384,
-        encoder_type="frozen",
-        frozen_pool=2,
-        d_model=32,
-        cformer_layers=1,
-        cformer_heads=2,
-        cformer_ffn=64,
-    )
     model_dir = root / "final"
-    CifAsrModel(config).save_pretrained(model_dir)
+    tiny_stage1(tokenizer, feat_dim=384).save_pretrained(model_dir)
     feat_info = {
         "feature_type": "whisper_encoder",
         "options": {"model": "packaged", "pool": 1},
