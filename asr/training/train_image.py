@@ -52,7 +52,7 @@ import torch
 from asr.config import load_config
 from asr.data.captions import BatchingConfig, CaptionSet, make_sampler
 from asr.io_utils import load_weights, write_text_atomic
-from asr.models.caption import LOSS_HEADS, ImageCaptionModel, ImageStageConfig
+from asr.models.caption import ImageCaptionModel, ImageStageConfig
 from asr.models.image_x2l import ImageX2L
 from asr.models.llm import load_llm
 from asr.models.speech_llm import Prompt
@@ -166,9 +166,8 @@ def train(
     def evaluate_final(model: ImageCaptionModel, d: Path, valid: CaptionSet, valid_captions, size) -> dict:
         """Captions and retrieval scores of the validation pictures by the model as published (best/)."""
         model.x2l.load_state_dict(ImageX2L.from_pretrained(d).state_dict())
-        for stem in LOSS_HEADS:  # the loss heads of the same checkpoint
-            if any((d / f"{stem}{ext}").is_file() for ext in (".safetensors", ".pt")):
-                model.load_loss_head(load_weights(d, stem=stem), d / stem)
+        for stem in model.loss_head_states():  # the same checkpoint's heads: save_pretrained wrote each one
+            model.load_loss_head(load_weights(d, stem=stem), d / stem)
         scores = evaluate_captions(model, valid, int(eval_cfg["num_captions"]), int(eval_cfg["max_new_tokens"]))
         if (Path(valid_captions) / "word_classes").is_file():  # binding checks by likelihood
             swapped = CaptionSet(valid_captions, model.prompt, swap_negatives=4, size=size)
