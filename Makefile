@@ -75,7 +75,7 @@ format: setup
 bench: setup
 	$(PY) -m bench.run --out bench/out
 	@# peers and this toolkit's models on the same audio: the shipped default model, and the demo's when it exists
-	models="default="; [ -f $(DEMO_EXP)/model/export.json ] && models="$$models demo=$(DEMO_EXP)/model"; \
+	models="default= default_cformer:parallel="; [ -f $(DEMO_EXP)/model/export.json ] && models="$$models demo=$(DEMO_EXP)/model"; \
 	$(PY) -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real recipes/mini/data/test_real_ivr \
 	  --models $$models --out bench/out
 	$(PY) -m bench.transcribe_rtf --out bench/out/default

@@ -53,10 +53,15 @@ class Model:
 
 
 def load_model(
-    name_or_path: str | Path | None = None, device: str = "auto", beam_size: int | None = None, cif_weight: float | None = None
+    name_or_path: str | Path | None = None,
+    device: str = "auto",
+    beam_size: int | None = None,
+    cif_weight: float | None = None,
+    decoding: str | None = None,
 ) -> Model:
     """Load a model for transcription: None (the model shipped with the package), a model dir
     (``exp/<tag>/final`` or an ``asr export`` dir), a shipped model's name or a Hugging Face hub id.
     ``device``: auto (cuda when present), cpu or cuda; ``beam_size``/``cif_weight``: speech-LLM
-    decoding (default: the export's)."""
-    return Model(load_recognizer(name_or_path, device=device, beam_size=beam_size, cif_weight=cif_weight))
+    decoding (default: the export's); ``decoding``: a Whisper C-Former's "read" or "parallel" (default:
+    the model's)."""
+    return Model(load_recognizer(name_or_path, device=device, beam_size=beam_size, cif_weight=cif_weight, decoding=decoding))

@@ -88,11 +88,11 @@ class FasterWhisper:
 class ToolkitModel:
     """A model dir of this toolkit (empty: the shipped default) through asr transcribe's recognizer."""
 
-    def __init__(self, name: str, model_dir: str | None):
+    def __init__(self, name: str, model_dir: str | None, decoding: str | None = None):
         from asr.decoding.recognizers import load_recognizer
 
         self.name = name
-        self.recognizer = load_recognizer(model_dir or None)
+        self.recognizer = load_recognizer(model_dir or None, decoding=decoding)
 
     def __call__(self, wave: np.ndarray) -> str:
         import torch
@@ -134,8 +134,9 @@ def main(argv=None) -> dict:
         "--models",
         nargs="*",
         default=[],
-        metavar="NAME=DIR",
-        help="this toolkit's models as more rows (DIR empty: the shipped default model)",
+        metavar="NAME[:DECODING]=DIR",
+        help="this toolkit's models as more rows (DIR empty: the shipped default model; DECODING: a Whisper "
+        "C-Former's 'parallel' or 'read', default the model's)",
     )
     p.add_argument("--limit", type=int, default=0, help="at most N utterances per set, spread over it (0 = all)")
     p.add_argument("--out", type=Path, default=Path("bench/out"))
@@ -145,8 +146,9 @@ def main(argv=None) -> dict:
     results: dict = {}
     makers = {name: PEERS[name] for name in args.peers}
     for spec in args.models:
-        name, _, model_dir = spec.partition("=")
-        makers[name] = lambda name=name, model_dir=model_dir: ToolkitModel(name, model_dir)
+        label, _, model_dir = spec.partition("=")
+        name, _, decoding = label.partition(":")
+        makers[name] = lambda name=name, model_dir=model_dir, decoding=decoding: ToolkitModel(name, model_dir, decoding or None)
     for name, make in makers.items():
         try:
             peer = make()

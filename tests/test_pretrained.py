@@ -62,3 +62,16 @@ def test_python_api_with_the_default_model():
     assert _word_errors(_reference(wav.stem), result["text"]) < 0.5, result["text"]
     words = [w for seg in result["segments"] for w in seg["words"]]
     assert words and all(0 <= w["start"] <= w["end"] for w in words)
+
+
+@pytest.mark.skipif(not LIBRIVOX.is_dir(), reason="pocketsphinx-testdata (Debian) not installed")
+def test_the_default_reads_with_whispers_decoder_and_keeps_its_cformer_pass():
+    import asr
+
+    wav = sorted(LIBRIVOX.glob("*.wav"))[0]
+    read = asr.load_model(device="cpu").transcribe(wav)["text"]  # decoding "read": the shipped config's
+    parallel = asr.load_model(device="cpu", decoding="parallel").transcribe(wav)["text"]
+    assert parallel == parallel.lower()  # the C-Former's pass writes as its training text: lowercase
+    assert read != read.lower() and any(ch in read for ch in ",.")  # Whisper's decoder: case, punctuation
+    ref = _reference(wav.stem)
+    assert _word_errors(ref, read) < _word_errors(ref, parallel), (read, parallel)

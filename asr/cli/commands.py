@@ -179,6 +179,12 @@ def add_decode(p: argparse.ArgumentParser) -> None:
         help="weight added at the end of an utterance before counting CIF fires (default: the model's "
         "cif_tail_threshold); tune it on dev: too high repeats the last word, too low drops it",
     )
+    p.add_argument(
+        "--decoding",
+        choices=("parallel", "read"),
+        help="whisper_cformer models: 'parallel' (the C-Former's one decoder pass) or 'read' (Whisper's "
+        "pretrained decoder reads the encoder, cut near the C-Former's word count); default: the model's",
+    )
     p.set_defaults(func=run_decode)
 
 
@@ -190,7 +196,12 @@ def run_decode(args) -> int:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     info = decode_dump_dir(
-        args.model_dir, args.data_dir, args.out_dir, batch_frames=args.batch_frames, tail_threshold=args.cif_tail_threshold
+        args.model_dir,
+        args.data_dir,
+        args.out_dir,
+        batch_frames=args.batch_frames,
+        tail_threshold=args.cif_tail_threshold,
+        decoding=args.decoding,
     )
     print(json.dumps(info))
     return 0
@@ -330,6 +341,13 @@ def add_transcribe(p: argparse.ArgumentParser) -> None:
         type=float,
         help="weight of the stage-1 CIF vote on each LLM token (default: the export's; 0: the LLM alone)",
     )
+    p.add_argument(
+        "--decoding",
+        choices=("parallel", "read"),
+        help="Whisper C-Former models: 'read' (Whisper's pretrained decoder reads the speech, stopped near "
+        "the C-Former's word count; cased, punctuated text) or 'parallel' (the C-Former's one "
+        "non-autoregressive pass, lowercase); default: the model's",
+    )
     p.add_argument("--image", help="a picture that goes with the audio (stage-3 multimodal exports: image-conditioned ASR)")
     p.add_argument(
         "--picture-guidance",
@@ -400,6 +418,7 @@ def run_transcribe(args) -> int:
         cif_weight=args.cif_weight,
         image=args.image,
         picture_guidance=args.picture_guidance,
+        decoding=args.decoding,
     )
     start, audio_seconds, failed, kaldi_text = time.perf_counter(), 0.0, 0, {}
     with tqdm(total=0, unit="chunk", desc="transcribe", file=sys.stderr, mininterval=1, disable=not args.quiet) as bar:

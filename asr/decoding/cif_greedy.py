@@ -40,8 +40,11 @@ def decode_dump_dir(
     out_dir: str | Path,
     batch_frames: int = 40000,
     tail_threshold: float | None = None,
+    decoding: str | None = None,
 ) -> dict:
-    """``tail_threshold``: CIF's end-of-utterance weight for this decoding (default: the model's)."""
+    """``tail_threshold``: CIF's end-of-utterance weight for this decoding (default: the model's);
+    ``decoding``: how a whisper_cformer model writes its transcript, "parallel" or "read" (default:
+    the model's config)."""
     model, tokenizer, feat_info = load_cif_model(model_dir)
     if tail_threshold is not None:
         model.cif.set_tail_threshold(tail_threshold)
@@ -55,7 +58,7 @@ def decode_dump_dir(
     start = time.perf_counter()
     for batch in tqdm(sampler, desc=f"decode {dump_dir.name}", mininterval=5):
         feats, lengths = pad_features([kaldiio.load_mat(feats_scp[utts[i]]) for i in batch])
-        result = model.recognize(feats, lengths)
+        result = model.transcribe(feats, lengths, decoding)
         for j, i in enumerate(batch):
             utt = utts[i]
             ids = result["tokens"][j]
@@ -79,6 +82,7 @@ def decode_dump_dir(
         "encoder_frames_per_second": round(total_enc_frames / max(audio_sec, 1e-9), 3),
         "threads": torch.get_num_threads(),
         "cif_tail_threshold": model.cif.tail_threshold,
+        "decoding": decoding or getattr(model.config, "decoding", "parallel"),
     }
     write_text_atomic(out_dir / "decode_info.json", json.dumps(info, indent=2) + "\n")
     return info

@@ -18,6 +18,7 @@ from asr.data.batching import pad_features
 from asr.decoding.cif_greedy import load_cif_model
 from asr.decoding.hypothesis import Hypothesis, words_from_pieces
 from asr.features.extractors import build_extractor
+from asr.models.whisper_cformer import WhisperCFormer
 
 
 def cif_token_times(
@@ -80,8 +81,11 @@ class CifRecognizer:
 
     sample_rate = 16000
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", decoding: str | None = None):
         self.model, self.tokenizer, feat_info = load_cif_model(model_dir)
+        self.decoding = decoding  # None: the model's own (its config's)
+        if isinstance(self.model, WhisperCFormer) and (decoding or self.model.config.decoding) == "read":
+            self.model.load_reader()  # loaded with the model, not on the first batch
         self.device = torch.device(device)
         self.model.to(self.device)
         self.extractor = build_extractor(feat_info["feature_type"], feat_info.get("options") or {})
@@ -95,7 +99,7 @@ class CifRecognizer:
         The model runs on the padded batch (B, T_max, F); times are clipped to each wave's duration.
         """
         feats, lengths = wave_features(self.extractor, waves, self.sample_rate)  # (B, T_max, F), (B,)
-        result = self.model.recognize(feats.to(self.device), lengths.to(self.device))
+        result = self.model.transcribe(feats.to(self.device), lengths.to(self.device), self.decoding)
         alphas = result["alphas"].float().cpu()  # (B, T')
         logits = result["logits"]
         probs = logits.float().softmax(-1).amax(-1).cpu() if logits is not None else None  # (B, N)

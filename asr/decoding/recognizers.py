@@ -23,18 +23,22 @@ def load_recognizer(
     cif_weight: float | None = None,
     image: str | Path | None = None,
     picture_guidance: float | None = None,
+    decoding: str | None = None,
 ) -> Recognizer:
     """The recognizer a model dir describes (None: the shipped default model; a hub id is downloaded,
     see :func:`asr.pretrained.resolve_model`). ``beam_size`` and ``cif_weight`` apply to the speech LLM
     (CIF is greedy); left None, they are the export's defaults (``export.json`` "decode").
     ``image``: a picture shown with all the audio (stage-3 exports only); ``picture_guidance``: with it,
-    greedy decoding that amplifies the picture's effect (default 0: plain decoding)."""
+    greedy decoding that amplifies the picture's effect (default 0: plain decoding). ``decoding``: how a
+    stage-1 Whisper C-Former writes its transcript, "parallel" or "read" (default: the model's)."""
     model_dir, device = resolve_model(model_dir), str(resolve_device(device))
     export = model_dir / "export.json"
     doc = json.loads(export.read_text()) if export.exists() else {"kind": "cif"}
     if doc.get("kind") not in ("cif", "speech_llm", "multimodal"):
         raise ValueError(f"{export}: unknown kind {doc.get('kind')!r} (expected 'cif', 'speech_llm' or 'multimodal')")
     if doc["kind"] != "cif":
+        if decoding is not None:
+            raise ValueError(f"{model_dir} is a speech LLM: --decoding applies to stage-1 (C-Former) models")
         if image is not None and doc["kind"] != "multimodal":
             raise ValueError(f"{model_dir} is a speech-only model: --image needs a stage-3 (multimodal) export")
         from asr.decoding.llm_recognizer import SpeechLlmRecognizer  # the LLM stack loads only when needed
@@ -50,4 +54,4 @@ def load_recognizer(
         )
     if image is not None:
         raise ValueError(f"{model_dir} is a stage-1 CIF model: --image needs a stage-3 (multimodal) export")
-    return CifRecognizer(model_dir, device=device)
+    return CifRecognizer(model_dir, device=device, decoding=decoding)

@@ -290,6 +290,12 @@ class CifAsrModel(nn.Module):
             "alphas": cif_out.alphas,
         }  # alphas (B, T'): CIF weights per frame
 
+    def transcribe(self, feats: torch.Tensor, feat_lengths: torch.Tensor, decoding: str | None = None) -> dict:
+        """The model's transcript: greedy CIF (:meth:`recognize`); ``decoding`` None or "parallel"."""
+        if decoding not in (None, "parallel"):
+            raise ValueError(f"a {self.config.kind} model decodes in one way only ('parallel'), not {decoding!r}")
+        return self.recognize(feats, feat_lengths)
+
     # ---- persistence (transformers style) ------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
         save_config_and_weights(out_dir, "config.json", asdict(self.config), "model.safetensors", self.state_dict())

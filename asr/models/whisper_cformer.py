@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +49,11 @@ from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.cif_asr import SinusoidalPositions, lengths_to_padding_mask
 from asr.models.cmvn import GlobalCMVN
+from asr.models.whisper_reader import WhisperReader, count_words, split_words, token_texts, word_start_table
 
 KIND = "whisper_cformer"
 EMBEDDING_KEY = "decoder.embed_tokens.weight"  # Whisper's token table: rebuilt, never saved
+DECODINGS = ("parallel", "read")
 
 
 @dataclass
@@ -79,6 +82,12 @@ class WhisperCFormerConfig:
     # inference: merge a run of equal adjacent tokens into one (two slots of the parallel decoder
     # writing the same token for one stretch of speech, the main error of the non-autoregressive pass)
     collapse_repeats: bool = False
+    # what `transcribe` writes: "parallel", the decoder pass above; "read", Whisper's own pretrained
+    # decoder reading the encoder autoregressively, cut within `read_window` words of the parallel
+    # pass's word count, each word of difference costing `read_penalty` (asr/models/whisper_reader.py)
+    decoding: str = "parallel"
+    read_window: int = 4
+    read_penalty: float = 1.0
     prefix: tuple[str, ...] = ("<|startoftranscript|>", "<|notimestamps|>")
     prefix_ids: tuple[int, ...] = ()  # filled from the tokenizer when the model is built
 
@@ -86,7 +95,10 @@ class WhisperCFormerConfig:
     def from_dict(cls, d: dict) -> WhisperCFormerConfig:
         if d.get("kind", KIND) != KIND:
             raise ValueError(f"config kind {d['kind']!r} is not {KIND!r}")
-        return dataclass_from_dict(cls, d, "whisper_cformer config")
+        cfg = dataclass_from_dict(cls, d, "whisper_cformer config")
+        if cfg.decoding not in DECODINGS:
+            raise ValueError(f"whisper_cformer config: decoding must be one of {DECODINGS}, not {cfg.decoding!r}")
+        return cfg
 
 
 def _load_whisper(name_or_dir: str):
@@ -169,6 +181,20 @@ class WhisperCFormer(nn.Module):
         if self.acoustic is not None:  # starts as Whisper's own decoder
             nn.init.zeros_(self.acoustic.weight)
             nn.init.zeros_(self.acoustic.bias)
+        self.reader: WhisperReader | None = None  # loaded on first use by `transcribe` (decoding "read")
+
+    def load_reader(self) -> WhisperReader:
+        """Whisper's pretrained decoder, frozen, as a :class:`WhisperReader` (never saved: rebuilt from
+        the Whisper weights the config names; it shares the model's token table)."""
+        if self.reader is None:
+            decoder = load_whisper_decoder(self.config.whisper)
+            decoder.embed_tokens = self.decoder.embed_tokens
+            tokenizer = load_whisper_tokenizer(self.config.whisper)
+            starts = word_start_table(tokenizer, self.config.vocab_size)
+            texts = token_texts(tokenizer, self.config.vocab_size)
+            self.reader = WhisperReader(decoder, self.config.prefix_ids, tokenizer.eos_token_id, starts, texts)
+            self.reader.to(self.embeddings.device)
+        return self.reader
 
     def optimizer_groups(self) -> list[dict]:
         """Trainable parameters in two groups: the decoder (at ``decoder_lr_scale``) and the rest."""
@@ -348,13 +374,37 @@ class WhisperCFormer(nn.Module):
             "alphas": cif_out.alphas,
         }
 
+    @torch.no_grad()
+    def transcribe(self, feats: torch.Tensor, feat_lengths: torch.Tensor, decoding: str | None = None) -> dict:
+        """The model's transcript: :meth:`recognize`'s result, whose tokens and fire frames are, with
+        ``decoding`` "read" (default: the config's), those of Whisper's pretrained decoder reading the
+        encoder, cut near the parallel pass's word count (``read_window``, ``read_penalty``). Each read token
+        gets the fire frame of the parallel pass's word it matches (same letters, aligned in order), or
+        of the word at the same relative place; "logits" is then None. "hidden" and "token_lengths" stay the parallel pass's."""
+        decoding = decoding or self.config.decoding
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
+        result = self.recognize(feats, feat_lengths)
+        if decoding == "parallel":
+            return result
+        reader = self.load_reader()
+        starts = reader.word_starts
+        expected = torch.tensor([count_words(t, starts) for t in result["tokens"]])
+        tokens = reader.read(feats, feat_lengths, expected, self.config.read_window, self.config.read_penalty)
+        fires = [
+            _word_fires(read, parallel, fire, starts, reader.texts, n - 1)
+            for read, parallel, fire, n in zip(tokens, result["tokens"], result["fire_frames"], result["frame_lengths"])
+        ]
+        return {**result, "tokens": tokens, "fire_frames": fires, "logits": None}
+
     # ---- persistence ---------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What checkpoints and saved dirs hold: everything but Whisper's frozen token table."""
-        return {k: v for k, v in self.state_dict().items() if k != EMBEDDING_KEY}
+        """What checkpoints and saved dirs hold: everything but Whisper's frozen token table and reader."""
+        return {k: v for k, v in self.state_dict().items() if k != EMBEDDING_KEY and not k.startswith("reader.")}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("reader.")]
         if unexpected or set(missing) - {EMBEDDING_KEY}:
             raise ValueError(f"weights do not fit a {KIND} model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
@@ -377,6 +427,33 @@ class WhisperCFormer(nn.Module):
         except ValueError as exc:
             raise ValueError(f"{model_dir}: {exc}") from None
         return model.eval()
+
+
+def _word_fires(
+    read: list[int], parallel: list[int], fires: list[int], word_starts: torch.Tensor, texts: list[str], last_frame: int
+) -> list[int]:
+    """A fire frame for each read token from the parallel pass's words (the fire frame of each word's
+    last token): a read word spelled as a parallel word, aligned in order (difflib), takes that word's
+    frame; any other read word i of M that of parallel word floor(i * W / M) of W; frames never go
+    back. Without parallel words: the last frame."""
+    if not read:
+        return []
+    par_index, read_index = split_words(parallel, word_starts), split_words(read, word_starts)
+    W, M = (par_index[-1] + 1 if parallel else 0), read_index[-1] + 1
+    if W == 0:
+        return [max(last_frame, 0)] * len(read)
+    par_text, par_end, read_text = [""] * W, [0] * W, [""] * M
+    for tok, word, fire in zip(parallel, par_index, fires):
+        par_text[word] += texts[tok]
+        par_end[word] = fire
+    for tok, word in zip(read, read_index):
+        read_text[word] += texts[tok]
+    frame = [par_end[min(W - 1, i * W // M)] for i in range(M)]
+    for a, b, size in SequenceMatcher(None, par_text, read_text, autojunk=False).get_matching_blocks():
+        frame[b : b + size] = par_end[a : a + size]
+    for i in range(1, M):
+        frame[i] = max(frame[i], frame[i - 1])
+    return [frame[word] for word in read_index]
 
 
 def _collapse_repeats(ids: torch.Tensor, lengths: torch.Tensor, *per_token: torch.Tensor):
