@@ -261,7 +261,27 @@ def test_checkpoints_hold_no_whisper_table_and_average_into_a_model_dir(tokenize
 
 
 # ---- X-LLM stage 2 on top: the S-Adapter reads the decoder's states ------------------------------
-def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path):
+def _librivox_frames():
+    """Whisper tiny.en encoder frames of the first 2 s and 1.5 s of a human recording: (2, T, 384), (2,)."""
+    from pathlib import Path
+
+    from asr.data.audio import read_audio
+    from asr.data.batching import pad_features
+    from asr.features.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel
+
+    wavs = sorted(Path("/usr/share/pocketsphinx/test/data/librivox").glob("*.wav"))
+    if not wavs:
+        pytest.skip("pocketsphinx-testdata (Debian) not installed")
+    encoder, frames = WhisperEncoderFrontend.from_packaged().eval(), []
+    for seconds in (2.0, 1.5):
+        mel = whisper_log_mel(read_audio(wavs[0])[0][: int(seconds * 16000)])
+        with torch.no_grad():
+            frames.append(encoder(mel[None], torch.tensor([mel.shape[0]]))[0][0])
+    return pad_features(frames)
+
+
+@pytest.mark.parametrize("stage1_decoding", ["parallel", "read"])
+def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path, stage1_decoding):
     from asr.models.llm import LlmConfig, load_llm
     from asr.models.s_adapter import SAdapterConfig
     from asr.models.speech_llm import SpeechLlm, SpeechLlmConfig, whisper_units_llm_table
@@ -277,13 +297,19 @@ def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path):
     assert table[tokenizer.eos_token_id].abs().sum() == 0
 
     config = SpeechLlmConfig(
-        llm=LlmConfig(name_or_path="tiny-glm"), adapter=SAdapterConfig(hidden_dim=32, mode="expected_embedding")
+        llm=LlmConfig(name_or_path="tiny-glm"),
+        adapter=SAdapterConfig(hidden_dim=32, mode="expected_embedding"),
+        stage1_decoding=stage1_decoding,  # read: the S-Adapter reads Whisper's pretrained decoder reading
     )
     model = SpeechLlm(config, stage1, llm, units).eval()
+    assert (stage1.reader is not None) == (stage1_decoding == "read")
     torch.manual_seed(5)
     feats, lengths = torch.randn(2, 90, 384), torch.tensor([90, 70])
+    if stage1_decoding == "read":  # Whisper's decoder ends at once on random frames: give it a person speaking
+        feats, lengths = _librivox_frames()
     speech, rec = model.speech_embeddings(feats, lengths)
     n = rec["token_lengths"].tolist()
+    assert ("parallel_tokens" in rec) == (stage1_decoding == "read")
     assert [s.shape for s in speech] == [(max(1, k), llm.hidden_size) for k in n]
     # the adapter's last layer starts at zero: the LLM first reads the expected embedding of the decoder's posterior
     expected = rec["logits"].softmax(-1) @ table

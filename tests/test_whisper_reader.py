@@ -117,21 +117,22 @@ def test_window_and_penalty_bound_the_transcript(model, speech):
     assert any(count_words(tokens, starts) == 2 for tokens in exact)
 
 
-def test_transcribe_reads_with_whispers_own_decoder_and_keeps_the_parallel_pass_for_the_llm(model):
-    torch.manual_seed(7)
-    lengths = [80, 120]
-    feats = torch.randn(2, 120, 384)
-    feats[0, 80:] = 0
+def test_transcribe_reads_with_whispers_own_decoder_and_gives_its_states(model, speech):
+    feats, lengths = speech
     with torch.no_grad():
-        model.cif.linear.bias.fill_(-0.5)  # a few fires at random weights
-        parallel = model.recognize(feats, torch.tensor(lengths))
-        read = model.transcribe(feats, torch.tensor(lengths), decoding="read")
-        again = model.transcribe(feats, torch.tensor(lengths), decoding="parallel")
-    assert again["tokens"] == parallel["tokens"]
-    assert torch.equal(read["hidden"], parallel["hidden"])  # what the S-Adapter reads is the parallel pass
-    assert read["logits"] is None
-    for b in range(2):
-        assert len(read["fire_frames"][b]) == len(read["tokens"][b])
+        parallel = model.recognize(feats, lengths)
+        read = model.transcribe(feats, lengths, decoding="read")
+        again = model.transcribe(feats, lengths, decoding="parallel")
+    assert again["tokens"] == parallel["tokens"] == read["parallel_tokens"]
+    L = max(len(t) for t in read["tokens"])
+    assert read["hidden"].shape == (3, L, 384) and read["logits"].shape == (3, L, model.config.vocab_size)
+    assert read["token_lengths"].tolist() == [len(t) for t in read["tokens"]]
+    assert torch.isfinite(read["logits"]).all()
+    for b in range(3):
+        n = len(read["tokens"][b])
+        # greedy: the state at each step scores the token it wrote highest (what an S-Adapter reads)
+        assert read["logits"][b, :n].argmax(-1).tolist() == read["tokens"][b]
+        assert len(read["fire_frames"][b]) == n
         assert read["fire_frames"][b] == sorted(read["fire_frames"][b])
         assert all(0 <= f < read["frame_lengths"][b] for f in read["fire_frames"][b])
         words = count_words(parallel["tokens"][b], model.reader.word_starts)
@@ -141,7 +142,7 @@ def test_transcribe_reads_with_whispers_own_decoder_and_keeps_the_parallel_pass_
     assert model.reader.decoder.embed_tokens is model.decoder.embed_tokens
     assert not any(k.startswith("reader.") for k in model.trainable_state_dict())
     with pytest.raises(ValueError, match="decoding must be one of"):
-        model.transcribe(feats, torch.tensor(lengths), decoding="beam")
+        model.transcribe(feats, lengths, decoding="beam")
 
 
 def test_config_names_a_known_decoding():

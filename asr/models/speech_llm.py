@@ -68,10 +68,16 @@ class SpeechLlmConfig:
     llm: LlmConfig = field(default_factory=LlmConfig)
     adapter: SAdapterConfig = field(default_factory=SAdapterConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    # what the S-Adapter reads of a Whisper C-Former stage 1: "parallel", its parallel pass's states;
+    # "read", the states of Whisper's pretrained decoder reading the speech (WhisperCFormer.transcribe)
+    stage1_decoding: str = "parallel"
 
     @classmethod
     def from_dict(cls, d: dict) -> SpeechLlmConfig:
-        return dataclass_from_dict(cls, d, "speech_llm config")
+        cfg = dataclass_from_dict(cls, d, "speech_llm config")
+        if cfg.stage1_decoding not in ("parallel", "read"):
+            raise ValueError(f"speech_llm config: stage1_decoding must be 'parallel' or 'read', not {cfg.stage1_decoding!r}")
+        return cfg
 
 
 class SlotPrompt:
@@ -221,6 +227,13 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         self.stage1 = stage1.eval()
         for p in self.stage1.parameters():
             p.requires_grad_(False)
+        self.stage1_decoding = None  # a CIF model has one way; a Whisper C-Former: the config's
+        if isinstance(stage1, WhisperCFormer):
+            self.stage1_decoding = config.stage1_decoding
+            if config.stage1_decoding == "read":
+                stage1.load_reader()
+        elif config.stage1_decoding != "parallel":
+            raise ValueError(f"stage1_decoding {config.stage1_decoding!r} needs a whisper_cformer stage 1")
         self.llm = llm.model
         self.tokenizer = llm.tokenizer
         self.prompt = Prompt(llm.tokenizer, config.prompt)
@@ -267,10 +280,15 @@ class SpeechLlm(FrozenLlmMixin, nn.Module):
         """feats (B, T, F) -> one (N_i, H) tensor per utterance, plus the stage-1 result (CIF tokens, fires)."""
         feats, feat_lengths = feats.to(self.device), feat_lengths.to(self.device)
         with torch.no_grad():
-            rec = self.stage1.recognize(feats, feat_lengths)
+            rec = self.stage1.transcribe(feats, feat_lengths, self.stage1_decoding)
             hidden = rec["hidden"]  # (B, N, D)
         dtype = self.llm.get_input_embeddings().weight.dtype
-        emb = self.adapter(hidden, rec["logits"]).to(dtype) if hidden.shape[1] else hidden.new_zeros(hidden.shape[0], 0, 1)
+        if hidden.shape[1]:
+            emb = self.adapter(hidden, rec["logits"]).to(dtype)
+        else:  # no token in the whole batch: one zero position each, as for an empty utterance in a batch
+            emb = torch.zeros(
+                hidden.shape[0], 1, self.llm.get_input_embeddings().weight.shape[1], dtype=dtype, device=hidden.device
+            )
         lengths = rec["token_lengths"].tolist()
         return [emb[b, : max(1, n)] for b, n in enumerate(lengths)], rec
 

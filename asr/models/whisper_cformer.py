@@ -376,11 +376,13 @@ class WhisperCFormer(nn.Module):
 
     @torch.no_grad()
     def transcribe(self, feats: torch.Tensor, feat_lengths: torch.Tensor, decoding: str | None = None) -> dict:
-        """The model's transcript: :meth:`recognize`'s result, whose tokens and fire frames are, with
-        ``decoding`` "read" (default: the config's), those of Whisper's pretrained decoder reading the
-        encoder, cut near the parallel pass's word count (``read_window``, ``read_penalty``). Each read token
-        gets the fire frame of the parallel pass's word it matches (same letters, aligned in order), or
-        of the word at the same relative place; "logits" is then None. "hidden" and "token_lengths" stay the parallel pass's."""
+        """The model's transcript: :meth:`recognize`'s result, or with ``decoding`` "read" (default: the
+        config's) that of Whisper's pretrained decoder reading the encoder, cut near the parallel
+        pass's word count (``read_window``, ``read_penalty``): its tokens, its final states at the
+        steps that wrote them ("hidden", (B, L, 384): what an S-Adapter reads), their log-probabilities
+        ("logits", (B, L, V)) and "token_lengths". Each read token gets the fire frame of the parallel
+        pass's word it matches (same letters, aligned in order), or of the word at the same relative
+        place; "parallel_tokens" keeps the parallel pass's."""
         decoding = decoding or self.config.decoding
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {DECODINGS}, not {decoding!r}")
@@ -390,12 +392,22 @@ class WhisperCFormer(nn.Module):
         reader = self.load_reader()
         starts = reader.word_starts
         expected = torch.tensor([count_words(t, starts) for t in result["tokens"]])
-        tokens = reader.read(feats, feat_lengths, expected, self.config.read_window, self.config.read_penalty)
+        tokens, hidden, logits = reader.read(
+            feats, feat_lengths, expected, self.config.read_window, self.config.read_penalty, return_states=True
+        )
         fires = [
             _word_fires(read, parallel, fire, starts, reader.texts, n - 1)
             for read, parallel, fire, n in zip(tokens, result["tokens"], result["fire_frames"], result["frame_lengths"])
         ]
-        return {**result, "tokens": tokens, "fire_frames": fires, "logits": None}
+        return {
+            **result,
+            "tokens": tokens,
+            "fire_frames": fires,
+            "hidden": hidden,
+            "logits": logits if hidden.shape[1] else None,
+            "token_lengths": torch.tensor([len(t) for t in tokens], device=hidden.device),
+            "parallel_tokens": result["tokens"],
+        }
 
     # ---- persistence ---------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -94,10 +94,13 @@ class WhisperReader(nn.Module):
         window: int = 4,
         penalty: float = 1.0,
         max_tokens: int | None = None,
-    ) -> list[list[int]]:
+        return_states: bool = False,
+    ):
         """Greedy decoding of a batch. encoder_out (B, T, D), encoder_lengths (B,), expected_words
         (B,) the CIF pass's word counts -> one list of Whisper token ids per utterance (no specials).
-        ``window``, ``penalty``: see the module doc.
+        ``window``, ``penalty``: see the module doc. ``return_states``: also the decoder's final
+        states (B, L, D) and log-probabilities (B, L, V) at the steps that wrote the tokens (the state
+        at step j predicts token j), L the longest transcript.
 
         ``max_tokens``: at most this many tokens (default: 4 per expected word + 16, and the
         decoder's position table)."""
@@ -126,8 +129,9 @@ class WhisperReader(nn.Module):
         final_len = torch.full((B,), -1, dtype=torch.long, device=device)  # -1: still reading
         step_ids = torch.tensor(self.prefix_ids, device=device).expand(B, -1)  # (B, P)
         position = 0
+        states, logps = [], []
         for t in range(limit + 1):
-            logp = self._step(step_ids, position, cross, key_mask, cache)  # (B, V)
+            state, logp = self._step(step_ids, position, cross, key_mask, cache)  # (B, D), (B, V)
             position += step_ids.shape[1]
             logp = logp.masked_fill(special, -float("inf"))
             reading = final_len < 0
@@ -146,12 +150,22 @@ class WhisperReader(nn.Module):
             if bool((final_len >= 0).all()) or t == limit:
                 break
             out[:, t] = nxt
+            if return_states:
+                states.append(state)
+                logps.append(logp.clamp(min=-1e4))  # specials: -inf -> finite
             words = words + opens.long()
             step_ids = nxt[:, None]
-        return [out[b, : int(final_len[b])].tolist() for b in range(B)]
+        tokens = [out[b, : int(final_len[b])].tolist() for b in range(B)]
+        if not return_states:
+            return tokens
+        L = max(len(t) for t in tokens)
+        if L == 0:
+            return tokens, encoder_out.new_zeros(B, 0, enc.shape[-1]), encoder_out.new_zeros(B, 0, self.embeddings.shape[0])
+        return tokens, torch.stack(states[:L], 1), torch.stack(logps[:L], 1)
 
-    def _step(self, ids: torch.Tensor, position: int, cross, key_mask: torch.Tensor, cache: list) -> torch.Tensor:
-        """Feed ids (B, S) at positions position.. -> log-probabilities of the next token (B, V)."""
+    def _step(self, ids: torch.Tensor, position: int, cross, key_mask: torch.Tensor, cache: list):
+        """Feed ids (B, S) at positions position.. -> the last final state (B, D) and the
+        log-probabilities of the next token (B, V)."""
         dec = self.decoder
         S = ids.shape[1]
         x = self.embeddings[ids] + dec.embed_positions.weight[position : position + S]
@@ -170,7 +184,7 @@ class WhisperReader(nn.Module):
             x = x + attn.out_proj(_merge(y))
             x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
         h = dec.layer_norm(x[:, -1])  # (B, D)
-        return (h @ self.embeddings.T).float().log_softmax(-1)
+        return h, (h @ self.embeddings.T).float().log_softmax(-1)
 
 
 def _heads(attn, t: torch.Tensor) -> torch.Tensor:
