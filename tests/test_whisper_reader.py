@@ -149,3 +149,12 @@ def test_config_names_a_known_decoding():
     assert WhisperCFormerConfig.from_dict({"decoding": "read"}).decoding == "read"
     with pytest.raises(ValueError, match="decoding must be one of"):
         WhisperCFormerConfig.from_dict({"decoding": "autoregressive"})
+
+
+def test_stage2_config_names_what_the_adapter_reads():
+    from asr.models.speech_llm import SpeechLlmConfig
+
+    assert SpeechLlmConfig.from_dict({}).stage1_decoding == "parallel"  # configs written before it
+    assert SpeechLlmConfig.from_dict({"stage1_decoding": "read"}).stage1_decoding == "read"
+    with pytest.raises(ValueError, match="stage1_decoding"):
+        SpeechLlmConfig.from_dict({"stage1_decoding": "both"})
