@@ -6,6 +6,7 @@ import importlib.util
 
 import pytest
 import torch
+from whisper_frames import librivox_frames
 
 from asr.data.batching import IGNORE_ID
 from asr.models.whisper_cformer import (
@@ -261,25 +262,6 @@ def test_checkpoints_hold_no_whisper_table_and_average_into_a_model_dir(tokenize
 
 
 # ---- X-LLM stage 2 on top: the S-Adapter reads the decoder's states ------------------------------
-def _librivox_frames():
-    """Whisper tiny.en encoder frames of the first 2 s and 1.5 s of a human recording: (2, T, 384), (2,)."""
-    from pathlib import Path
-
-    from asr.data.audio import read_audio
-    from asr.data.batching import pad_features
-    from asr.features.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel
-
-    wavs = sorted(Path("/usr/share/pocketsphinx/test/data/librivox").glob("*.wav"))
-    if not wavs:
-        pytest.skip("pocketsphinx-testdata (Debian) not installed")
-    encoder, frames = WhisperEncoderFrontend.from_packaged().eval(), []
-    for seconds in (2.0, 1.5):
-        mel = whisper_log_mel(read_audio(wavs[0])[0][: int(seconds * 16000)])
-        with torch.no_grad():
-            frames.append(encoder(mel[None], torch.tensor([mel.shape[0]]))[0][0])
-    return pad_features(frames)
-
-
 @pytest.mark.parametrize("stage1_decoding", ["parallel", "read"])
 def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path, stage1_decoding):
     from asr.models.llm import LlmConfig, load_llm
@@ -306,7 +288,7 @@ def test_speech_llm_over_a_whisper_cformer(model_dir, tokenizer, tmp_path, stage
     torch.manual_seed(5)
     feats, lengths = torch.randn(2, 90, 384), torch.tensor([90, 70])
     if stage1_decoding == "read":  # Whisper's decoder ends at once on random frames: give it a person speaking
-        feats, lengths = _librivox_frames()
+        feats, lengths = librivox_frames([(0, 2.0), (0, 1.5)])
     speech, rec = model.speech_embeddings(feats, lengths)
     n = rec["token_lengths"].tolist()
     assert ("parallel_tokens" in rec) == (stage1_decoding == "read")

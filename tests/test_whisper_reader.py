@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
+from whisper_frames import librivox_frames
 
 from asr.models.whisper_cformer import WhisperCFormerConfig, build_whisper_cformer, load_whisper_tokenizer
 from asr.models.whisper_reader import count_words, word_start_table
@@ -31,26 +31,10 @@ def model(tokenizer):
     return m
 
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
-
-
 @pytest.fixture(scope="module")
 def speech():
-    """Whisper tiny.en encoder frames of three human recordings (unpadded): (B, T, 384), lengths (B,)."""
-    if not LIBRIVOX.is_dir():
-        pytest.skip("pocketsphinx-testdata (Debian) not installed")
-    from asr.data.audio import read_audio
-    from asr.data.batching import pad_features
-    from asr.features.whisper_encoder import WhisperEncoderFrontend, whisper_log_mel
-
-    encoder = WhisperEncoderFrontend.from_packaged().eval()
-    frames = []
-    for wav, seconds in zip(sorted(LIBRIVOX.glob("*.wav"))[:3], (2.0, 3.5, 1.2)):
-        wave, _ = read_audio(wav)
-        with torch.no_grad():
-            mel = whisper_log_mel(wave[: int(seconds * 16000)])
-            frames.append(encoder(mel[None], torch.tensor([mel.shape[0]]))[0][0])
-    return pad_features(frames)
+    """Encoder frames of three human recordings (2 s, 3.5 s, 1.2 s): (3, T, 384), lengths (3,)."""
+    return librivox_frames([(0, 2.0), (1, 3.5), (2, 1.2)])
 
 
 def test_word_starts_count_words_as_written(tokenizer):
