@@ -53,10 +53,8 @@ def split_words(tokens: list[int], word_starts: torch.Tensor) -> list[int]:
 
 
 def count_words(tokens: list[int], word_starts: torch.Tensor) -> int:
-    """Words in a token sequence (tokens opening a word; a first token without its space counts too)."""
-    if not tokens:
-        return 0
-    return int(word_starts[tokens].sum()) + int(not bool(word_starts[tokens[0]]))
+    """Words in a token sequence, as :func:`split_words` splits it."""
+    return split_words(tokens, word_starts)[-1] + 1 if tokens else 0
 
 
 class WhisperReader(nn.Module):
