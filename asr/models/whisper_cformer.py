@@ -49,7 +49,7 @@ from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.cif_asr import SinusoidalPositions, lengths_to_padding_mask
 from asr.models.cmvn import GlobalCMVN
-from asr.models.whisper_reader import WhisperReader, count_words, split_words, token_texts, word_start_table
+from asr.models.whisper_reader import WhisperReader, count_words, split_words, token_tables
 
 KIND = "whisper_cformer"
 EMBEDDING_KEY = "decoder.embed_tokens.weight"  # Whisper's token table: rebuilt, never saved
@@ -190,8 +190,7 @@ class WhisperCFormer(nn.Module):
             decoder = load_whisper_decoder(self.config.whisper)
             decoder.embed_tokens = self.decoder.embed_tokens
             tokenizer = load_whisper_tokenizer(self.config.whisper)
-            starts = word_start_table(tokenizer, self.config.vocab_size)
-            texts = token_texts(tokenizer, self.config.vocab_size)
+            starts, texts = token_tables(tokenizer, self.config.vocab_size)
             self.reader = WhisperReader(decoder, self.config.prefix_ids, tokenizer.eos_token_id, starts, texts)
             self.reader.to(self.embeddings.device)
         return self.reader

@@ -24,22 +24,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def word_start_table(tokenizer, vocab_size: int) -> torch.Tensor:
-    """(V,) bool: True for the tokens that open a word (a leading space, then a letter or digit).
-    Ids past the tokenizer's vocabulary (Whisper's timestamps) are False."""
-    table = torch.zeros(vocab_size, dtype=torch.bool)
-    pieces = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), vocab_size))))
-    for i, piece in enumerate(pieces):
-        table[i] = bool(piece) and piece.startswith("Ġ") and any(ch.isalnum() for ch in piece[1:])
-    return table
+def token_tables(tokenizer, vocab_size: int) -> tuple[torch.Tensor, list[str]]:
+    """Two (V,) tables from one pass over the tokenizer's pieces:
 
+    - word starts, bool: True for the tokens that open a word (a leading space, then a letter or digit);
+    - texts: each token's letters and digits, lowercased (byte-level pieces as the tokenizer spells
+      them), enough to match words across two transcripts.
 
-def token_texts(tokenizer, vocab_size: int) -> list[str]:
-    """(V,) each token's letters and digits, lowercased (byte-level pieces as the tokenizer spells
-    them; "" for specials and timestamps): enough to match words across two transcripts."""
+    Ids past the tokenizer's vocabulary (Whisper's timestamps) open no word and spell "".
+    """
     pieces = tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), vocab_size))))
-    texts = ["".join(ch for ch in (p or "") if ch.isalnum()).lower() for p in pieces]
-    return texts + [""] * (vocab_size - len(texts))
+    pieces = [p or "" for p in pieces] + [""] * (vocab_size - len(pieces))
+    starts = torch.tensor([p.startswith("Ġ") and any(ch.isalnum() for ch in p[1:]) for p in pieces], dtype=torch.bool)
+    # the byte-level space marker "Ġ" is itself a letter to str.isalnum(): drop it first
+    return starts, ["".join(ch for ch in p.removeprefix("Ġ") if ch.isalnum()).lower() for p in pieces]
 
 
 def split_words(tokens: list[int], word_starts: torch.Tensor) -> list[int]:
@@ -67,10 +65,11 @@ class WhisperReader(nn.Module):
         prefix_ids: tuple[int, ...],
         eot_id: int,
         word_starts: torch.Tensor,
-        texts: list[str] | None = None,
+        texts: list[str],
     ):
+        """``word_starts``, ``texts``: :func:`token_tables` of Whisper's tokenizer."""
         super().__init__()
-        self.texts = texts  # token_texts(): matches the read words to another transcript's
+        self.texts = texts  # matches the read words to another transcript's
         self.decoder = decoder.requires_grad_(False).eval()
         self.prefix_ids = tuple(prefix_ids)
         self.eot_id = eot_id
