@@ -49,7 +49,7 @@ from asr.io_utils import load_weights, save_config_and_weights
 from asr.models.cif import CifPredictor
 from asr.models.cif_asr import SinusoidalPositions, lengths_to_padding_mask
 from asr.models.cmvn import GlobalCMVN
-from asr.models.whisper_reader import WhisperReader, count_words, split_words, token_tables
+from asr.models.whisper_reader import WhisperReader, count_words, merge_heads, split_heads, split_words, token_tables
 
 KIND = "whisper_cformer"
 EMBEDDING_KEY = "decoder.embed_tokens.weight"  # Whisper's token table: rebuilt, never saved
@@ -492,19 +492,14 @@ def _attention(
 
     x (B, L, D) queries; memory (B, T, D) keys/values (None: self-attention); key_mask (B, 1, 1, T)
     True where a key may be attended to."""
-    B, L, D = x.shape
     src = x if memory is None else memory
-
-    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, S, D) -> (B, H, S, D / H)
-        return t.view(B, t.shape[1], attn.num_heads, attn.head_dim).transpose(1, 2)
-
     y = F.scaled_dot_product_attention(
-        heads(attn.q_proj(x)),
-        heads(attn.k_proj(src)),
-        heads(attn.v_proj(src)),
+        split_heads(attn, attn.q_proj(x)),
+        split_heads(attn, attn.k_proj(src)),
+        split_heads(attn, attn.v_proj(src)),
         attn_mask=key_mask,
         is_causal=causal,
         dropout_p=attn.dropout if training else 0.0,
         scale=attn.scaling,
     )  # (B, H, L, D / H)
-    return attn.out_proj(y.transpose(1, 2).reshape(B, L, D))
+    return attn.out_proj(merge_heads(y))

@@ -111,8 +111,8 @@ class WhisperReader(nn.Module):
         key_mask = (torch.arange(T, device=device)[None, :] < encoder_lengths.to(device)[:, None])[:, None, None, :]
         cross = [
             (
-                _heads(layer.encoder_attn, layer.encoder_attn.k_proj(enc)),
-                _heads(layer.encoder_attn, layer.encoder_attn.v_proj(enc)),
+                split_heads(layer.encoder_attn, layer.encoder_attn.k_proj(enc)),
+                split_heads(layer.encoder_attn, layer.encoder_attn.v_proj(enc)),
             )
             for layer in dec.layers
         ]
@@ -169,28 +169,28 @@ class WhisperReader(nn.Module):
         for i, layer in enumerate(dec.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
-            q, k, v = _heads(attn, attn.q_proj(h)), _heads(attn, attn.k_proj(h)), _heads(attn, attn.v_proj(h))
+            q, k, v = split_heads(attn, attn.q_proj(h)), split_heads(attn, attn.k_proj(h)), split_heads(attn, attn.v_proj(h))
             if cache[i] is not None:
                 k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
             cache[i] = (k, v)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=cache[i][0].shape[2] == S and S > 1, scale=attn.scaling)
-            x = x + attn.out_proj(_merge(y))
+            x = x + attn.out_proj(merge_heads(y))
             attn = layer.encoder_attn
-            q = _heads(attn, attn.q_proj(layer.encoder_attn_layer_norm(x)))
+            q = split_heads(attn, attn.q_proj(layer.encoder_attn_layer_norm(x)))
             y = F.scaled_dot_product_attention(q, cross[i][0], cross[i][1], attn_mask=key_mask, scale=attn.scaling)
-            x = x + attn.out_proj(_merge(y))
+            x = x + attn.out_proj(merge_heads(y))
             x = x + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(x))))
         h = dec.layer_norm(x[:, -1])  # (B, D)
         return h, (h @ self.embeddings.T).float().log_softmax(-1)
 
 
-def _heads(attn, t: torch.Tensor) -> torch.Tensor:
-    """(B, S, D) -> (B, H, S, D / H)."""
+def split_heads(attn, t: torch.Tensor) -> torch.Tensor:
+    """(B, S, D) -> (B, H, S, D / H) for a Whisper attention module's heads (also the C-Former's)."""
     B, S, _ = t.shape
     return t.view(B, S, attn.num_heads, attn.head_dim).transpose(1, 2)
 
 
-def _merge(y: torch.Tensor) -> torch.Tensor:
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
     """(B, H, S, D / H) -> (B, S, D)."""
     B, H, S, d = y.shape
     return y.transpose(1, 2).reshape(B, S, H * d)
