@@ -33,6 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
+
+def _data_prep(script: str | Path, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a recipe's local/data_prep.py (a path, relative to ``cwd`` when given) with ``args``."""
+    cmd = [sys.executable, str(script), *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV, timeout=120)
+
+
+LIBRI_PREP = RECIPES / "librispeech/local/data_prep.py"
+AISHELL_PREP = RECIPES / "aishell/local/data_prep.py"
+
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (Debian package espeak-ng)")
 
 # ---- miniature corpora ----------------------------------------------------------------------------
@@ -305,22 +315,8 @@ def test_librispeech_all_stages(libri_run):
 @pytest.mark.slow
 def test_librispeech_data_prep_takes_every_subset_present_by_default(libri_run):
     work, corpus, _ = libri_run
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "local/data_prep.py",
-            "--corpus-dir",
-            str(corpus / "LibriSpeech"),
-            "--data",
-            "data_auto",
-            "--case",
-            "upper",
-        ],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
+    proc = _data_prep(
+        "local/data_prep.py", "--corpus-dir", corpus / "LibriSpeech", "--data", "data_auto", "--case", "upper", cwd=work
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((work / "data_auto/local/data_prep.json").read_text())
@@ -369,14 +365,7 @@ def test_aishell_all_stages_scored_by_cer(aishell_run):
 @pytest.mark.slow
 def test_aishell_stage0_rerun_does_not_unpack_again(aishell_run):
     work, corpus, _ = aishell_run
-    proc = subprocess.run(
-        [sys.executable, "local/data_prep.py", "--corpus-dir", str(corpus), "--data", "data2"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
-    )
+    proc = _data_prep("local/data_prep.py", "--corpus-dir", corpus, "--data", "data2", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert "0 unpacked now, 4 already done" in proc.stderr
     assert read_table(work / "data2/test/text") == read_table(work / "data/test/text")
@@ -385,19 +374,7 @@ def test_aishell_stage0_rerun_does_not_unpack_again(aishell_run):
 # ---- errors that name what is wrong (no audio needed) ----------------------------------------------------
 def test_librispeech_data_prep_rejects_a_wrong_layout(tmp_path):
     (tmp_path / "corpus" / "flacs").mkdir(parents=True)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RECIPES / "librispeech/local/data_prep.py"),
-            "--corpus-dir",
-            str(tmp_path / "corpus"),
-            "--data",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    proc = _data_prep(LIBRI_PREP, "--corpus-dir", tmp_path / "corpus", "--data", tmp_path / "data")
     assert proc.returncode == 1
     assert f"{tmp_path / 'corpus'}: no LibriSpeech subset found" in proc.stderr and "LibriSpeech/<subset>" in proc.stderr
 
@@ -406,75 +383,31 @@ def test_librispeech_data_prep_names_a_bad_transcript_line(tmp_path):
     chapter = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123"
     chapter.mkdir(parents=True)
     (chapter / "84-121123.trans.txt").write_text("84-121123-0000 HELLO\n85-121123-0001 WRONG SPEAKER\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RECIPES / "librispeech/local/data_prep.py"),
-            "--corpus-dir",
-            str(tmp_path),
-            "--train-subsets",
-            "auto",
-            "--test-subsets",
-            "dev-clean",
-            "--data",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
+    proc = _data_prep(
+        LIBRI_PREP,
+        "--corpus-dir",
+        tmp_path,
+        "--train-subsets",
+        "auto",
+        "--test-subsets",
+        "dev-clean",
+        "--data",
+        tmp_path / "data",
     )
     assert proc.returncode == 1
     assert "no training subset" in proc.stderr
     (tmp_path / "LibriSpeech" / "train-clean-100").mkdir()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RECIPES / "librispeech/local/data_prep.py"),
-            "--corpus-dir",
-            str(tmp_path),
-            "--train-subsets",
-            "train-clean-360",
-            "--data",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    proc = _data_prep(LIBRI_PREP, "--corpus-dir", tmp_path, "--train-subsets", "train-clean-360", "--data", tmp_path / "data")
     assert proc.returncode == 1 and "train-clean-360: subset 'train-clean-360' not found" in proc.stderr
 
 
 def test_aishell_data_prep_rejects_a_wrong_layout(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RECIPES / "aishell/local/data_prep.py"),
-            "--corpus-dir",
-            str(tmp_path),
-            "--data",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    proc = _data_prep(AISHELL_PREP, "--corpus-dir", tmp_path, "--data", tmp_path / "data")
     assert proc.returncode == 1
     assert f"{tmp_path}/data_aishell/transcript/aishell_transcript_v0.8.txt" in proc.stderr
     (tmp_path / "data_aishell" / "wav").mkdir(parents=True)
     (tmp_path / "data_aishell" / "wav" / "S0002.tar.gz").write_bytes(b"not a tar file")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(RECIPES / "aishell/local/data_prep.py"),
-            "--corpus-dir",
-            str(tmp_path),
-            "--data",
-            str(tmp_path / "data"),
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-    )
+    proc = _data_prep(AISHELL_PREP, "--corpus-dir", tmp_path, "--data", tmp_path / "data")
     assert proc.returncode == 1 and "S0002.tar.gz: cannot unpack" in proc.stderr
     assert not (tmp_path / "data_aishell" / "wav" / ".S0002.tar.gz.done").exists()
 
