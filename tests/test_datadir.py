@@ -364,3 +364,61 @@ def test_wav_without_samples_raises_audio_error(tmp_path):
     with pytest.raises(AudioError, match="no samples") as info:
         read_audio(path)
     assert str(path) in str(info.value)
+
+
+# ---- speed perturbation --------------------------------------------------------------------------
+def _tone_dir(root: Path, with_segments: bool = False) -> Path:
+    """A data dir of two 16 kHz tones (1.0 s and 0.5 s at 440 Hz; the second through a pipe)."""
+    root.mkdir(parents=True)
+    rate = 16000
+    for name, seconds in (("a", 1.0), ("b", 0.5)):
+        t = np.arange(int(rate * seconds)) / rate
+        sf.write(root / f"{name}.wav", 0.3 * np.sin(2 * math.pi * 440 * t), rate, subtype="PCM_16")
+    wav_scp = {"rec-a": str(root / "a.wav"), "rec-b": f"cat {root / 'b.wav'} |"}
+    if with_segments:
+        d = DataDir(root / "data", wav_scp=wav_scp, text={"s1-u1": "one", "s1-u2": "two"}, utt2spk={"s1-u1": "s1", "s1-u2": "s1"})
+        d.segments = {"s1-u1": ("rec-a", 0.2, 0.8), "s1-u2": ("rec-b", 0.0, 0.5)}
+    else:
+        d = DataDir(
+            root / "data",
+            wav_scp={"s1-u1": wav_scp["rec-a"], "s2-u2": wav_scp["rec-b"]},
+            text={"s1-u1": "one", "s2-u2": "two"},
+            utt2spk={"s1-u1": "s1", "s2-u2": "s2"},
+        )
+    d.write()
+    return root / "data"
+
+
+def test_speed_perturbation_makes_kaldi_style_copies_that_read_at_the_new_length(tmp_path):
+    from asr.data.perturb import speed_perturb_data_dir
+
+    src = _tone_dir(tmp_path / "src")
+    out = speed_perturb_data_dir(src, tmp_path / "sp", [0.9, 1.0, 1.1])
+    assert validate_data_dir(tmp_path / "sp") == 6
+    assert out.utts == ["s1-u1", "s2-u2", "sp0.9-s1-u1", "sp0.9-s2-u2", "sp1.1-s1-u1", "sp1.1-s2-u2"]
+    assert out.utt2spk["sp1.1-s2-u2"] == "sp1.1-s2" and out.utt2spk["s1-u1"] == "s1"
+    assert out.text["sp0.9-s1-u1"] == "one"
+    for utt, seconds in (("s1-u1", 1.0), ("s2-u2", 0.5)):
+        for f in (0.9, 1.0, 1.1):
+            key = utt if f == 1.0 else f"sp{f:g}-{utt}"
+            samples, rate = read_audio(out.wav_scp[key], sample_rate=None)
+            assert rate == 16000, key
+            assert abs(len(samples) / rate - seconds / f) < 0.01, (key, len(samples))
+            if f != 1.0:  # a tone at f x speed has f x the pitch: the spectrum's peak moves
+                spec = np.abs(np.fft.rfft(samples.numpy()))
+                peak_hz = np.argmax(spec) * rate / len(samples)
+                assert abs(peak_hz - 440 * f) < 5, (key, peak_hz)
+
+
+def test_speed_perturbation_scales_segments_and_refuses_bad_factors(tmp_path):
+    from asr.data.perturb import speed_perturb_data_dir
+
+    src = _tone_dir(tmp_path / "src", with_segments=True)
+    out = speed_perturb_data_dir(src, tmp_path / "sp", [0.9, 1.0])
+    assert sorted(out.wav_scp) == ["rec-a", "rec-b", "sp0.9-rec-a", "sp0.9-rec-b"]
+    rec, start, end = out.segments["sp0.9-s1-u1"]
+    assert rec == "sp0.9-rec-a" and start == pytest.approx(0.2 / 0.9) and end == pytest.approx(0.8 / 0.9)
+    assert out.segments["s1-u1"] == ("rec-a", 0.2, 0.8)
+    assert validate_data_dir(tmp_path / "sp") == 4
+    with pytest.raises(ValueError, match="speed factors"):
+        speed_perturb_data_dir(src, tmp_path / "bad", [0.9, 3.0])

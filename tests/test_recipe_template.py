@@ -93,3 +93,54 @@ def test_config_get_command(tmp_path):
     cfg.write_text("model: [unclosed\n")
     broken = run("model.kind", "--default", "x")
     assert broken.returncode == 1 and "cannot read the config" in broken.stderr
+
+
+def test_speed_perturb_option_trains_on_the_three_way_copies(tmp_path):
+    import math
+
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "asr.sh").symlink_to(TEMPLATE / "asr.sh")
+    (tmp_path / "utils").symlink_to(TEMPLATE / "utils")
+    (tmp_path / "fbank.yaml").write_text("features: {type: fbank}\n")
+    t = np.arange(16000) / 16000
+    for s in ("train", "dev"):
+        d = tmp_path / "data" / s
+        d.mkdir(parents=True)
+        sf.write(d / "a.wav", 0.3 * np.sin(2 * math.pi * 440 * t), 16000, subtype="PCM_16")
+        for name, content in {
+            "wav.scp": f"s1-a {d / 'a.wav'}\n",
+            "text": "s1-a hello\n",
+            "utt2spk": "s1-a s1\n",
+            "spk2utt": "s1 s1-a\n",
+        }.items():
+            (d / name).write_text(content)
+    proc = subprocess.run(
+        [
+            "bash",
+            "asr.sh",
+            "--config",
+            "fbank.yaml",
+            "--test-sets",
+            "dev",
+            "--nj",
+            "1",
+            "--stop-stage",
+            "1",
+            "--speed-perturb",
+            "0.9 1.0 1.1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (frames_file,) = (tmp_path / "dump").glob("*/train_sp/utt2num_frames")
+    frames = dict(line.split() for line in frames_file.read_text().splitlines())
+    assert sorted(frames) == ["s1-a", "sp0.9-s1-a", "sp1.1-s1-a"]
+    # 10 ms frames: 1 s of audio -> ~98, read at 0.9 x speed -> ~109, at 1.1 x -> ~89
+    assert int(frames["sp0.9-s1-a"]) > int(frames["s1-a"]) > int(frames["sp1.1-s1-a"])
+    assert abs(int(frames["sp0.9-s1-a"]) - int(frames["s1-a"]) / 0.9) < 3
+    assert (tmp_path / "dump" / frames_file.parent.parent.name / "train_sp" / "cmvn.ark").exists()

@@ -38,6 +38,22 @@ def run_validate(args) -> int:
     return status
 
 
+# ---- perturb-speed ------------------------------------------------------------------------------
+def add_perturb_speed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help="source Kaldi data dir")
+    p.add_argument("dst", help="data dir to write: every utterance at each speed (copies as sox pipes)")
+    p.add_argument("--factors", type=float, nargs="+", default=[0.9, 1.0, 1.1], help="speed factors (Kaldi's 3-way: 0.9 1.0 1.1)")
+    p.set_defaults(func=run_perturb_speed)
+
+
+def run_perturb_speed(args) -> int:
+    from asr.data.perturb import speed_perturb_data_dir
+
+    out = speed_perturb_data_dir(args.src, args.dst, args.factors)
+    print(f"{args.dst}: {len(out.utt2spk)} utterances ({', '.join(f'{f:g}' for f in args.factors)} x speed of {args.src})")
+    return 0
+
+
 # ---- make-feats ---------------------------------------------------------------------------------
 def add_make_feats(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", help="source Kaldi data dir (wav.scp, text, utt2spk, spk2utt)")
@@ -523,6 +539,10 @@ def run_config_get(args) -> int:
 
 COMMANDS = {
     "validate-data-dir": (add_validate, "check a Kaldi data dir (sorted, consistent ids, transcripts)"),
+    "perturb-speed": (
+        add_perturb_speed,
+        "Kaldi-style speed perturbation: a data dir with every utterance at 0.9/1.0/1.1 x speed",
+    ),
     "make-feats": (add_make_feats, "extract features (Kaldi fbank or frozen-encoder outputs) to ark/scp"),
     "compute-cmvn": (add_cmvn, "global CMVN stats in Kaldi format"),
     "train-tokenizer": (add_tokenizer, "train a sentencepiece model on a text file"),

@@ -21,12 +21,13 @@ config=              # stage 1: features, tokenizer, model, train, decode
 llm_config=          # stage 2: speech_llm (LLM, adapter, prompt), train, decode
 exp_tag=             # default: the stage-1 config's file name
 train_set=train
+speed_perturb=       # e.g. "0.9 1.0 1.1": stage 1 trains on data/<train_set>_sp, Kaldi's 3-way speed perturbation
 valid_set=dev        # validation during stage-1 training
 llm_valid_set=       # validation during stage-2 training: "" = --valid-set, "none" = no validation
 test_sets=           # decoded and scored in stages 4, 6 and 7
 score_opts=          # options of `asr score`, e.g. "--unit char --normalizer chinese" (CER)
 export_name=         # stage 7's export dir under exp/<tag>/ (default: <llm tag>/model)
-__options="stage stop_stage nj train_cmd config llm_config exp_tag train_set valid_set llm_valid_set test_sets score_opts export_name"
+__options="stage stop_stage nj train_cmd config llm_config exp_tag train_set speed_perturb valid_set llm_valid_set test_sets score_opts export_name"
 . utils/parse_options.sh
 . utils/feat_tag.sh
 
@@ -39,6 +40,12 @@ die() { echo "$0: $*" >&2; exit 1; }
 tag=${exp_tag:-$(basename "$config" .yaml)}
 exp=exp/$tag
 dump=dump/$(feat_tag "$config")
+if [ -n "$speed_perturb" ]; then
+  if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+    asr perturb-speed "data/$train_set" "data/${train_set}_sp" --factors $speed_perturb
+  fi
+  train_set=${train_set}_sp
+fi
 all_sets=$(echo "$train_set" "$valid_set" $test_sets | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
